@@ -1,0 +1,1 @@
+"""Compute kernels of mgnn: one module per backend, no state, no policy."""

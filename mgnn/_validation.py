@@ -1,0 +1,113 @@
+"""Argument checks shared by the whole package.
+
+Every public entry point validates what it is given with these helpers, so that
+a bad argument produces one kind of message everywhere: the argument's name,
+what was expected, and what was received.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype, name="dtype"):
+    """Return ``dtype`` as a NumPy float dtype, or raise naming ``name``."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_array(x, name, *, ndim=None, shape=None, dtype=None, finite=True, xp=np):
+    """Validate an array argument and return it (no copy when already valid).
+
+    Parameters
+    ----------
+    x : array_like
+        The argument.
+    name : str
+        Its name, used in the error message.
+    ndim : int, optional
+        Required number of dimensions.
+    shape : tuple, optional
+        Required shape; ``None`` entries match any length.
+    dtype : dtype, optional
+        Required floating dtype. Arrays of another float dtype raise
+        ``TypeError`` (no silent casts); integer and bool input raise too.
+    finite : bool
+        Reject NaN and inf.
+    xp : module
+        Array namespace (numpy or cupy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_array(np.zeros((2, 3)), "X", ndim=2).shape
+    (2, 3)
+    >>> check_array(np.zeros(3), "X", ndim=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: X must be a 2-D array, got shape (3,)
+    """
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        try:
+            x = xp.asarray(x)
+        except Exception as exc:  # pragma: no cover - exotic input
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array, got shape {tuple(x.shape)}")
+    if shape is not None:
+        if len(shape) != x.ndim or any(
+            s is not None and s != t for s, t in zip(shape, x.shape)
+        ):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    if dtype is not None:
+        dt = np.dtype(dtype)
+        if x.dtype != dt:
+            raise TypeError(f"{name} must have dtype {dt}, got {x.dtype}")
+    elif x.dtype.kind not in "fc":
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    if finite and x.size and not bool(xp.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def check_positive_int(value, name, minimum=1):
+    """Return ``value`` as int if it is an integer >= ``minimum``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_scalar(value, name, *, low=None, high=None, low_open=False, high_open=False):
+    """Return ``value`` as float if it is a finite real in the given interval."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and (v < low or (low_open and v == low)):
+        op = ">" if low_open else ">="
+        raise ValueError(f"{name} must be {op} {low}, got {v}")
+    if high is not None and (v > high or (high_open and v == high)):
+        op = "<" if high_open else "<="
+        raise ValueError(f"{name} must be {op} {high}, got {v}")
+    return v
+
+
+def check_choice(value, name, choices):
+    """Return ``value`` if it is one of ``choices``, else raise naming them."""
+    if value not in choices:
+        opts = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"unknown {name} {value!r}; expected one of {opts}")
+    return value
