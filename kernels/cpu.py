@@ -1,0 +1,413 @@
+"""CPU kernels of the dense residual layer: forward, adjoint, tangent, second-order adjoint.
+
+One layer maps a batch of states ``U`` (s x w, one sample per row) to
+
+    Z = U W^T + b,        U_next = skip * U + h * sigma(Z),
+
+with ``skip = 1`` for a residual layer (an explicit-Euler step of the ODE
+u' = sigma(W u + b)) and ``skip = 0``, ``h = 1`` for a plain dense layer (the
+opening layer of a ResNet). Everything here is stateless: every function writes
+into caller-provided buffers and allocates nothing of the size of a batch.
+
+GEMMs go to BLAS through ``np.matmul(..., out=...)``; the elementwise work around
+them (bias, activation, derivative, axpy, column sums for the bias gradient) is
+fused into single-pass Numba kernels. The exception is ``tanh``: Numba's scalar
+``tanh`` is ~10x slower than NumPy's SIMD ufunc on this hardware, so for tanh the
+activation is one NumPy pass and the rest stays fused.
+
+The *record* of a layer is what the forward step stores for the backward sweeps:
+the activation value ``A = tanh(Z)`` for tanh (sigma' = 1 - A^2 needs no
+transcendental), the pre-activation ``Z`` for every other activation.
+
+Activations are passed as integer codes (:data:`ACTIVATIONS`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+IDENTITY, TANH, RELU, SMOOTH_RELU = 0, 1, 2, 3
+ACTIVATIONS = {"identity": IDENTITY, "tanh": TANH, "relu": RELU, "smooth_relu": SMOOTH_RELU}
+#: Half-width of the quadratic piece of the smoothed ReLU (Guenther et al. 2020):
+#: sigma(z) = max(z, 0) for |z| > EPS and (z + EPS)^2 / (4 EPS) for |z| <= EPS.
+SMOOTH_RELU_EPS = 0.1
+
+
+# ----------------------------------------------------------------------------
+# scalar activation pieces (inlined into the loops below)
+# ----------------------------------------------------------------------------
+@njit(inline="always", cache=True)
+def _sigma(z, act):
+    if act == RELU:
+        return z if z > 0 else 0.0 * z
+    if act == SMOOTH_RELU:
+        if z <= -SMOOTH_RELU_EPS:
+            return 0.0 * z
+        if z >= SMOOTH_RELU_EPS:
+            return z
+        return (z + SMOOTH_RELU_EPS) * (z + SMOOTH_RELU_EPS) * (0.25 / SMOOTH_RELU_EPS)
+    if act == TANH:
+        return np.tanh(z)
+    return z
+
+
+@njit(inline="always", cache=True)
+def _dsigma(r, act):
+    """sigma'(z) from the record r (A for tanh, Z otherwise)."""
+    if act == RELU:
+        return 1.0 if r > 0 else 0.0
+    if act == SMOOTH_RELU:
+        if r <= -SMOOTH_RELU_EPS:
+            return 0.0
+        if r >= SMOOTH_RELU_EPS:
+            return 1.0
+        return (r + SMOOTH_RELU_EPS) * (0.5 / SMOOTH_RELU_EPS)
+    if act == TANH:
+        return 1.0 - r * r
+    return 1.0
+
+
+@njit(inline="always", cache=True)
+def _d2sigma(r, act):
+    """sigma''(z) from the record r (A for tanh, Z otherwise)."""
+    if act == SMOOTH_RELU:
+        if r <= -SMOOTH_RELU_EPS or r >= SMOOTH_RELU_EPS:
+            return 0.0
+        return 0.5 / SMOOTH_RELU_EPS
+    if act == TANH:
+        return -2.0 * r * (1.0 - r * r)
+    return 0.0
+
+
+# ----------------------------------------------------------------------------
+# fused elementwise kernels
+# ----------------------------------------------------------------------------
+@njit(cache=True)
+def activation(Z, act, out):
+    """out = sigma(Z), elementwise (any shape, C-contiguous)."""
+    z = Z.reshape(-1)
+    o = out.reshape(-1)
+    for i in range(z.size):
+        o[i] = _sigma(z[i], act)
+
+
+@njit(cache=True)
+def activation_derivative(Z, act, out):
+    """out = sigma'(Z), elementwise, from the pre-activation Z."""
+    z = Z.reshape(-1)
+    o = out.reshape(-1)
+    for i in range(z.size):
+        r = np.tanh(z[i]) if act == TANH else z[i]
+        o[i] = _dsigma(r, act)
+
+
+@njit(cache=True)
+def activation_second_derivative(Z, act, out):
+    """out = sigma''(Z), elementwise, from the pre-activation Z."""
+    z = Z.reshape(-1)
+    o = out.reshape(-1)
+    for i in range(z.size):
+        r = np.tanh(z[i]) if act == TANH else z[i]
+        o[i] = _d2sigma(r, act)
+
+
+@njit(cache=True)
+def _forward_fuse(U, S, b, h, act, skip, out):
+    # S holds U W^T on entry, the record Z = U W^T + b on exit.
+    s, w = S.shape
+    for i in range(s):
+        for j in range(w):
+            z = S[i, j] + b[j]
+            S[i, j] = z
+            v = h * _sigma(z, act)
+            out[i, j] = U[i, j] + v if skip else v
+
+
+@njit(cache=True)
+def _axpy_fuse(U, A, h, skip, out):
+    s, w = A.shape
+    for i in range(s):
+        for j in range(w):
+            v = h * A[i, j]
+            out[i, j] = U[i, j] + v if skip else v
+
+
+@njit(cache=True)
+def _delta_fuse(S, L, h, act, D, gb, want_gb):
+    # D = h sigma'(S) * L ; gb = column sums of D
+    s, w = S.shape
+    if want_gb:
+        gb[:] = 0.0
+    for i in range(s):
+        for j in range(w):
+            d = h * _dsigma(S[i, j], act) * L[i, j]
+            D[i, j] = d
+            if want_gb:
+                gb[j] += d
+
+
+@njit(cache=True)
+def _tangent_fuse(dZ, T, db, S, dU, h, act, skip, want_T, out):
+    # dZ <- dZ + T + db (the tangent record); out = skip*dU + h sigma'(S) dZ
+    s, w = S.shape
+    for i in range(s):
+        for j in range(w):
+            z = dZ[i, j] + db[j]
+            if want_T:
+                z += T[i, j]
+            dZ[i, j] = z
+            v = h * _dsigma(S[i, j], act) * z
+            out[i, j] = dU[i, j] + v if skip else v
+
+
+@njit(cache=True)
+def _soadjoint_fuse(S, dZ, L, dL, h, act, D, dD, gb, dgb, want_gb):
+    # D  = h sigma'(S) L
+    # dD = h (sigma''(S) dZ L + sigma'(S) dL)
+    s, w = S.shape
+    dgb[:] = 0.0
+    if want_gb:
+        gb[:] = 0.0
+    for i in range(s):
+        for j in range(w):
+            r = S[i, j]
+            d1 = _dsigma(r, act)
+            d = h * d1 * L[i, j]
+            dd = h * (_d2sigma(r, act) * dZ[i, j] * L[i, j] + d1 * dL[i, j])
+            D[i, j] = d
+            dD[i, j] = dd
+            dgb[j] += dd
+            if want_gb:
+                gb[j] += d
+
+
+# ----------------------------------------------------------------------------
+# layer steps (BLAS GEMMs + fused kernels); all outputs are caller buffers
+# ----------------------------------------------------------------------------
+def forward_step(U, W, b, h, act, S, out, skip=True):
+    """One layer forward: ``out = skip*U + h*sigma(U W^T + b)``; ``S`` gets the record.
+
+    Parameters
+    ----------
+    U : (s, w_in) array
+        Input states (one sample per row).
+    W : (w_out, w_in) array
+        Weights; ``b`` : (w_out,) bias.
+    h : float
+        Step size (1 for a dense layer).
+    act : int
+        Activation code from :data:`ACTIVATIONS`.
+    S : (s, w_out) array
+        Output: the layer's record (``tanh(Z)`` for tanh, else ``Z``).
+    out : (s, w_out) array
+        Output states. May not alias ``U``.
+    skip : bool
+        Residual connection (requires ``w_in == w_out``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> U = np.ones((2, 3)); W = np.eye(3); b = np.zeros(3)
+    >>> S = np.empty((2, 3)); out = np.empty((2, 3))
+    >>> forward_step(U, W, b, 0.5, ACTIVATIONS["relu"], S, out)
+    >>> out[0]
+    array([1.5, 1.5, 1.5])
+    """
+    np.matmul(U, W.T, out=S)
+    h = S.dtype.type(h)
+    if act == TANH:
+        np.add(S, b, out=S)
+        np.tanh(S, out=S)
+        _axpy_fuse(U, S, h, skip, out)
+    else:
+        _forward_fuse(U, S, b, h, act, skip, out)
+
+
+def adjoint_step(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True):
+    """Transpose of one layer's Jacobian applied to the adjoint ``L_next``.
+
+    With ``D = h*sigma'(Z) * L_next`` (written to ``D``):
+    ``L = skip*L_next + D W`` (adjoint of the input states, skipped when ``L`` is
+    None), ``gW = D^T U`` and ``gb = sum_rows(D)`` (the parameter gradient,
+    skipped when None).
+    """
+    h = S.dtype.type(h)
+    _delta_fuse(S, L_next, h, act, D, gb if gb is not None else D[0], gb is not None)
+    if L is not None:
+        np.matmul(D, W, out=L)
+        if skip:
+            np.add(L, L_next, out=L)
+    if gW is not None:
+        np.matmul(D.T, U, out=gW)
+
+
+def tangent_step(U, dU, W, dW, db, S, h, act, dZ, out, T=None, skip=True):
+    """Directional derivative of one layer in the direction (dU, dW, db).
+
+    ``dZ = dU W^T + U dW^T + db`` (written to ``dZ``, the tangent record) and
+    ``out = skip*dU + h*sigma'(Z) * dZ``. Pass ``dU=None`` for a direction with no
+    state part (the opening layer, whose input is data) and ``dW=None`` for one
+    with no weight part; ``T`` is an (s, w_out) scratch buffer needed when both
+    are present.
+    """
+    h = S.dtype.type(h)
+    if dU is not None:
+        np.matmul(dU, W.T, out=dZ)
+    elif dW is None:
+        dZ[...] = 0
+    want_T = dW is not None
+    if want_T:
+        if dU is None:
+            np.matmul(U, dW.T, out=dZ)
+            want_T = False
+        else:
+            np.matmul(U, dW.T, out=T)
+    _tangent_fuse(dZ, T if want_T else dZ, db, S, dU if dU is not None else dZ, h, act,
+                  skip and dU is not None, want_T, out)
+
+
+def soadjoint_step(L_next, dL_next, U, dU, W, dW, S, dZ, h, act, D, dD,
+                   L=None, dL=None, gW=None, gb=None, dgW=None, dgb=None,
+                   tmp=None, tmpW=None, skip=True):
+    """Second-order adjoint of one layer: the derivative of :func:`adjoint_step`.
+
+    Differentiating the adjoint step along the tangent (dU, dW, dZ) and the
+    adjoint direction ``dL_next`` gives, with ``D = h sigma'(Z) L_next`` and
+    ``dD = h (sigma''(Z) dZ L_next + sigma'(Z) dL_next)``::
+
+        L   = skip*L_next  + D W
+        dL  = skip*dL_next + dD W + D dW
+        gW  = D^T U,           gb  = sum_rows(D)
+        dgW = dD^T U + D^T dU, dgb = sum_rows(dD)
+
+    ``dU=None`` / ``dW=None`` mean zero directions. ``tmp`` (s, w_in) and
+    ``tmpW`` (w_out, w_in) are scratch buffers used when the two-term sums are
+    needed. Outputs left as None are not computed.
+    """
+    h = S.dtype.type(h)
+    _soadjoint_fuse(S, dZ, L_next, dL_next, h, act, D, dD,
+                    gb if gb is not None else dgb, dgb, gb is not None)
+    if L is not None:
+        np.matmul(D, W, out=L)
+        if skip:
+            np.add(L, L_next, out=L)
+    if dL is not None:
+        np.matmul(dD, W, out=dL)
+        if skip:
+            np.add(dL, dL_next, out=dL)
+        if dW is not None:
+            np.matmul(D, dW, out=tmp)
+            np.add(dL, tmp, out=dL)
+    if gW is not None:
+        np.matmul(D.T, U, out=gW)
+    if dgW is not None:
+        np.matmul(dD.T, U, out=dgW)
+        if dU is not None:
+            np.matmul(D.T, dU, out=tmpW)
+            np.add(dgW, tmpW, out=dgW)
+
+
+# ----------------------------------------------------------------------------
+# losses: value, gradient and Hessian-vector product w.r.t. the network output
+# ----------------------------------------------------------------------------
+@njit(cache=True)
+def mse_value_grad(Y, T, G):
+    """Mean squared error ``(1/(2s)) sum ||y_i - t_i||^2``; ``G`` = dL/dY."""
+    s, m = Y.shape
+    inv = 1.0 / s
+    val = 0.0
+    for i in range(s):
+        for j in range(m):
+            r = Y[i, j] - T[i, j]
+            val += r * r
+            G[i, j] = r * inv
+    return 0.5 * val * inv
+
+
+@njit(cache=True)
+def mse_value(Y, T):
+    s, m = Y.shape
+    val = 0.0
+    for i in range(s):
+        for j in range(m):
+            r = Y[i, j] - T[i, j]
+            val += r * r
+    return 0.5 * val / s
+
+
+@njit(cache=True)
+def mse_hessp(Y, dY, out):
+    """Hessian of the MSE in the direction dY: ``dY / s``."""
+    s = Y.shape[0]
+    inv = 1.0 / s
+    a = dY.reshape(-1)
+    o = out.reshape(-1)
+    for i in range(a.size):
+        o[i] = a[i] * inv
+
+
+@njit(cache=True)
+def _softmax_row(Y, i, P):
+    m = Y.shape[1]
+    mx = Y[i, 0]
+    for j in range(1, m):
+        if Y[i, j] > mx:
+            mx = Y[i, j]
+    tot = 0.0
+    for j in range(m):
+        e = np.exp(Y[i, j] - mx)
+        P[i, j] = e
+        tot += e
+    for j in range(m):
+        P[i, j] /= tot
+    return mx + np.log(tot)
+
+
+@njit(cache=True)
+def cross_entropy_value_grad(Y, labels, G):
+    """Softmax cross-entropy, mean over samples; ``G`` = dL/dY.
+
+    Stable: log-sum-exp with the row maximum subtracted.
+    """
+    s, m = Y.shape
+    inv = 1.0 / s
+    val = 0.0
+    for i in range(s):
+        lse = _softmax_row(Y, i, G)
+        c = labels[i]
+        val += lse - Y[i, c]
+        for j in range(m):
+            G[i, j] *= inv
+        G[i, c] -= inv
+    return val * inv
+
+
+@njit(cache=True)
+def cross_entropy_value(Y, labels):
+    s, m = Y.shape
+    val = 0.0
+    for i in range(s):
+        mx = Y[i, 0]
+        for j in range(1, m):
+            if Y[i, j] > mx:
+                mx = Y[i, j]
+        tot = 0.0
+        for j in range(m):
+            tot += np.exp(Y[i, j] - mx)
+        val += mx + np.log(tot) - Y[i, labels[i]]
+    return val / s
+
+
+@njit(cache=True)
+def cross_entropy_hessp(Y, dY, out):
+    """Hessian of the cross-entropy in the direction dY: ``(P dY - P <P, dY>)/s``."""
+    s, m = Y.shape
+    inv = 1.0 / s
+    for i in range(s):
+        _softmax_row(Y, i, out)
+        dot = 0.0
+        for j in range(m):
+            dot += out[i, j] * dY[i, j]
+        for j in range(m):
+            out[i, j] = out[i, j] * (dY[i, j] - dot) * inv

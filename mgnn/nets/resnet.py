@@ -1,0 +1,332 @@
+"""A residual network as an explicit parameter object over one flat vector ``theta``.
+
+The network is the forward-Euler discretisation of the ODE u' = sigma(W(t) u + b(t))
+on [0, T] with ``depth`` steps of size h = T/depth, between an opening layer and a
+closing layer::
+
+    U_0     = sigma_o(X W_open^T + b_open)                    (s x width)
+    U_{n+1} = U_n + h sigma(U_n W_n^T + b_n),  n = 0..N-1     (residual layers)
+    Y       = U_N W_close^T + b_close                         (s x n_out)
+
+Layout of ``theta`` (all blocks C-ordered, contiguous)::
+
+    [ W_open (width x n_in) | b_open (width) |
+      layer 0: W_0 (width x width), b_0 (width) | ... | layer N-1 |
+      W_close (n_out x width) | b_close (n_out) ]
+
+Each residual layer's weights and bias sit together, so a contiguous range of
+layers is a contiguous slice of ``theta`` (what a rank owns when layers are
+distributed over MPI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mgnn._validation import (
+    check_array,
+    check_choice,
+    check_dtype,
+    check_positive_int,
+    check_scalar,
+)
+from mgnn.backend import get_namespace, kernels_for
+from mgnn.kernels.cpu import ACTIVATIONS
+
+TASKS = ("classification", "regression")
+INIT_SCHEMES = ("glorot", "he", "layer_parallel")
+
+
+@dataclass(frozen=True)
+class ResNetParams:
+    """Zero-copy named views into a parameter vector (see :meth:`ResNet.unpack`)."""
+
+    W_open: np.ndarray  # (width, n_in)
+    b_open: np.ndarray  # (width,)
+    W: np.ndarray  # (depth, width, width)
+    b: np.ndarray  # (depth, width)
+    W_close: np.ndarray  # (n_out, width)
+    b_close: np.ndarray  # (n_out,)
+    blocks: np.ndarray  # (depth, width*width + width): layer n's [W_n, b_n]
+    opening: np.ndarray  # flat view of [W_open, b_open]
+    residual: np.ndarray  # flat view of all residual layers
+    closing: np.ndarray  # flat view of [W_close, b_close]
+
+
+class Workspace:
+    """Preallocated buffers for the sweeps of a network on a batch of ``s`` samples.
+
+    Attributes hold every state ``U`` (depth+1, s, width), every layer record
+    ``S`` (depth, s, width), the opening record, output and loss gradient, and
+    scratch. The tangent / second-order buffers are created on first use by
+    :meth:`ensure_second_order`. Nothing is allocated inside a sweep.
+    """
+
+    def __init__(self, net, s, xp=np):
+        w, N, m = net.width, net.depth, net.n_out
+        dt = net.dtype
+        self.s = s
+        self.xp = xp
+        self.U = xp.empty((N + 1, s, w), dt)
+        self.S = xp.empty((N, s, w), dt)
+        self.S_open = xp.empty((s, w), dt)
+        self.Y = xp.empty((s, m), dt)
+        self.G = xp.empty((s, m), dt)
+        self.L = xp.empty((2, s, w), dt)  # ping-pong adjoints
+        self.D = xp.empty((s, w), dt)
+        self.D_open = xp.empty((s, w), dt)
+        self.second_order = False
+        self._net = net
+
+    def ensure_second_order(self):
+        """Allocate the tangent and second-order adjoint buffers (once)."""
+        if self.second_order:
+            return
+        net, xp, s = self._net, self.xp, self.s
+        w, N, m = net.width, net.depth, net.n_out
+        dt = net.dtype
+        self.dU = xp.empty((N + 1, s, w), dt)
+        self.dZ = xp.empty((N, s, w), dt)
+        self.dZ_open = xp.empty((s, w), dt)
+        self.dL = xp.empty((2, s, w), dt)
+        self.dD = xp.empty((s, w), dt)
+        self.dY = xp.empty((s, m), dt)
+        self.dG = xp.empty((s, m), dt)
+        self.tmp = xp.empty((s, w), dt)
+        self.tmpW = xp.empty((w, w), dt)
+        self.tmpWc = xp.empty((m, w), dt)
+        self.tmpWo = xp.empty((w, net.n_in), dt)
+        self.second_order = True
+
+    def nbytes(self):
+        return sum(v.nbytes for v in vars(self).values() if hasattr(v, "nbytes"))
+
+
+class ResNet:
+    """Residual network u_{n+1} = u_n + h sigma(W_n u_n + b_n) over a flat ``theta``.
+
+    Parameters
+    ----------
+    n_in : int
+        Number of input features.
+    width : int
+        Width of the residual layers (the state dimension of the ODE).
+    depth : int
+        Number of residual layers N (time steps); h = T / N.
+    n_out : int
+        Number of outputs (classes for classification).
+    T : float
+        Final time of the ODE.
+    activation : {'tanh', 'relu', 'smooth_relu', 'identity'}
+        Activation sigma of the residual layers.
+    task : {'classification', 'regression'}
+        Selects the default loss of an :class:`~mgnn.objective.Objective`
+        (cross-entropy or mean squared error).
+    opening_activation : bool
+        Apply sigma in the opening layer (as the layer-parallel papers do).
+    dtype : {float64, float32}
+        Floating type of ``theta``, states and data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = ResNet(2, 8, 16, 5, T=5.0, activation="smooth_relu")
+    >>> net
+    ResNet(n_in=2, width=8, depth=16, n_out=5, T=5.0, h=0.3125, activation='smooth_relu', n_params=1221, dtype=float64)
+    >>> theta = net.init(np.random.default_rng(0))
+    >>> net.forward(theta, np.zeros((3, 2))).shape
+    (3, 5)
+    >>> p = net.unpack(theta)
+    >>> p.W.shape, np.shares_memory(p.W, theta)
+    ((16, 8, 8), True)
+    """
+
+    def __init__(self, n_in, width, depth, n_out, *, T=1.0, activation="tanh",
+                 task="classification", opening_activation=True, dtype=np.float64):
+        self.n_in = check_positive_int(n_in, "n_in")
+        self.width = check_positive_int(width, "width")
+        self.depth = check_positive_int(depth, "depth")
+        self.n_out = check_positive_int(n_out, "n_out")
+        self.T = check_scalar(T, "T", low=0.0, low_open=True)
+        self.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
+        self.act = ACTIVATIONS[activation]
+        self.task = check_choice(task, "task", TASKS)
+        self.opening_activation = bool(opening_activation)
+        self.dtype = check_dtype(dtype)
+        self.h = self.T / self.depth
+        w = self.width
+        self.block_size = w * w + w
+        self.n_open = w * self.n_in + w
+        self.n_residual = self.depth * self.block_size
+        self.n_close = self.n_out * w + self.n_out
+        self.n_params = self.n_open + self.n_residual + self.n_close
+        self.act_open = self.act if self.opening_activation else ACTIVATIONS["identity"]
+
+    # ------------------------------------------------------------------ layout
+    def __repr__(self):
+        return (f"ResNet(n_in={self.n_in}, width={self.width}, depth={self.depth}, "
+                f"n_out={self.n_out}, T={self.T}, h={self.h:.6g}, "
+                f"activation={self.activation!r}, n_params={self.n_params}, "
+                f"dtype={self.dtype})")
+
+    def with_depth(self, depth, T=None):
+        """A network of the same kind with another depth (same T unless given)."""
+        return ResNet(self.n_in, self.width, depth, self.n_out, T=self.T if T is None else T,
+                      activation=self.activation, task=self.task,
+                      opening_activation=self.opening_activation, dtype=self.dtype)
+
+    def layer_slice(self, n0, n1=None):
+        """Slice of ``theta`` holding residual layers ``n0 .. n1-1`` (default: n0 only)."""
+        n1 = n0 + 1 if n1 is None else n1
+        if not 0 <= n0 <= n1 <= self.depth:
+            raise ValueError(f"layer range [{n0}, {n1}) outside 0..{self.depth}")
+        start = self.n_open + n0 * self.block_size
+        return slice(start, start + (n1 - n0) * self.block_size)
+
+    def check_theta(self, theta, name="theta"):
+        """Validate a parameter vector: 1-D, length ``n_params``, this dtype, finite."""
+        xp = get_namespace(theta)
+        return check_array(theta, name, shape=(self.n_params,), dtype=self.dtype, xp=xp)
+
+    def unpack(self, theta):
+        """Named zero-copy views (:class:`ResNetParams`) into ``theta``."""
+        if theta.ndim != 1 or theta.shape[0] != self.n_params:
+            raise ValueError(f"theta must have shape ({self.n_params},), got {tuple(theta.shape)}")
+        w, N, m, d = self.width, self.depth, self.n_out, self.n_in
+        o = 0
+        opening = theta[o:o + self.n_open]
+        W_open = opening[: w * d].reshape(w, d)
+        b_open = opening[w * d:]
+        o += self.n_open
+        residual = theta[o:o + self.n_residual]
+        blocks = residual.reshape(N, self.block_size)
+        W = blocks[:, : w * w].reshape(N, w, w)
+        b = blocks[:, w * w:]
+        o += self.n_residual
+        closing = theta[o:]
+        W_close = closing[: m * w].reshape(m, w)
+        b_close = closing[m * w:]
+        return ResNetParams(W_open, b_open, W, b, W_close, b_close, blocks,
+                            opening, residual, closing)
+
+    def init(self, rng, scheme="glorot", inner_scale=0.0):
+        """Return a new parameter vector drawn from ``rng``.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator or int
+            Random source (an int is used as a seed).
+        scheme : {'glorot', 'he', 'layer_parallel'}
+            ``'glorot'``: uniform with limit sqrt(6/(fan_in+fan_out)) for every
+            weight; ``'he'``: normal with variance 2/fan_in; ``'layer_parallel'``:
+            the scheme of the layer-parallel papers - Glorot opening and closing
+            layers and residual weights ``inner_scale * U(-1, 1)`` (zero by
+            default). Biases are zero in every scheme.
+        inner_scale : float
+            Magnitude of the residual weights for ``'layer_parallel'``.
+        """
+        check_choice(scheme, "scheme", INIT_SCHEMES)
+        inner_scale = check_scalar(inner_scale, "inner_scale", low=0.0)
+        rng = np.random.default_rng(rng)
+        theta = np.zeros(self.n_params, dtype=self.dtype)
+        p = self.unpack(theta)
+
+        def draw(shape):
+            fan_out, fan_in = shape[-2], shape[-1]
+            if scheme == "he":
+                return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+            lim = np.sqrt(6.0 / (fan_in + fan_out))
+            return rng.uniform(-lim, lim, size=shape)
+
+        p.W_open[...] = draw(p.W_open.shape)
+        p.W_close[...] = draw(p.W_close.shape)
+        if scheme == "layer_parallel":
+            p.W[...] = inner_scale * rng.uniform(-1.0, 1.0, size=p.W.shape)
+        else:
+            p.W[...] = draw(p.W.shape)
+        return theta
+
+    def workspace(self, s, xp=np):
+        """Preallocated buffers for a batch of ``s`` samples."""
+        return Workspace(self, check_positive_int(s, "s"), xp)
+
+    def check_input(self, X, name="X"):
+        xp = get_namespace(X)
+        return check_array(X, name, shape=(None, self.n_in), dtype=self.dtype, xp=xp)
+
+    # ------------------------------------------------------------ layer steps
+    def open(self, theta, X, U0, S_open):
+        """Opening layer: ``U0 = sigma_o(X W_open^T + b_open)`` (record in ``S_open``)."""
+        p = self.unpack(theta)
+        k = kernels_for(get_namespace(theta))
+        k.forward_step(X, p.W_open, p.b_open, 1.0, self.act_open, S_open, U0, skip=False)
+
+    def step(self, n, u_in, u_out, theta, h=None, record=None):
+        """Residual layer ``n``: ``u_out = u_in + h sigma(u_in W_n^T + b_n)``.
+
+        The in-place propagator that serial sweeps and MGRIT call. ``h`` defaults
+        to the network's step (coarse MGRIT levels pass a larger one);
+        ``record`` (s, width) receives the layer record needed by the backward
+        sweeps (a scratch buffer when the caller does not keep it).
+        """
+        p = self.unpack(theta)
+        k = kernels_for(get_namespace(u_in))
+        if record is None:
+            record = np.empty_like(u_out)
+        k.forward_step(u_in, p.W[n], p.b[n], self.h if h is None else h, self.act,
+                       record, u_out)
+
+    def step_adjoint(self, n, lam_next, lam_out, theta, u_n, record, D, h=None,
+                     grad_block=None):
+        """Adjoint of residual layer ``n``: ``lam_out = lam_next + D W_n`` with
+        ``D = h sigma'(z_n) lam_next``; when ``grad_block`` (a length
+        ``block_size`` view into a gradient) is given, it receives layer ``n``'s
+        weight and bias gradient ``[D^T u_n, sum_rows D]``.
+        """
+        p = self.unpack(theta)
+        k = kernels_for(get_namespace(lam_next))
+        w = self.width
+        gW = gb = None
+        if grad_block is not None:
+            gW = grad_block[: w * w].reshape(w, w)
+            gb = grad_block[w * w:]
+        k.adjoint_step(lam_next, u_n, p.W[n], record, self.h if h is None else h, self.act,
+                       D, L=lam_out, gW=gW, gb=gb)
+
+    def step_tangent(self, n, u_n, du_n, du_out, theta, dtheta, record, dZ, T, h=None):
+        """Tangent of residual layer ``n`` along (du_n, dtheta's layer-n block)."""
+        p = self.unpack(theta)
+        dp = self.unpack(dtheta)
+        k = kernels_for(get_namespace(u_n))
+        k.tangent_step(u_n, du_n, p.W[n], dp.W[n], dp.b[n], record, self.h if h is None else h,
+                       self.act, dZ, du_out, T=T)
+
+    # ---------------------------------------------------------------- sweeps
+    def forward(self, theta, X):
+        """Network output for the samples ``X`` (s, n_in): logits or predictions."""
+        theta = self.check_theta(theta)
+        X = self.check_input(X)
+        xp = get_namespace(theta)
+        ws = Workspace(self, X.shape[0], xp)
+        from mgnn.propagation import SerialPropagation
+
+        return self.output(theta, X, ws, SerialPropagation()).copy()
+
+    def output(self, theta, X, ws, propagation):
+        """Fill ``ws`` by a forward sweep with ``propagation`` and return ``ws.Y``."""
+        self.open(theta, X, ws.U[0], ws.S_open)
+        propagation.forward(self, theta, ws)
+        p = self.unpack(theta)
+        xp = ws.xp
+        xp.matmul(ws.U[-1], p.W_close.T, out=ws.Y)
+        ws.Y += p.b_close
+        return ws.Y
+
+    def predict(self, theta, X):
+        """Class labels (classification) or outputs (regression) for ``X``."""
+        Y = self.forward(theta, X)
+        if self.task == "classification":
+            return Y.argmax(axis=1)
+        return Y

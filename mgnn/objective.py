@@ -1,0 +1,300 @@
+"""The training objective on a flat parameter vector: value, gradient, Hessian-vector product.
+
+    J(theta) = loss(net(theta; X), targets)
+               + (tikhonov / 2) ||theta||^2
+               + (smoothness / (2 h)) sum_{n=0}^{N-2} ||theta_{n+1} - theta_n||^2
+
+where theta_n is residual layer n's block [W_n, b_n]; the last term is the
+time-derivative regulariser of the layer-parallel papers, h sum ||d theta/dt||^2.
+
+The gradient is computed by the adjoint sweep and ``hessp`` by the
+second-order adjoint (forward tangent sweep + backward second-order sweep): it
+is the exact Hessian-vector product of J, not a finite difference.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from mgnn._validation import check_array, check_choice, check_scalar
+from mgnn.backend import get_namespace, kernels_for
+from mgnn.losses import LOSSES, Loss
+from mgnn.propagation import Propagation, SerialPropagation
+from mgnn.vectorspace import EuclideanSpace
+from mgnn.work import WorkCounter
+
+
+def check_targets(net, Y, name="Y", n=None):
+    """Validate targets for ``net.task``: integer labels or an (s, n_out) float array."""
+    xp = get_namespace(Y)
+    Y = xp.asarray(Y)
+    if net.task == "classification":
+        if Y.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D array of class labels, got shape {Y.shape}")
+        if Y.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer class labels, got dtype {Y.dtype}")
+        if Y.size and (int(Y.min()) < 0 or int(Y.max()) >= net.n_out):
+            raise ValueError(f"{name} labels must lie in [0, {net.n_out}), got "
+                             f"[{int(Y.min())}, {int(Y.max())}]")
+        Y = xp.ascontiguousarray(Y, dtype=np.int64)
+    else:
+        if Y.ndim == 1 and net.n_out == 1:
+            Y = Y.reshape(-1, 1)
+        Y = check_array(Y, name, shape=(None, net.n_out), xp=xp)
+        Y = xp.ascontiguousarray(Y, dtype=net.dtype)
+    if n is not None and Y.shape[0] != n:
+        raise ValueError(f"{name} must have {n} rows (one per sample of X), got {Y.shape[0]}")
+    return Y
+
+
+class Objective:
+    """Loss of a network on data, with regularisation, as a function of ``theta``.
+
+    Parameters
+    ----------
+    net : ResNet
+        The network (any object with the ResNet interface).
+    X : (s, n_in) float array
+        Inputs. Stored in the network's dtype (a float64 array given to a float32
+        network is converted once, here).
+    Y : array
+        Targets: integer labels (classification) or (s, n_out) floats (regression).
+    loss : {'cross_entropy', 'mse'}, optional
+        Defaults to cross-entropy for classification, MSE for regression.
+    tikhonov : float
+        Weight of (1/2)||theta||^2.
+    smoothness : float
+        Weight of the time-derivative term (1/(2h)) sum ||theta_{n+1} - theta_n||^2.
+    propagation : Propagation, optional
+        How states travel through the layers (default: :class:`SerialPropagation`).
+    space : EuclideanSpace, optional
+        Inner product used by optimizers on this objective.
+
+    Attributes
+    ----------
+    counter : WorkCounter
+        Every evaluation is charged here in fine-gradient equivalents.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.nets import ResNet
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((50, 2)); y = (X[:, 0] > 0).astype(int)
+    >>> net = ResNet(2, 4, 8, 2)
+    >>> obj = Objective(net, X, y, tikhonov=1e-4)
+    >>> theta = net.init(rng)
+    >>> f, g = obj.value_and_grad(theta)
+    >>> g.shape == theta.shape, obj.counter.njev
+    (True, 1)
+    >>> Hv = obj.hessp(theta, g)
+    >>> bool(np.dot(g, Hv) > 0)
+    True
+    """
+
+    def __init__(self, net, X, Y, *, loss=None, tikhonov=0.0, smoothness=0.0,
+                 propagation=None, space=None):
+        self.net = net
+        xp = get_namespace(X)
+        X = check_array(X, "X", shape=(None, net.n_in), xp=xp)
+        self.X = xp.ascontiguousarray(X, dtype=net.dtype)
+        self.Y = check_targets(net, Y, "Y", n=X.shape[0])
+        if loss is None:
+            loss = "cross_entropy" if net.task == "classification" else "mse"
+        check_choice(loss, "loss", LOSSES)
+        if loss == "cross_entropy" and net.task != "classification":
+            raise ValueError("loss 'cross_entropy' needs a network with task='classification'")
+        if loss == "mse" and net.task != "regression":
+            raise ValueError("loss 'mse' needs a network with task='regression'")
+        self.loss = Loss(loss)
+        self.tikhonov = check_scalar(tikhonov, "tikhonov", low=0.0)
+        self.smoothness = check_scalar(smoothness, "smoothness", low=0.0)
+        if propagation is None:
+            propagation = SerialPropagation()
+        if not isinstance(propagation, Propagation):
+            raise TypeError(f"propagation must be a Propagation, got {type(propagation).__name__}")
+        self.propagation = propagation
+        self.space = EuclideanSpace() if space is None else space
+        self.counter = WorkCounter()
+        self.xp = xp
+        self._workspaces = OrderedDict()
+
+    # ------------------------------------------------------------- plumbing
+    @property
+    def n_samples(self):
+        """Number of data samples."""
+        return self.X.shape[0]
+
+    @property
+    def n_params(self):
+        return self.net.n_params
+
+    def __repr__(self):
+        return (f"Objective({self.net!r}, n_samples={self.n_samples}, loss={self.loss.name!r}, "
+                f"tikhonov={self.tikhonov:g}, smoothness={self.smoothness:g}, "
+                f"propagation={self.propagation!r})")
+
+    def _workspace(self, s):
+        ws = self._workspaces.get(s)
+        if ws is None:
+            ws = self.net.workspace(s, self.xp)
+            self._workspaces[s] = ws
+            while len(self._workspaces) > 3:
+                self._workspaces.popitem(last=False)
+        else:
+            self._workspaces.move_to_end(s)
+        return ws
+
+    def _data(self, batch):
+        if batch is None:
+            return self.X, self.Y, 1.0
+        xp = self.xp
+        batch = xp.asarray(batch)
+        if batch.ndim != 1 or batch.dtype.kind not in "iu":
+            raise TypeError(f"batch must be a 1-D integer index array, got dtype "
+                            f"{batch.dtype} and shape {batch.shape}")
+        if batch.size == 0:
+            raise ValueError("batch must not be empty")
+        if int(batch.min()) < 0 or int(batch.max()) >= self.n_samples:
+            raise ValueError(f"batch indices must lie in [0, {self.n_samples})")
+        return self.X[batch], self.Y[batch], batch.size / self.n_samples
+
+    def _regularisation(self, theta, grad=None):
+        """Value of the regulariser; adds its gradient to ``grad`` when given."""
+        val = 0.0
+        if self.tikhonov:
+            val += 0.5 * self.tikhonov * float(self.xp.dot(theta, theta))
+            if grad is not None:
+                grad += self.tikhonov * theta
+        if self.smoothness and self.net.depth > 1:
+            blocks = self.net.unpack(theta).blocks
+            d = blocks[1:] - blocks[:-1]
+            c = self.smoothness / self.net.h
+            val += 0.5 * c * float(self.xp.vdot(d, d))
+            if grad is not None:
+                gb = self.net.unpack(grad).blocks
+                gb[:-1] -= c * d
+                gb[1:] += c * d
+        return val
+
+    def _forward(self, theta, X, ws):
+        return self.net.output(theta, X, ws, self.propagation)
+
+    # ---------------------------------------------------------- evaluations
+    def value(self, theta, batch=None):
+        """Objective value at ``theta`` (on the mini-batch ``batch`` when given)."""
+        theta = self.net.check_theta(theta)
+        X, Y, share = self._data(batch)
+        ws = self._workspace(X.shape[0])
+        out = self._forward(theta, X, ws)
+        val = self.loss.value(out, Y, self.xp) + self._regularisation(theta)
+        self.counter.charge("value", share)
+        return val
+
+    def value_and_grad(self, theta, batch=None):
+        """Objective value and gradient (by the adjoint sweep)."""
+        theta = self.net.check_theta(theta)
+        net, xp = self.net, self.xp
+        k = kernels_for(xp)
+        X, Y, share = self._data(batch)
+        ws = self._workspace(X.shape[0])
+        out = self._forward(theta, X, ws)
+        val = self.loss.value_grad(out, Y, ws.G, xp)
+        grad = xp.empty_like(theta)
+        p, g = net.unpack(theta), net.unpack(grad)
+        # closing layer
+        xp.matmul(ws.G.T, ws.U[-1], out=g.W_close)
+        xp.sum(ws.G, axis=0, out=g.b_close)
+        lam_N = ws.L[0]
+        xp.matmul(ws.G, p.W_close, out=lam_N)
+        # residual layers
+        lam_0 = self.propagation.backward(net, theta, ws, lam_N, g.blocks)
+        # opening layer
+        k.adjoint_step(lam_0, X, p.W_open, ws.S_open, 1.0, net.act_open, ws.D_open,
+                       gW=g.W_open, gb=g.b_open, skip=False)
+        val += self._regularisation(theta, grad)
+        self.counter.charge("grad", share)
+        return val, grad
+
+    def grad(self, theta, batch=None):
+        """Gradient of the objective (see :meth:`value_and_grad`)."""
+        return self.value_and_grad(theta, batch)[1]
+
+    def hessp(self, theta, v, batch=None):
+        """Exact Hessian-vector product H(theta) v by the second-order adjoint."""
+        theta = self.net.check_theta(theta)
+        v = self.net.check_theta(v, "v")
+        net, xp = self.net, self.xp
+        k = kernels_for(xp)
+        X, Y, share = self._data(batch)
+        ws = self._workspace(X.shape[0])
+        ws.ensure_second_order()
+        p, dp = net.unpack(theta), net.unpack(v)
+        out = self._forward(theta, X, ws)
+        # tangent sweep
+        k.tangent_step(X, None, p.W_open, dp.W_open, dp.b_open, ws.S_open, 1.0, net.act_open,
+                       ws.dZ_open, ws.dU[0], skip=False)
+        self.propagation.tangent(net, theta, v, ws)
+        xp.matmul(ws.dU[-1], p.W_close.T, out=ws.dY)
+        xp.matmul(ws.U[-1], dp.W_close.T, out=ws.G)  # G as scratch
+        ws.dY += ws.G
+        ws.dY += dp.b_close
+        # loss: first and second derivative at the output
+        self.loss.value_grad(out, Y, ws.G, xp)
+        self.loss.hessp(out, ws.dY, ws.dG, xp)
+        hv = xp.empty_like(theta)
+        h = net.unpack(hv)
+        # closing layer
+        xp.matmul(ws.dG.T, ws.U[-1], out=h.W_close)
+        xp.matmul(ws.G.T, ws.dU[-1], out=ws.tmpWc)
+        xp.add(h.W_close, ws.tmpWc, out=h.W_close)
+        xp.sum(ws.dG, axis=0, out=h.b_close)
+        lam_N, dlam_N = ws.L[0], ws.dL[0]
+        xp.matmul(ws.G, p.W_close, out=lam_N)
+        xp.matmul(ws.dG, p.W_close, out=dlam_N)
+        xp.matmul(ws.G, dp.W_close, out=ws.tmp)
+        dlam_N += ws.tmp
+        # residual layers
+        lam_0, dlam_0 = self.propagation.second_order_backward(net, theta, v, ws, lam_N,
+                                                               dlam_N, h.blocks)
+        # opening layer (its input is data: no state direction)
+        k.soadjoint_step(lam_0, dlam_0, X, None, p.W_open, dp.W_open, ws.S_open, ws.dZ_open,
+                         1.0, net.act_open, ws.D_open, ws.dD, dgW=h.W_open, dgb=h.b_open,
+                         skip=False)
+        # regulariser (quadratic: its Hessian applied to v)
+        if self.tikhonov:
+            hv += self.tikhonov * v
+        if self.smoothness and net.depth > 1:
+            d = dp.blocks[1:] - dp.blocks[:-1]
+            c = self.smoothness / net.h
+            h.blocks[:-1] -= c * d
+            h.blocks[1:] += c * d
+        self.counter.charge("hessp", share)
+        return hv
+
+    # ------------------------------------------------------------- metrics
+    def accuracy(self, theta, X=None, Y=None):
+        """Fraction of correctly classified samples (default: this objective's data)."""
+        if self.net.task != "classification":
+            raise ValueError("accuracy needs a classification network; use error() instead")
+        if X is None:
+            X, Y = self.X, self.Y
+        else:
+            X = self.net.check_input(self.xp.ascontiguousarray(X, dtype=self.net.dtype))
+            Y = check_targets(self.net, Y, "Y", n=X.shape[0])
+        pred = self.net.forward(theta, X).argmax(axis=1)
+        return float((pred == Y).mean())
+
+    def error(self, theta, X=None, Y=None):
+        """Regression errors ``(mean absolute error, worst-case absolute error)``."""
+        if self.net.task != "regression":
+            raise ValueError("error needs a regression network; use accuracy() instead")
+        if X is None:
+            X, Y = self.X, self.Y
+        else:
+            X = self.net.check_input(self.xp.ascontiguousarray(X, dtype=self.net.dtype))
+            Y = check_targets(self.net, Y, "Y", n=X.shape[0])
+        err = abs(self.net.forward(theta, X) - Y)
+        return float(err.mean()), float(err.max())
