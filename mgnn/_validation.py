@@ -65,9 +65,10 @@ def check_array(x, name, *, ndim=None, shape=None, dtype=None, finite=True, xp=n
         raise ValueError(f"{name} must be a {ndim}-D array, got shape {tuple(x.shape)}")
     if shape is not None:
         if len(shape) != x.ndim or any(
-            s is not None and s != t for s, t in zip(shape, x.shape)
+            s is not None and s != t for s, t in zip(shape, x.shape, strict=True)
         ):
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape)
+            want += ",)" if len(shape) == 1 else ")"
             raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     if dtype is not None:
         dt = np.dtype(dtype)

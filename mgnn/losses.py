@@ -27,8 +27,9 @@ class Loss:
     >>> import numpy as np
     >>> loss = Loss("cross_entropy")
     >>> Y = np.zeros((2, 3)); G = np.empty_like(Y)
-    >>> round(loss.value_grad(Y, np.array([0, 2]), G), 6) == round(np.log(3), 6)
-    True
+    >>> f = loss.value_grad(Y, np.array([0, 2]), G)
+    >>> print(f"{f:.6f} {np.log(3):.6f}")
+    1.098612 1.098612
     """
 
     def __init__(self, name):

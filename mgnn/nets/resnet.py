@@ -134,7 +134,8 @@ class ResNet:
     >>> import numpy as np
     >>> net = ResNet(2, 8, 16, 5, T=5.0, activation="smooth_relu")
     >>> net
-    ResNet(n_in=2, width=8, depth=16, n_out=5, T=5.0, h=0.3125, activation='smooth_relu', n_params=1221, dtype=float64)
+    ResNet(n_in=2, width=8, depth=16, n_out=5, T=5.0, h=0.3125,
+           activation='smooth_relu', n_params=1221, dtype=float64)
     >>> theta = net.init(np.random.default_rng(0))
     >>> net.forward(theta, np.zeros((3, 2))).shape
     (3, 5)

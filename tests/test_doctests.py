@@ -1,0 +1,18 @@
+"""Run the doctests of ``mgnn.kernels`` under its installed name.
+
+pytest collects doctests of ``mgnn/`` itself (``--doctest-modules``); the kernels
+live in the ``kernels/`` folder but install as ``mgnn.kernels``, so they are run
+here rather than collected from the folder (which would import them under the
+bare name ``kernels``).
+"""
+
+import doctest
+
+import mgnn.kernels.cpu
+import pytest
+
+
+@pytest.mark.parametrize("module", [mgnn.kernels.cpu])
+def test_kernel_doctests(module):
+    res = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0
