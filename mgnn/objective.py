@@ -131,6 +131,25 @@ class Objective:
     def n_params(self):
         return self.net.n_params
 
+    def with_net(self, net, propagation=None):
+        """The same data, loss and regularisation on another network (e.g. a coarse level).
+
+        The data arrays are shared, not copied. The new objective has its own work
+        counter whose ``scale`` is the new network's cost relative to this one's
+        (ratio of :meth:`ResNet.flops`), so its work is charged in this objective's
+        units.
+        """
+        if net.n_in != self.net.n_in or net.n_out != self.net.n_out or net.task != self.net.task:
+            raise ValueError("net must have the same n_in, n_out and task as the objective's")
+        new = Objective.__new__(Objective)
+        new.__dict__.update(self.__dict__)
+        new.net = net
+        new.propagation = SerialPropagation() if propagation is None else propagation
+        new.counter = WorkCounter(cost=dict(self.counter.cost),
+                                  scale=self.counter.scale * net.flops(1) / self.net.flops(1))
+        new._workspaces = OrderedDict()
+        return new
+
     def __repr__(self):
         return (f"Objective({self.net!r}, n_samples={self.n_samples}, loss={self.loss.name!r}, "
                 f"tikhonov={self.tikhonov:g}, smoothness={self.smoothness:g}, "

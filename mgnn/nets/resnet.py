@@ -178,6 +178,17 @@ class ResNet:
                       activation=self.activation, task=self.task,
                       opening_activation=self.opening_activation, dtype=self.dtype)
 
+    def flops(self, s):
+        """Floating-point operations of one value-and-gradient sweep on ``s`` samples.
+
+        Counts the GEMMs (2 flops per multiply-add): the forward product and the
+        two backward products (input adjoint, weight gradient) of every residual
+        layer, the opening layer's forward and weight gradient, and the closing
+        layer's three products. Elementwise work is not counted.
+        """
+        w, d, m = self.width, self.n_in, self.n_out
+        return 2 * s * (3 * self.depth * w * w + 2 * w * d + 3 * w * m)
+
     def layer_slice(self, n0, n1=None):
         """Slice of ``theta`` holding residual layers ``n0 .. n1-1`` (default: n0 only)."""
         n1 = n0 + 1 if n1 is None else n1
