@@ -5,3 +5,7 @@ from mgnn.multilevel.hierarchy import Hierarchy, Level, Transfer
 
 __all__ = ["DepthTransfer", "Hierarchy", "Level", "Transfer", "depth_hierarchy",
            "max_depth_levels"]
+
+from mgnn.multilevel.nested import nested_iteration  # noqa: E402
+
+__all__ += ["nested_iteration"]

@@ -1,0 +1,284 @@
+"""Stochastic first-order methods: SGD (momentum, Nesterov) and Adam.
+
+Both draw mini-batches from the objective's data (``objective.n_samples``):
+each epoch is a fresh permutation (seeded by ``rng``) cut into batches of
+``batch_size``; ``batch_size=None`` uses all data (deterministic gradient
+descent). The loss recorded in the history is the mini-batch loss seen by the
+iteration (the full loss when ``batch_size`` is ``None``); at the end the loss
+and gradient on all data are evaluated once at the final iterate for
+``res.fun``/``res.jac`` (and charged, so ``res.work`` includes them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mgnn._validation import check_positive_int, check_scalar
+
+from ._common import (
+    STATUS_CONVERGED,
+    Diverged,
+    Run,
+    check_maxiter,
+    check_tol,
+    parse_options,
+    prepare_theta0,
+    reject_unused,
+)
+from .schedules import make_schedule
+
+__all__ = ["minimize_sgd", "minimize_adam", "SGD_DEFAULTS", "ADAM_DEFAULTS"]
+
+_COMMON = {
+    "lr": None,
+    "schedule": "constant",
+    "decay_rate": None,
+    "decay_steps": None,
+    "lr_min": None,
+    "batch_size": None,
+    "epochs": None,
+    "maxiter": None,
+    "shuffle": True,
+    "drop_last": False,
+    "rng": None,
+    "gtol": 1e-5,
+}
+
+#: Options of ``method='sgd'`` and their defaults (``lr=0.01``; ``maxiter`` is
+#: 1000 when neither it nor ``epochs`` is given).
+SGD_DEFAULTS = dict(_COMMON, lr=0.01, momentum=0.0, nesterov=False)
+#: Options of ``method='adam'`` and their defaults.
+ADAM_DEFAULTS = dict(_COMMON, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
+
+
+class _Batches:
+    """Mini-batch index generator: a permutation per epoch, cut in pieces."""
+
+    def __init__(self, n, batch_size, shuffle, drop_last, rng):
+        self.n, self.bs = n, batch_size
+        self.shuffle, self.rng = shuffle, rng
+        if batch_size is None:
+            self.per_epoch = 1
+        elif drop_last:
+            self.per_epoch = n // batch_size
+        else:
+            self.per_epoch = -(-n // batch_size)
+        self._perm = None
+
+    def __call__(self, k):
+        """Batch of iteration ``k`` (None for all data) and its epoch."""
+        epoch, j = divmod(k, self.per_epoch)
+        if self.bs is None:
+            return None, epoch
+        if j == 0:
+            self._perm = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        return self._perm[j * self.bs:(j + 1) * self.bs], epoch
+
+
+def _setup(run, opts, given, name):
+    """Validate the options shared by SGD and Adam; return (batches, total, schedule)."""
+    n = getattr(run.obj, "n_samples", None)
+    bs = opts["batch_size"]
+    if bs is not None:
+        bs = check_positive_int(bs, "batch_size")
+        if n is None:
+            raise ValueError(
+                "batch_size needs an objective with data (n_samples); this one has none"
+            )
+        if bs > n:
+            raise ValueError(f"batch_size must be <= n_samples = {n}, got {bs}")
+    if bs is None:
+        reject_unused(given, ("shuffle", "drop_last", "rng"),
+                      "without mini-batches (batch_size=None)")
+    elif bs < n:
+        reject_unused(given, ("gtol",),
+                      "with mini-batches (gtol is checked on full-batch gradients)")
+    if not isinstance(opts["shuffle"], bool) or not isinstance(opts["drop_last"], bool):
+        raise TypeError("options 'shuffle' and 'drop_last' must be bool")
+    rng = opts["rng"]
+    if rng is not None and not isinstance(rng, (int, np.integer, np.random.Generator)):
+        raise TypeError(f"rng must be None, an int seed or a numpy Generator, got {rng!r}")
+    rng = np.random.default_rng(rng)
+    if bs == n:
+        bs = None  # one batch of all data: the order of the samples does not matter
+    full = bs is None
+    batches = _Batches(n, bs, opts["shuffle"], opts["drop_last"], rng)
+    epochs, maxiter = opts["epochs"], opts["maxiter"]
+    if epochs is not None:
+        epochs = check_positive_int(epochs, "epochs")
+    if maxiter is not None:
+        maxiter = check_maxiter(maxiter)
+    if epochs is None and maxiter is None:
+        maxiter = 1000
+    total = min(
+        maxiter if maxiter is not None else math.inf,
+        epochs * batches.per_epoch if epochs is not None else math.inf,
+    )
+    check_tol(opts["gtol"], "gtol")
+    sched = make_schedule(
+        opts["lr"], opts["schedule"], opts["decay_rate"], opts["decay_steps"], opts["lr_min"],
+        steps_per_epoch=batches.per_epoch, total=int(total),
+    )
+    return batches, int(total), sched, full
+
+
+def _run_stochastic(name, objective, theta0, options, callback, defaults, make_update):
+    run = Run(objective, callback, name)
+    opts, given = parse_options(name, options, defaults)
+    x = prepare_theta0(theta0)
+    batches, total, sched, full = _setup(run, opts, given, name)
+    update = make_update(opts, x)
+    gtol = opts["gtol"]
+    space = run.space
+    x_prev = x  # last iterate whose evaluation was finite
+    f = g = None
+    converged = False
+    try:
+        for k in range(total):
+            batch, epoch = batches(k)
+            f, g = run.value_and_grad(x, batch, what="the mini-batch loss" if batch is not None
+                                      else "the loss")
+            x_prev = x
+            gnorm = space.norm(g)
+            if full and gnorm <= gtol:
+                converged = True
+                break
+            lr = sched(k)
+            step = update(g, lr, k)
+            x = x - step
+            run.nit = k + 1
+            run.record(fun=f, grad_norm=gnorm, step_norm=space.norm(step), lr=lr, epoch=epoch)
+            if run.notify(x, f, g, lr=lr, epoch=epoch):
+                # the loss at the new x is unknown; report the last one seen
+                return run.callback_result(x, f, None)
+    except Diverged as exc:
+        return run.diverged_result(x_prev, f, g, exc)
+    if converged:
+        msg = f"Optimization terminated successfully: gradient norm {gnorm:.3e} <= gtol."
+        return run.result(x, f, g, STATUS_CONVERGED, msg)
+    try:
+        f_end, g_end = run.value_and_grad(x, None, what="the final loss on all data")
+    except Diverged as exc:
+        return run.diverged_result(x_prev, f, g, exc)
+    epochs_done = total / batches.per_epoch
+    msg = f"Completed {total} iterations ({epochs_done:g} epochs)."
+    return run.result(x, f_end, g_end, STATUS_CONVERGED, msg, success=True)
+
+
+def _sgd_update(opts, x):
+    mu = check_scalar(opts["momentum"], "momentum", low=0.0, high=1.0, high_open=True)
+    nesterov = opts["nesterov"]
+    if not isinstance(nesterov, bool):
+        raise TypeError(f"nesterov must be bool, got {nesterov!r}")
+    if nesterov and mu == 0.0:
+        raise ValueError("nesterov=True needs momentum > 0")
+    state = {"v": None}
+
+    def update(g, lr, k):
+        if mu == 0.0:
+            return lr * g
+        v = g.copy() if state["v"] is None else mu * state["v"] + g
+        state["v"] = v
+        return lr * (g + mu * v) if nesterov else lr * v
+
+    return update
+
+
+def _adam_update(opts, x):
+    b1 = check_scalar(opts["beta1"], "beta1", low=0.0, high=1.0, high_open=True)
+    b2 = check_scalar(opts["beta2"], "beta2", low=0.0, high=1.0, high_open=True)
+    eps = check_scalar(opts["eps"], "eps", low=0.0, low_open=True)
+    state = {"m": None, "v": None}
+
+    def update(g, lr, k):
+        if state["m"] is None:
+            state["m"] = (1.0 - b1) * g
+            state["v"] = (1.0 - b2) * (g * g)
+        else:
+            state["m"] = b1 * state["m"] + (1.0 - b1) * g
+            state["v"] = b2 * state["v"] + (1.0 - b2) * (g * g)
+        t = k + 1
+        mhat = state["m"] / (1.0 - b1**t)
+        vhat = state["v"] / (1.0 - b2**t)
+        return lr * mhat / (vhat**0.5 + eps)
+
+    return update
+
+
+def minimize_sgd(objective, theta0, options=None, callback=None):
+    """Stochastic gradient descent with momentum and Nesterov acceleration.
+
+    ``v <- momentum * v + g``; ``theta <- theta - lr_k * v`` (or
+    ``lr_k * (g + momentum * v)`` with ``nesterov=True``), the PyTorch
+    convention. Called through ``minimize(..., method='sgd')``.
+
+    Options
+    -------
+    lr : float, default 0.01
+        Base learning rate (> 0).
+    momentum : float, default 0.0
+        Heavy-ball momentum in [0, 1).
+    nesterov : bool, default False
+        Nesterov momentum (needs ``momentum > 0``).
+    schedule : str or callable, default 'constant'
+        'constant', 'step', 'exponential', 'cosine' or ``k -> factor``; see
+        :func:`mgnn.optim.schedules.make_schedule` for ``decay_rate``,
+        ``decay_steps`` and ``lr_min`` (default None: the schedule's default).
+    batch_size : int or None, default None
+        Mini-batch size (<= ``n_samples``); None for all data.
+    epochs, maxiter : int or None
+        Stop after that many epochs or iterations, whichever comes first
+        (1000 iterations when neither is given).
+    shuffle : bool, default True
+        Draw a new permutation each epoch (else batches in order).
+    drop_last : bool, default False
+        Drop the last, smaller batch of an epoch.
+    rng : None, int or numpy.random.Generator
+        Seed of the batch permutations.
+    gtol : float, default 1e-5
+        Full batch only: stop when the gradient norm is <= gtol.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.optim import minimize, FunctionObjective
+    >>> obj = FunctionObjective(lambda x: 0.5 * x @ x, lambda x: x)
+    >>> res = minimize(obj, np.ones(3), method='sgd',
+    ...                options={'lr': 0.5, 'momentum': 0.2, 'gtol': 1e-10})
+    >>> res.success, bool(np.linalg.norm(res.x) < 1e-9)
+    (True, True)
+    """
+    return _run_stochastic("sgd", objective, theta0, options, callback, SGD_DEFAULTS, _sgd_update)
+
+
+def minimize_adam(objective, theta0, options=None, callback=None):
+    """Adam (Kingma & Ba 2015) with bias correction.
+
+    Called through ``minimize(..., method='adam')``.
+
+    Options
+    -------
+    lr : float, default 1e-3
+    beta1, beta2 : float, default 0.9, 0.999
+        Decay of the first and second moment estimates, in [0, 1).
+    eps : float, default 1e-8
+        Added to the root of the second moment.
+    schedule, decay_rate, decay_steps, lr_min, batch_size, epochs, maxiter,
+    shuffle, drop_last, rng, gtol
+        As for :func:`minimize_sgd`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.optim import minimize, FunctionObjective
+    >>> obj = FunctionObjective(lambda x: 0.5 * x @ x, lambda x: x)
+    >>> res = minimize(obj, np.ones(3), method='adam',
+    ...                options={'lr': 0.1, 'maxiter': 300, 'schedule': 'cosine',
+    ...                         'gtol': 0.0})
+    >>> bool(np.linalg.norm(res.x) < 1e-2), res.nit, len(res.history['lr'])
+    (True, 300, 300)
+    """
+    return _run_stochastic("adam", objective, theta0, options, callback, ADAM_DEFAULTS,
+                           _adam_update)
