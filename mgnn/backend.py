@@ -39,6 +39,45 @@ def kernels_for(xp):
     return gpu  # pragma: no cover
 
 
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, or CUDA driver/runtime errors
+        return False
+
+
+def to_device(*arrays):
+    """Copy NumPy arrays to the GPU (CuPy); one array in, one out.
+
+    Raises
+    ------
+    ImportError
+        When CuPy is not installed (``pip install -e ".[gpu]"``).
+    """
+    try:
+        import cupy
+    except ImportError as exc:
+        raise ImportError("to_device needs CuPy: pip install -e \".[gpu]\"") from exc
+    out = tuple(cupy.asarray(a) for a in arrays)
+    return out[0] if len(out) == 1 else out
+
+
+def to_host(*arrays):
+    """Copy arrays back to NumPy (a no-op for NumPy arrays); one array in, one out.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_host(np.ones(2))
+    array([1., 1.])
+    """
+    out = tuple(to_numpy(a) for a in arrays)
+    return out[0] if len(out) == 1 else out
+
+
 def to_numpy(a):
     """Return ``a`` as a NumPy array (copying from the device if needed)."""
     if type(a).__module__.startswith("cupy"):  # pragma: no cover - needs CUDA
