@@ -481,6 +481,8 @@ def test_bad_arguments():
         minimize(3, x0)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
 def test_sgd_blowing_up_on_a_network_objective_returns_the_last_finite_iterate():
     """An mgnn Objective rejects a non-finite theta; the optimizer must stop first."""
     from mgnn.data import peaks
