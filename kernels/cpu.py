@@ -11,9 +11,10 @@ into caller-provided buffers and allocates nothing of the size of a batch.
 
 GEMMs go to BLAS through ``np.matmul(..., out=...)``; the elementwise work around
 them (bias, activation, derivative, axpy, column sums for the bias gradient) is
-fused into single-pass Numba kernels. The exception is ``tanh``: Numba's scalar
-``tanh`` is ~10x slower than NumPy's SIMD ufunc on this hardware, so for tanh the
-activation is one NumPy pass and the rest stays fused.
+fused into single-pass Numba kernels. ``tanh`` is evaluated by a branch-free
+polynomial/doubling scheme (:func:`_tanh`) that LLVM vectorises: Numba's scalar
+libm ``tanh`` is ~10x slower than NumPy's SIMD ufunc, which in turn could not be
+fused with the bias and the axpy.
 
 The *record* of a layer is what the forward step stores for the backward sweeps:
 the activation value ``A = tanh(Z)`` for tanh (sigma' = 1 - A^2 needs no
@@ -24,8 +25,11 @@ Activations are passed as integer codes (:data:`ACTIVATIONS`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 IDENTITY, TANH, RELU, SMOOTH_RELU = 0, 1, 2, 3
 ACTIVATIONS = {"identity": IDENTITY, "tanh": TANH, "relu": RELU, "smooth_relu": SMOOTH_RELU}
@@ -36,54 +40,115 @@ SMOOTH_RELU_EPS = 0.1
 
 # ----------------------------------------------------------------------------
 # scalar activation pieces (inlined into the loops below)
+#
+# Constants are cast to the type of the data (``_c(x, like)``) so that float32
+# loops stay in float32: a bare literal would promote them to float64 and halve
+# the SIMD width. All kernels use ``error_model='numpy'``: with Python's error
+# model every division carries a zero check that stops LLVM from vectorising.
 # ----------------------------------------------------------------------------
-@njit(inline="always", cache=True)
+def _c(x, like):
+    """``x`` as a constant of the floating type of ``like`` (Numba overload below)."""
+    return x
+
+
+@overload(_c, inline="always")
+def _c_impl(x, like):
+    if isinstance(like, types.Float) and like.bitwidth == 32:
+        return lambda x, like: np.float32(x)
+    return lambda x, like: np.float64(x)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _tanh(x):
+    """tanh by a vectorisable expm1: a Taylor polynomial of expm1(2|x|/64) and six
+    doublings expm1(2a) = expm1(a) (expm1(a) + 2); then tanh = e / (e + 2).
+
+    Branch-free and free of cancellation (all terms positive); within a few ulp of
+    libm's tanh in float64 (checked in the tests). NumPy's SIMD ``np.tanh`` cannot
+    be fused with the bias and the axpy, this can.
+    """
+    ax = min(abs(x), _c(20.0, x))
+    a = ax * _c(2.0 / 64.0, x)
+    p = _c(1.0 / 20922789888000.0, x)
+    p = p * a + _c(1.0 / 1307674368000.0, x)
+    p = p * a + _c(1.0 / 87178291200.0, x)
+    p = p * a + _c(1.0 / 6227020800.0, x)
+    p = p * a + _c(1.0 / 479001600.0, x)
+    p = p * a + _c(1.0 / 39916800.0, x)
+    p = p * a + _c(1.0 / 3628800.0, x)
+    p = p * a + _c(1.0 / 362880.0, x)
+    p = p * a + _c(1.0 / 40320.0, x)
+    p = p * a + _c(1.0 / 5040.0, x)
+    p = p * a + _c(1.0 / 720.0, x)
+    p = p * a + _c(1.0 / 120.0, x)
+    p = p * a + _c(1.0 / 24.0, x)
+    p = p * a + _c(1.0 / 6.0, x)
+    p = p * a + _c(0.5, x)
+    p = p * a + _c(1.0, x)
+    e = p * a
+    two = _c(2.0, x)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    e = e * (e + two)
+    return math.copysign(e / (e + two), x)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
 def _sigma(z, act):
+    zero = _c(0.0, z)
+    eps = _c(SMOOTH_RELU_EPS, z)
     if act == RELU:
-        return z if z > 0 else 0.0 * z
+        return z if z > zero else zero * z
     if act == SMOOTH_RELU:
-        if z <= -SMOOTH_RELU_EPS:
-            return 0.0 * z
-        if z >= SMOOTH_RELU_EPS:
+        if z <= -eps:
+            return zero * z
+        if z >= eps:
             return z
-        return (z + SMOOTH_RELU_EPS) * (z + SMOOTH_RELU_EPS) * (0.25 / SMOOTH_RELU_EPS)
+        return (z + eps) * (z + eps) * _c(0.25 / SMOOTH_RELU_EPS, z)
     if act == TANH:
-        return np.tanh(z)
+        return _tanh(z)
     return z
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _dsigma(r, act):
     """sigma'(z) from the record r (A for tanh, Z otherwise)."""
+    zero, one = _c(0.0, r), _c(1.0, r)
+    eps = _c(SMOOTH_RELU_EPS, r)
     if act == RELU:
-        return 1.0 if r > 0 else 0.0
+        return one if r > zero else zero
     if act == SMOOTH_RELU:
-        if r <= -SMOOTH_RELU_EPS:
-            return 0.0
-        if r >= SMOOTH_RELU_EPS:
-            return 1.0
-        return (r + SMOOTH_RELU_EPS) * (0.5 / SMOOTH_RELU_EPS)
+        if r <= -eps:
+            return zero
+        if r >= eps:
+            return one
+        return (r + eps) * _c(0.5 / SMOOTH_RELU_EPS, r)
     if act == TANH:
-        return 1.0 - r * r
-    return 1.0
+        return one - r * r
+    return one
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _d2sigma(r, act):
     """sigma''(z) from the record r (A for tanh, Z otherwise)."""
+    zero, one = _c(0.0, r), _c(1.0, r)
+    eps = _c(SMOOTH_RELU_EPS, r)
     if act == SMOOTH_RELU:
-        if r <= -SMOOTH_RELU_EPS or r >= SMOOTH_RELU_EPS:
-            return 0.0
-        return 0.5 / SMOOTH_RELU_EPS
+        if r <= -eps or r >= eps:
+            return zero
+        return _c(0.5 / SMOOTH_RELU_EPS, r)
     if act == TANH:
-        return -2.0 * r * (1.0 - r * r)
-    return 0.0
+        return _c(-2.0, r) * r * (one - r * r)
+    return zero
 
 
 # ----------------------------------------------------------------------------
 # fused elementwise kernels
 # ----------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def activation(Z, act, out):
     """out = sigma(Z), elementwise (any shape, C-contiguous)."""
     z = Z.reshape(-1)
@@ -92,48 +157,40 @@ def activation(Z, act, out):
         o[i] = _sigma(z[i], act)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def activation_derivative(Z, act, out):
     """out = sigma'(Z), elementwise, from the pre-activation Z."""
     z = Z.reshape(-1)
     o = out.reshape(-1)
     for i in range(z.size):
-        r = np.tanh(z[i]) if act == TANH else z[i]
+        r = _tanh(z[i]) if act == TANH else z[i]
         o[i] = _dsigma(r, act)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def activation_second_derivative(Z, act, out):
     """out = sigma''(Z), elementwise, from the pre-activation Z."""
     z = Z.reshape(-1)
     o = out.reshape(-1)
     for i in range(z.size):
-        r = np.tanh(z[i]) if act == TANH else z[i]
+        r = _tanh(z[i]) if act == TANH else z[i]
         o[i] = _d2sigma(r, act)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _forward_fuse(U, S, b, h, act, skip, out):
-    # S holds U W^T on entry, the record Z = U W^T + b on exit.
+    # S holds U W^T on entry, the record on exit: tanh(Z) for tanh, Z = U W^T + b else.
     s, w = S.shape
+    keep_a = act == TANH
     for i in range(s):
         for j in range(w):
             z = S[i, j] + b[j]
-            S[i, j] = z
-            v = h * _sigma(z, act)
-            out[i, j] = U[i, j] + v if skip else v
+            a = _sigma(z, act)
+            S[i, j] = a if keep_a else z
+            out[i, j] = U[i, j] + h * a if skip else h * a
 
 
-@njit(cache=True)
-def _axpy_fuse(U, A, h, skip, out):
-    s, w = A.shape
-    for i in range(s):
-        for j in range(w):
-            v = h * A[i, j]
-            out[i, j] = U[i, j] + v if skip else v
-
-
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _delta_fuse(S, L, h, act, D, gb, want_gb):
     # D = h sigma'(S) * L ; gb = column sums of D
     s, w = S.shape
@@ -147,7 +204,7 @@ def _delta_fuse(S, L, h, act, D, gb, want_gb):
                 gb[j] += d
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _tangent_fuse(dZ, T, db, S, dU, h, act, skip, want_T, out):
     # dZ <- dZ + T + db (the tangent record); out = skip*dU + h sigma'(S) dZ
     s, w = S.shape
@@ -161,7 +218,7 @@ def _tangent_fuse(dZ, T, db, S, dU, h, act, skip, want_T, out):
             out[i, j] = dU[i, j] + v if skip else v
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _soadjoint_fuse(S, dZ, L, dL, h, act, D, dD, gb, dgb, want_gb):
     # D  = h sigma'(S) L
     # dD = h (sigma''(S) dZ L + sigma'(S) dL)
@@ -215,13 +272,7 @@ def forward_step(U, W, b, h, act, S, out, skip=True):
     array([1.5, 1.5, 1.5])
     """
     np.matmul(U, W.T, out=S)
-    h = S.dtype.type(h)
-    if act == TANH:
-        np.add(S, b, out=S)
-        np.tanh(S, out=S)
-        _axpy_fuse(U, S, h, skip, out)
-    else:
-        _forward_fuse(U, S, b, h, act, skip, out)
+    _forward_fuse(U, S, b, S.dtype.type(h), act, skip, out)
 
 
 def adjoint_step(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True):
@@ -311,7 +362,7 @@ def soadjoint_step(L_next, dL_next, U, dU, W, dW, S, dZ, h, act, D, dD,
 # ----------------------------------------------------------------------------
 # losses: value, gradient and Hessian-vector product w.r.t. the network output
 # ----------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mse_value_grad(Y, T, G):
     """Mean squared error ``(1/(2s)) sum ||y_i - t_i||^2``; ``G`` = dL/dY."""
     s, m = Y.shape
@@ -325,7 +376,7 @@ def mse_value_grad(Y, T, G):
     return 0.5 * val * inv
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mse_value(Y, T):
     s, m = Y.shape
     val = 0.0
@@ -336,7 +387,7 @@ def mse_value(Y, T):
     return 0.5 * val / s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mse_hessp(Y, dY, out):
     """Hessian of the MSE in the direction dY: ``dY / s``."""
     s = Y.shape[0]
@@ -347,7 +398,7 @@ def mse_hessp(Y, dY, out):
         o[i] = a[i] * inv
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _softmax_row(Y, i, P):
     m = Y.shape[1]
     mx = Y[i, 0]
@@ -364,7 +415,7 @@ def _softmax_row(Y, i, P):
     return mx + np.log(tot)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cross_entropy_value_grad(Y, labels, G):
     """Softmax cross-entropy, mean over samples; ``G`` = dL/dY.
 
@@ -383,7 +434,7 @@ def cross_entropy_value_grad(Y, labels, G):
     return val * inv
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cross_entropy_value(Y, labels):
     s, m = Y.shape
     val = 0.0
@@ -399,7 +450,7 @@ def cross_entropy_value(Y, labels):
     return val / s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cross_entropy_hessp(Y, dY, out):
     """Hessian of the cross-entropy in the direction dY: ``(P dY - P <P, dY>)/s``."""
     s, m = Y.shape

@@ -258,3 +258,29 @@ def test_cross_entropy_is_stable_for_huge_logits():
     assert np.isfinite(G).all()
     f = K.cross_entropy_value(Y, np.array([2, 0]))
     assert f == pytest.approx((2000 + 1600) / 2)
+
+
+@pytest.mark.parametrize("dtype,ulps", [(np.float64, 8), (np.float32, 8)])
+def test_vectorised_tanh_is_within_a_few_ulp(dtype, ulps):
+    x = np.concatenate([np.linspace(-25, 25, 200001), np.logspace(-30, 1, 2000),
+                        -np.logspace(-30, 1, 2000), [0.0, -0.0]]).astype(dtype)
+    out = np.empty_like(x)
+    K.activation(x, K.TANH, out)
+    ref = np.tanh(x.astype(np.float64))
+    err = np.abs(out - ref) / np.maximum(np.abs(ref), np.finfo(dtype).tiny)
+    assert err.max() <= ulps * np.finfo(dtype).eps
+    assert np.signbit(out[-1]) and out[-2] == 0.0  # odd, signed zero kept
+    assert out.dtype == dtype
+
+
+def test_float32_kernels_stay_float32():
+    """Typed constants: the float32 specialisations compute in float32 (no fpext)."""
+    from numba import njit
+
+    fresh = njit(error_model="numpy")(K._forward_fuse.py_func)  # uncached: inspectable
+    U, W, b = layer(np.random.default_rng(0), 4, 3, np.float32)
+    S, out = U @ W.T, np.empty_like(U)
+    for act in ACTS:
+        fresh(U, S, b, np.float32(0.5), K.ACTIVATIONS[act], True, out)
+    ir = fresh.inspect_llvm(fresh.signatures[0])
+    assert "define" in ir and "fpext" not in ir
