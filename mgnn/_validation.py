@@ -112,3 +112,45 @@ def check_choice(value, name, choices):
         opts = ", ".join(repr(c) for c in choices)
         raise ValueError(f"unknown {name} {value!r}; expected one of {opts}")
     return value
+
+
+def per_level(value, n, name, check=None, allow_longer=False):
+    """Expand a per-level option to ``n`` entries: a scalar repeats, and so does the
+    last entry of a list (pyamg's convention).
+
+    Parameters
+    ----------
+    value : scalar, dict or list/tuple/ndarray
+        The option.
+    n : int
+        Number of levels.
+    name : str
+        Option name for messages (entries are named ``name[i]``).
+    check : callable, optional
+        ``check(entry, entry_name)`` validating and returning each entry.
+    allow_longer : bool
+        Accept a list longer than ``n`` (its tail is unused, e.g. when the
+        number of levels is decided later); otherwise that is an error.
+
+    Examples
+    --------
+    >>> per_level([4, 2], 4, "cf")
+    [4, 2, 2, 2]
+    >>> per_level(3, 2, "cf")
+    [3, 3]
+    >>> per_level([1, 2, 3], 2, "pre")
+    Traceback (most recent call last):
+    ...
+    ValueError: pre has 3 entries for 2 levels
+    """
+    if isinstance(value, (list, tuple, np.ndarray)):
+        vals = list(value)
+        if not vals:
+            raise ValueError(f"{name} must be a value or a non-empty list, got []")
+        if len(vals) > n and not allow_longer:
+            raise ValueError(f"{name} has {len(vals)} entries for {n} levels")
+    else:
+        vals = [value]
+    if check is not None:
+        vals = [check(v, f"{name}[{i}]" if len(vals) > 1 else name) for i, v in enumerate(vals)]
+    return (vals + [vals[-1]] * n)[:n]

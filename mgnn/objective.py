@@ -198,6 +198,12 @@ class Objective:
                 gb[1:] += c * d
         return val
 
+    def _charge_propagation(self):
+        """Charge work a propagation did beyond the serial sweeps (MGRIT iterations)."""
+        take = getattr(self.propagation, "take_extra_work", None)
+        if take is not None:
+            self.counter.work += self.counter.scale * take(self.net, self.n_samples)
+
     def _forward(self, theta, X, ws):
         return self.net.output(theta, X, ws, self.propagation)
 
@@ -210,6 +216,7 @@ class Objective:
         out = self._forward(theta, X, ws)
         val = self.loss.value(out, Y, self.xp) + self._regularisation(theta)
         self.counter.charge("value", share)
+        self._charge_propagation()
         return val
 
     def value_and_grad(self, theta, batch=None):
@@ -235,6 +242,7 @@ class Objective:
                        gW=g.W_open, gb=g.b_open, skip=False)
         val += self._regularisation(theta, grad)
         self.counter.charge("grad", share)
+        self._charge_propagation()
         return val, grad
 
     def grad(self, theta, batch=None):
@@ -291,6 +299,7 @@ class Objective:
             h.blocks[:-1] -= c * d
             h.blocks[1:] += c * d
         self.counter.charge("hessp", share)
+        self._charge_propagation()
         return hv
 
     # ------------------------------------------------------------- metrics

@@ -22,7 +22,14 @@ TimeHierarchy: 2 levels on [0, 5], cf = [2]
 """
 
 from mgnn.mgrit import problems
+from mgnn.mgrit.distributed import LayerBlockSpace, LayerParallelObjective
 from mgnn.mgrit.hierarchy import TimeHierarchy
+from mgnn.mgrit.layer_parallel import (
+    MGRITPropagation,
+    ResNetAdjointStepper,
+    ResNetStepper,
+    SolveStats,
+)
 from mgnn.mgrit.solver import MGRIT, MGRITResult, mgrit
 from mgnn.mgrit.stepper import FunctionStepper, Stepper, serial_stepping
 
@@ -35,4 +42,10 @@ __all__ = [
     "serial_stepping",
     "TimeHierarchy",
     "problems",
+    "MGRITPropagation",
+    "ResNetStepper",
+    "ResNetAdjointStepper",
+    "SolveStats",
+    "LayerParallelObjective",
+    "LayerBlockSpace",
 ]

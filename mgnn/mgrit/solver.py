@@ -189,6 +189,12 @@ class MGRIT:
     comm : None, Comm or mpi4py communicator
         Communicator over which the time points are distributed
         (see :func:`mgnn.parallel.get_comm`).
+    offsets : array_like of int, optional
+        Fine-point partition: rank ``r`` owns fine points
+        ``offsets[r] <= i < offsets[r + 1]`` (``comm.size + 1`` non-decreasing
+        entries from 0 to ``N + 1``). Default: the block partition
+        :func:`mgnn.parallel.block_offsets`. Layer-parallel propagation uses it
+        to align the points with the layers a rank owns.
 
     Attributes
     ----------
@@ -232,6 +238,7 @@ class MGRIT:
         nested_iteration=False,
         skip=False,
         comm=None,
+        offsets=None,
     ):
         for attr in ("step", "shape", "dtype", "new_vector"):
             if not hasattr(stepper, attr):
@@ -252,6 +259,7 @@ class MGRIT:
         self.nested_iteration = bool(nested_iteration)
         self.skip = bool(skip)
         self.comm = get_comm(comm)
+        self._offsets = self._check_offsets(offsets)
         self._spatial = bool(getattr(stepper, "spatial_coarsening", False))
         self._fast_norm = type(stepper).norm is Stepper.norm if isinstance(
             stepper, Stepper
@@ -260,12 +268,25 @@ class MGRIT:
         self._setup()
 
     # ------------------------------------------------------------------ setup
+    def _check_offsets(self, offsets):
+        n_fine = self.hierarchy.n_points[0]
+        size = self.comm.size
+        if offsets is None:
+            return block_offsets(n_fine, size)
+        offs = np.asarray(offsets)
+        if (offs.shape != (size + 1,) or offs.dtype.kind not in "iu" or offs[0] != 0
+                or offs[-1] != n_fine or bool(np.any(np.diff(offs) < 0))):
+            raise ValueError(
+                f"offsets must be {size + 1} non-decreasing integers from 0 to {n_fine} "
+                f"(one block of fine points per rank), got {offsets!r}"
+            )
+        return offs.astype(np.int64)
+
     def _setup(self):
         h = self.hierarchy
         comm = self.comm
         st = self.stepper
-        n_fine = h.n_points[0]
-        offs = block_offsets(n_fine, comm.size)
+        offs = self._offsets
         self.start, self.stop = int(offs[comm.rank]), int(offs[comm.rank + 1])
         self.levels = []
         for lvl in range(h.n_levels):
@@ -695,7 +716,7 @@ class MGRIT:
         return out
 
     def _fine_range(self, rank):
-        offs = block_offsets(self.hierarchy.n_points[0], self.comm.size)
+        offs = self._offsets
         return int(offs[rank]), int(offs[rank + 1])
 
     def __repr__(self):

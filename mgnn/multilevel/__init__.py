@@ -9,3 +9,28 @@ __all__ = ["DepthTransfer", "Hierarchy", "Level", "Transfer", "depth_hierarchy",
 from mgnn.multilevel.nested import nested_iteration  # noqa: E402
 
 __all__ += ["nested_iteration"]
+
+from mgnn.multilevel.matching import (  # noqa: E402
+    NeuronMatching,
+    match_neurons,
+    similarity_matrix,
+    weight_norm_shares,
+)
+from mgnn.multilevel.width import (  # noqa: E402
+    ComposedTransfer,
+    WidthHierarchy,
+    WidthTransfer,
+    state_descriptors,
+    width_hierarchy,
+)
+
+__all__ += ["ComposedTransfer", "NeuronMatching", "WidthHierarchy", "WidthTransfer",
+            "match_neurons", "similarity_matrix", "state_descriptors", "weight_norm_shares",
+            "width_hierarchy"]
+from mgnn.multilevel.recursive_trust_region import rmtr  # noqa: E402
+
+__all__ += ["rmtr"]
+
+from mgnn.multilevel.mgopt import TauCorrected, mgopt  # noqa: E402
+
+__all__ += ["TauCorrected", "mgopt"]

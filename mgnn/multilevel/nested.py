@@ -23,21 +23,11 @@ import time
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from mgnn._validation import check_positive_int
+from mgnn._validation import check_positive_int, per_level
 from mgnn.optim import minimize
 from mgnn.optim._common import History
 
-
-def _per_level(value, n, name):
-    """A value for each of ``n`` levels (coarse to fine); a list's last entry repeats."""
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ValueError(f"{name} must not be an empty list")
-        value = list(value)
-        if len(value) > n:
-            raise ValueError(f"{name} has {len(value)} entries for {n} levels")
-        return value + [value[-1]] * (n - len(value))
-    return [value] * n
+_per_level = per_level  # the name other modules imported before it moved
 
 
 def _level_callback(level, obj, start, base_work, base_nit, eval_every, record, user):
@@ -115,11 +105,14 @@ def nested_iteration(hierarchy, schedule, method="adam", options=None, theta0=No
     [6.7, 7.7, 5.0]
     """
     L = hierarchy.n_levels
+    if isinstance(schedule, (str, bytes)) or not hasattr(schedule, "__len__"):
+        raise TypeError(f"schedule must be a list of iterations per level (coarsest first), "
+                        f"got {type(schedule).__name__}")
     if len(schedule) != L:
         raise ValueError(f"schedule must have one entry per level ({L}), got {len(schedule)}")
     schedule = [check_positive_int(m, "schedule entry") for m in schedule]
     eval_every = check_positive_int(eval_every, "eval_every")
-    opts = _per_level({} if options is None else options, L, "options")
+    opts = per_level({} if options is None else options, L, "options")
     for o in opts:
         if not isinstance(o, dict):
             raise TypeError(f"options must be a dict or a list of dicts, got {type(o).__name__}")
@@ -200,10 +193,11 @@ def nested_iteration(hierarchy, schedule, method="adam", options=None, theta0=No
         message = f"level {levels[len(results) - 1]} failed: {last.message}"
     else:
         message = "nested iteration completed all levels"
+    if not done:  # stopped on a coarser level: carry its iterate up to the finest
+        x = hierarchy.prolong_to_finest(x, levels[len(results) - 1])
     return OptimizeResult(
-        x=x if done else hierarchy.prolong_to_finest(x, levels[len(results) - 1]),
-        fun=last.fun if done else finest.value(hierarchy.prolong_to_finest(
-            x, levels[len(results) - 1])),
+        x=x,
+        fun=last.fun if done else finest.value(x),
         nit=nit_total, work=work_done, work_per_level=work_per_level, levels=results,
         history=hist, success=success, status=0 if success else last.status,
         message=message, time=time.perf_counter() - t0)

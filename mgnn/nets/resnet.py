@@ -178,6 +178,12 @@ class ResNet:
                       activation=self.activation, task=self.task,
                       opening_activation=self.opening_activation, dtype=self.dtype)
 
+    def with_width(self, width):
+        """A network of the same kind (depth, T, activation, ...) with another width."""
+        return ResNet(self.n_in, width, self.depth, self.n_out, T=self.T,
+                      activation=self.activation, task=self.task,
+                      opening_activation=self.opening_activation, dtype=self.dtype)
+
     def flops(self, s):
         """Floating-point operations of one value-and-gradient sweep on ``s`` samples.
 

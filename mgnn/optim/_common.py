@@ -283,6 +283,10 @@ class Run:
         """Append a history row (counts, work and time are added here)."""
         row.setdefault("nit", self.nit)
         row.update(self.counts())
+        # a propagation with statistics (MGRIT) adds its columns (mgrit_fwd_nit, ...)
+        stats = getattr(getattr(self.obj, "propagation", None), "history_row", None)
+        if callable(stats):
+            row.update(stats())
         self.history.append(**row)
 
     def notify(self, x, fun, jac=None, **extra):

@@ -29,7 +29,8 @@ from ._common import (
 )
 from .schedules import make_schedule
 
-__all__ = ["minimize_sgd", "minimize_adam", "SGD_DEFAULTS", "ADAM_DEFAULTS"]
+__all__ = ["minimize_sgd", "minimize_adam", "SGD_DEFAULTS", "ADAM_DEFAULTS", "SGDUpdate",
+           "AdamUpdate", "Batches"]
 
 _COMMON = {
     "lr": None,
@@ -53,7 +54,7 @@ SGD_DEFAULTS = dict(_COMMON, lr=0.01, momentum=0.0, nesterov=False)
 ADAM_DEFAULTS = dict(_COMMON, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
 
 
-class _Batches:
+class Batches:
     """Mini-batch index generator: a permutation per epoch, cut in pieces."""
 
     def __init__(self, n, batch_size, shuffle, drop_last, rng):
@@ -104,7 +105,7 @@ def _setup(run, opts, given, name):
     if bs == n:
         bs = None  # one batch of all data: the order of the samples does not matter
     full = bs is None
-    batches = _Batches(n, bs, opts["shuffle"], opts["drop_last"], rng)
+    batches = Batches(n, bs, opts["shuffle"], opts["drop_last"], rng)
     epochs, maxiter = opts["epochs"], opts["maxiter"]
     if epochs is not None:
         epochs = check_positive_int(epochs, "epochs")
@@ -146,7 +147,7 @@ def _run_stochastic(name, objective, theta0, options, callback, defaults, make_u
                 converged = True
                 break
             lr = sched(k)
-            step = update(g, lr, k)
+            step = update(g, lr)
             x = x - step
             run.nit = k + 1
             run.record(fun=f, grad_norm=gnorm, step_norm=space.norm(step), lr=lr, epoch=epoch)
@@ -167,44 +168,97 @@ def _run_stochastic(name, objective, theta0, options, callback, defaults, make_u
     return run.result(x, f_end, g_end, STATUS_CONVERGED, msg, success=True)
 
 
-def _sgd_update(opts, x):
-    mu = check_scalar(opts["momentum"], "momentum", low=0.0, high=1.0, high_open=True)
-    nesterov = opts["nesterov"]
-    if not isinstance(nesterov, bool):
-        raise TypeError(f"nesterov must be bool, got {nesterov!r}")
-    if nesterov and mu == 0.0:
-        raise ValueError("nesterov=True needs momentum > 0")
-    state = {"v": None}
+class SGDUpdate:
+    """The SGD step with heavy-ball or Nesterov momentum, and its momentum buffer.
 
-    def update(g, lr, k):
+    ``v <- momentum * v + g`` (``v = g`` on the first call); the step is
+    ``lr * v``, or ``lr * (g + momentum * v)`` with Nesterov (PyTorch's convention),
+    or ``lr * g`` without momentum. Multilevel solvers move the buffer between
+    levels with :meth:`transferred`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> u = SGDUpdate(momentum=0.5)
+    >>> u(np.ones(2), 0.1), u(np.ones(2), 0.1)
+    (array([0.1, 0.1]), array([0.15, 0.15]))
+    """
+
+    def __init__(self, momentum=0.0, nesterov=False):
+        self.momentum = check_scalar(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be bool, got {nesterov!r}")
+        if nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = nesterov
+        self.v = None
+
+    def __call__(self, g, lr):
+        mu = self.momentum
         if mu == 0.0:
             return lr * g
-        v = g.copy() if state["v"] is None else mu * state["v"] + g
-        state["v"] = v
-        return lr * (g + mu * v) if nesterov else lr * v
+        self.v = g.copy() if self.v is None else mu * self.v + g
+        return lr * (g + mu * self.v) if self.nesterov else lr * self.v
 
-    return update
+    def transferred(self, restrict):
+        """A copy whose buffer is mapped by the linear ``restrict`` (e.g. to a coarse level)."""
+        new = SGDUpdate(self.momentum, self.nesterov)
+        new.v = None if self.v is None else restrict(self.v)
+        return new
+
+
+class AdamUpdate:
+    """The Adam step (Kingma & Ba 2015) with bias correction, and its moments.
+
+    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``; the step is
+    ``lr * mhat / (sqrt(vhat) + eps)`` with ``mhat = m / (1 - b1^t)``,
+    ``vhat = v / (1 - b2^t)`` after ``t`` calls.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> u = AdamUpdate()
+    >>> u(np.array([2.0, -3.0]), 0.1)  # the first step has size lr in every entry
+    array([ 0.1, -0.1])
+    """
+
+    def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.beta1 = check_scalar(beta1, "beta1", low=0.0, high=1.0, high_open=True)
+        self.beta2 = check_scalar(beta2, "beta2", low=0.0, high=1.0, high_open=True)
+        self.eps = check_scalar(eps, "eps", low=0.0, low_open=True)
+        self.m = self.v = None
+        self.t = 0
+
+    def __call__(self, g, lr):
+        b1, b2 = self.beta1, self.beta2
+        if self.m is None:
+            self.m = (1.0 - b1) * g
+            self.v = (1.0 - b2) * (g * g)
+        else:
+            self.m = b1 * self.m + (1.0 - b1) * g
+            self.v = b2 * self.v + (1.0 - b2) * (g * g)
+        self.t += 1
+        mhat = self.m / (1.0 - b1**self.t)
+        vhat = self.v / (1.0 - b2**self.t)
+        return lr * mhat / (vhat**0.5 + self.eps)
+
+    def transferred(self, restrict):
+        """A copy with moments mapped by ``restrict``: ``m -> R m`` and
+        ``v -> (R sqrt(v))^2`` (so that v stays a square of a gradient scale); ``t`` is kept."""
+        new = AdamUpdate(self.beta1, self.beta2, self.eps)
+        if self.m is not None:
+            new.m = restrict(self.m)
+            new.v = restrict(np.sqrt(self.v)) ** 2
+        new.t = self.t
+        return new
+
+
+def _sgd_update(opts, x):
+    return SGDUpdate(opts["momentum"], opts["nesterov"])
 
 
 def _adam_update(opts, x):
-    b1 = check_scalar(opts["beta1"], "beta1", low=0.0, high=1.0, high_open=True)
-    b2 = check_scalar(opts["beta2"], "beta2", low=0.0, high=1.0, high_open=True)
-    eps = check_scalar(opts["eps"], "eps", low=0.0, low_open=True)
-    state = {"m": None, "v": None}
-
-    def update(g, lr, k):
-        if state["m"] is None:
-            state["m"] = (1.0 - b1) * g
-            state["v"] = (1.0 - b2) * (g * g)
-        else:
-            state["m"] = b1 * state["m"] + (1.0 - b1) * g
-            state["v"] = b2 * state["v"] + (1.0 - b2) * (g * g)
-        t = k + 1
-        mhat = state["m"] / (1.0 - b1**t)
-        vhat = state["v"] / (1.0 - b2**t)
-        return lr * mhat / (vhat**0.5 + eps)
-
-    return update
+    return AdamUpdate(opts["beta1"], opts["beta2"], opts["eps"])
 
 
 def minimize_sgd(objective, theta0, options=None, callback=None):

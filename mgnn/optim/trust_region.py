@@ -56,6 +56,8 @@ __all__ = [
     "LSR1",
     "TR_DEFAULTS",
     "SUBPROBLEMS",
+    "SR1_OPTIONS",
+    "to_boundary",
 ]
 
 SUBPROBLEMS = ("cg", "cauchy", "dogleg")
@@ -199,8 +201,19 @@ class SubproblemResult:
     nhessp: int = 0
 
 
-def _to_boundary(space, z, d, radius):
-    """``tau >= 0`` with ``||z + tau d|| = radius`` (``||z|| <= radius``)."""
+def to_boundary(space, z, d, radius):
+    """``tau >= 0`` with ``||z + tau d|| = radius`` (``||z|| <= radius``).
+
+    The positive root of the quadratic in ``tau``, in the norm of ``space``,
+    computed in the cancellation-free form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.vectorspace import EuclideanSpace
+    >>> to_boundary(EuclideanSpace(), np.zeros(2), np.array([3.0, 4.0]), 10.0)
+    2.0
+    """
     a = space.dot(d, d)
     b = 2.0 * space.dot(z, d)
     c = space.dot(z, z) - radius * radius
@@ -209,6 +222,9 @@ def _to_boundary(space, z, d, radius):
         return max((-b + disc) / (2.0 * a), 0.0)
     # stable root: c < 0 so the two roots have opposite signs
     return (-b + disc) / (2.0 * a) if b <= 0 else (2.0 * c) / (-b - disc)
+
+
+_to_boundary = to_boundary  # the former private name
 
 
 def steihaug_cg(grad, hessp_fn, radius, space=None, tol=1e-5, maxiter=None):
@@ -275,14 +291,14 @@ def steihaug_cg(grad, hessp_fn, radius, space=None, tol=1e-5, maxiter=None):
         dBd = space.dot(d, Bd)
         rd = space.dot(r, d)
         if not dBd > 0:
-            tau = _to_boundary(space, z, d, radius)
+            tau = to_boundary(space, z, d, radius)
             s = z + tau * d
             mval += tau * rd + 0.5 * tau * tau * dBd
             return SubproblemResult(s, radius, -mval, True, "negative_curvature", j + 1, nh)
         alpha = rr / dBd
         z_next = z + alpha * d
         if space.norm(z_next) >= radius:
-            tau = _to_boundary(space, z, d, radius)
+            tau = to_boundary(space, z, d, radius)
             s = z + tau * d
             mval += tau * rd + 0.5 * tau * tau * dBd
             return SubproblemResult(s, radius, -mval, True, "boundary", j + 1, nh)
@@ -392,7 +408,7 @@ def dogleg(grad, hessp_fn, radius, space=None, tol=1e-10, maxiter=None):
     if t * math.sqrt(gg) >= radius:
         c = radius / math.sqrt(gg)
         return finish(-c * grad, -c * Bg, True, "cauchy")
-    tau = _to_boundary(space, pu, p - pu, radius)
+    tau = to_boundary(space, pu, p - pu, radius)
     return finish(pu + tau * (p - pu), Bpu + tau * (Bp - Bpu), True, "dogleg")
 
 
@@ -508,7 +524,9 @@ TR_DEFAULTS = {
     "sr1_skip": 1e-8,
 }
 
-_SR1_ONLY = ("memory", "sr1_gamma", "sr1_skip")
+#: The options that only ``hessian='lsr1'`` uses.
+SR1_OPTIONS = ("memory", "sr1_gamma", "sr1_skip")
+_SR1_ONLY = SR1_OPTIONS  # the former private name
 
 
 def minimize_trust_region(objective, theta0, options=None, callback=None):
@@ -591,7 +609,7 @@ def minimize_trust_region(objective, theta0, options=None, callback=None):
     if hessian == "lsr1":
         B = LSR1(opts["memory"], space, gamma=opts["sr1_gamma"], skip=opts["sr1_skip"])
     else:
-        reject_unused(given, _SR1_ONLY, "with hessian='exact'")
+        reject_unused(given, SR1_OPTIONS, "with hessian='exact'")
         B = None
         if getattr(objective, "has_hessp", True) is False:
             raise ValueError("hessian='exact' needs an objective with hessp; "

@@ -11,6 +11,7 @@ Examples
 """
 
 from mgnn.parallel.comm import Comm, MPIComm, SerialComm, get_comm
+from mgnn.parallel.grid import process_grid, reversed_comm, split_comm
 from mgnn.parallel.partition import block_offsets, block_owner, block_range
 from mgnn.parallel.space import DistributedSpace
 
@@ -23,4 +24,7 @@ __all__ = [
     "block_owner",
     "block_range",
     "DistributedSpace",
+    "split_comm",
+    "reversed_comm",
+    "process_grid",
 ]

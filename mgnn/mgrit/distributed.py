@@ -1,0 +1,333 @@
+"""The training objective with the layers distributed over MPI ranks (and samples
+over a second axis).
+
+With ``P`` ranks in the layer communicator, rank ``r`` owns the residual layers
+``L[r] .. L[r+1]-1`` (``L = block_offsets(N, P)``), their weights, states and
+records; rank 0 also owns the opening layer, the last rank the closing layer
+and the loss. Rank ``r``'s part of ``theta`` is one contiguous slice of the
+global vector (:attr:`LayerParallelObjective.theta_slice`), so an optimizer
+sees an ordinary 1-D array. Inner products go through :class:`LayerBlockSpace`,
+whose dot product is the exactly rounded sum (``math.fsum``) of per-block
+partial dots computed by a fixed sequential loop: it is the same on any
+number of ranks, and so are the optimizers' iterates.
+
+A data communicator of size ``D`` splits the samples in blocks; each group of
+layer ranks evaluates its block and the losses and gradients are summed
+(weighted by the block sizes) over the data communicator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from mgnn._validation import check_array, check_choice, check_scalar
+from mgnn.backend import kernels_for
+from mgnn.losses import LOSSES, Loss
+from mgnn.mgrit.layer_parallel import MGRITPropagation
+from mgnn.objective import check_targets
+from mgnn.parallel.comm import SerialComm, get_comm
+from mgnn.parallel.partition import block_offsets
+from mgnn.parallel.space import DistributedSpace
+from mgnn.work import WorkCounter
+
+__all__ = ["LayerParallelObjective", "LayerBlockSpace"]
+
+
+@njit(cache=True)
+def _segment_dots(x, y, bounds, out):
+    for k in range(bounds.size - 1):
+        acc = 0.0
+        for i in range(bounds[k], bounds[k + 1]):
+            acc += x[i] * y[i]
+        out[k] = acc
+
+
+class LayerBlockSpace(DistributedSpace):
+    """Distributed Euclidean space whose dot product does not depend on the ranks.
+
+    The local slice is cut into segments (opening layer, each residual layer,
+    closing layer); each segment's dot is a sequential loop, the partial dots
+    of all ranks are gathered and summed exactly rounded (``math.fsum``).
+
+    Parameters
+    ----------
+    comm : Comm
+        The layer communicator.
+    bounds : array of int
+        Segment boundaries of the local slice (local indices, from 0 to its length).
+    counts : list of int
+        Number of segments of every rank.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.parallel import SerialComm
+    >>> s = LayerBlockSpace(SerialComm(), np.array([0, 2, 4]), [2])
+    >>> s.dot(np.array([1.0, 2.0, 3.0, 4.0]), np.ones(4))
+    10.0
+    """
+
+    def __init__(self, comm, bounds, counts):
+        super().__init__(comm)
+        self.bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+        self.counts = list(counts)
+        self._part = np.empty(self.bounds.size - 1)
+        self._all = np.empty(sum(self.counts))
+
+    def dot(self, x, y):
+        _segment_dots(x, y, self.bounds, self._part)
+        if self.comm.size == 1:
+            return math.fsum(self._part)
+        self.comm.allgatherv(self._part, self._all, self.counts)
+        return math.fsum(self._all)
+
+    def __repr__(self):
+        return f"LayerBlockSpace({self.bounds.size - 1} segments on this rank, comm={self.comm!r})"
+
+
+class LayerParallelObjective:
+    """Loss of a ResNet whose layers (and samples) are distributed over MPI ranks.
+
+    Every rank holds the full data ``X, Y`` (or at least the same arrays); it
+    evaluates the samples of its data block. The methods take and return the
+    rank-local slice of ``theta``.
+
+    Parameters
+    ----------
+    net : ResNet
+    X, Y : arrays
+        All samples and targets (the same on every rank).
+    comm : None, Comm or mpi4py communicator
+        Layer communicator (default: all processes).
+    data_comm : None, Comm or mpi4py communicator
+        Data communicator (default: none, one data block).
+    loss : {'cross_entropy', 'mse'}, optional
+    tikhonov : float
+        Weight of (1/2)||theta||^2.
+    propagation : MGRITPropagation, optional
+        Default: one level (the serial sweep, pipelined over the ranks). Its
+        communicator is set to ``comm``.
+
+    Attributes
+    ----------
+    theta_slice : slice
+        The part of the global ``theta`` this rank owns.
+    space : LayerBlockSpace
+    counter : WorkCounter
+        Charged in value-and-gradient evaluations of the whole network on all
+        data, including the extra MGRIT work (same value on every rank).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.nets import ResNet
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((30, 2)); y = (X[:, 0] > 0).astype(int)
+    >>> net = ResNet(2, 4, 8, 2)
+    >>> obj = LayerParallelObjective(net, X, y)
+    >>> obj
+    LayerParallelObjective(layers 0..7 of 8 on rank 0 of 1, samples 0..29 of 30 (data rank 0 of 1),
+      MGRITPropagation(levels=1, ...), 182 of 182 parameters)
+    >>> theta = net.init(rng)
+    >>> f, g = obj.value_and_grad(obj.scatter(theta))
+    >>> g.shape
+    (182,)
+    """
+
+    def __init__(self, net, X, Y, *, comm=None, data_comm=None, loss=None, tikhonov=0.0,
+                 propagation=None):
+        self.net = net
+        self.comm = get_comm(comm)
+        self.data_comm = SerialComm() if data_comm is None else get_comm(data_comm)
+        X = check_array(X, "X", shape=(None, net.n_in))
+        self.X = np.ascontiguousarray(X, dtype=net.dtype)
+        self.Y = check_targets(net, Y, "Y", n=X.shape[0])
+        if loss is None:
+            loss = "cross_entropy" if net.task == "classification" else "mse"
+        check_choice(loss, "loss", LOSSES)
+        self.loss = Loss(loss)
+        self.tikhonov = check_scalar(tikhonov, "tikhonov", low=0.0)
+        if propagation is None:
+            propagation = MGRITPropagation(levels=1)
+        if not isinstance(propagation, MGRITPropagation):
+            raise TypeError("propagation must be an MGRITPropagation, got "
+                            f"{type(propagation).__name__}")
+        propagation.comm = self.comm
+        self.propagation = propagation
+        P, r = self.comm.size, self.comm.rank
+        N = net.depth
+        if N < P:
+            raise ValueError(f"net has {N} residual layers, fewer than the {P} layer ranks")
+        L = block_offsets(N, P)
+        self.layer_offsets = L
+        self.l0, self.l1 = int(L[r]), int(L[r + 1])
+        self.first, self.last = r == 0, r == P - 1
+        start = 0 if self.first else net.layer_slice(self.l0).start
+        stop = net.n_params if self.last else net.layer_slice(self.l1 - 1).stop
+        self.theta_slice = slice(start, stop)
+        self.n_local = stop - start
+        self._res = slice(net.layer_slice(self.l0).start - start,
+                          net.layer_slice(self.l1 - 1).stop - start)
+        # segments for the reproducible dot product
+        bounds = [0] + ([net.n_open] if self.first else [])
+        bounds += [self._res.start + (k + 1) * net.block_size for k in range(self.l1 - self.l0)]
+        if self.last:
+            bounds.append(self.n_local)
+        counts = [int(L[q + 1] - L[q]) + (q == 0) + (q == P - 1) for q in range(P)]
+        self.space = LayerBlockSpace(self.comm, np.array(bounds), counts)
+        D, d = self.data_comm.size, self.data_comm.rank
+        off = block_offsets(self.X.shape[0], D)
+        self.sample_range = (int(off[d]), int(off[d + 1]))
+        self.counter = WorkCounter()
+        self._buf = {}
+
+    def __repr__(self):
+        a, b = self.sample_range
+        prop = repr(self.propagation).split(",")[0]
+        return (f"LayerParallelObjective(layers {self.l0}..{self.l1 - 1} of {self.net.depth} on "
+                f"rank {self.comm.rank} of {self.comm.size}, samples {a}..{b - 1} of "
+                f"{self.n_samples} (data rank {self.data_comm.rank} of {self.data_comm.size}),\n"
+                f"  {prop}, ...), {self.n_local} of {self.net.n_params} parameters)")
+
+    @property
+    def n_samples(self):
+        return self.X.shape[0]
+
+    @property
+    def n_params(self):
+        return self.n_local
+
+    # -- moving theta ------------------------------------------------------------
+    def scatter(self, theta):
+        """This rank's slice (a copy) of a global parameter vector."""
+        theta = self.net.check_theta(theta)
+        return theta[self.theta_slice].copy()
+
+    def gather(self, theta_local):
+        """The global parameter vector, on every rank of the layer communicator."""
+        counts = self.comm.allreduce(
+            np.eye(self.comm.size)[self.comm.rank] * self.n_local).astype(np.int64).tolist()
+        out = np.empty(self.net.n_params, dtype=self.net.dtype)
+        self.comm.allgatherv(np.ascontiguousarray(theta_local), out, counts)
+        return out
+
+    # -- evaluation ----------------------------------------------------------------
+    def _check_local(self, theta, name="theta"):
+        return check_array(theta, name, shape=(self.n_local,), dtype=self.net.dtype)
+
+    def _local_data(self, batch):
+        a, b = self.sample_range
+        if batch is None:
+            return self.X[a:b], self.Y[a:b], b - a, self.n_samples
+        batch = np.asarray(batch)
+        if batch.ndim != 1 or batch.dtype.kind not in "iu" or batch.size == 0:
+            raise TypeError("batch must be a non-empty 1-D integer index array")
+        if int(batch.min()) < 0 or int(batch.max()) >= self.n_samples:
+            raise ValueError(f"batch indices must lie in [0, {self.n_samples})")
+        mine = batch[(batch >= a) & (batch < b)]
+        return self.X[mine], self.Y[mine], mine.size, batch.size
+
+    def _bufs(self, s):
+        buf = self._buf.get(s)
+        if buf is None:
+            w, m = self.net.width, self.net.n_out
+            dt = self.net.dtype
+            buf = {k: np.zeros((s, w), dt) for k in ("U0", "S_open", "D_open", "lam")}
+            buf["Y"] = np.empty((s, m), dt)
+            buf["G"] = np.empty((s, m), dt)
+            self._buf[s] = buf
+        return buf
+
+    def _evaluate(self, theta, batch, want_grad):
+        theta = self._check_local(theta)
+        net = self.net
+        k = kernels_for(np)
+        Xl, Yl, s, total = self._local_data(batch)
+        grad = np.zeros_like(theta) if want_grad else None
+        val = 0.0
+        if s:
+            weight = s / total
+            bufs = self._bufs(s)
+            blocks = theta[self._res].reshape(-1, net.block_size)
+            if self.first:
+                nw = net.width * net.n_in
+                W_open = theta[:nw].reshape(net.width, net.n_in)
+                b_open = theta[nw:net.n_open]
+                k.forward_step(Xl, W_open, b_open, 1.0, net.act_open, bufs["S_open"],
+                               bufs["U0"], skip=False)
+            prop = self.propagation
+            eng = prop._forward_local(net, blocks, bufs["U0"], s, np)
+            if self.last:
+                close = theta[self._res.stop:]
+                Wc = close[: net.n_out * net.width].reshape(net.n_out, net.width)
+                bc = close[net.n_out * net.width:]
+                np.matmul(eng.Uloc[-1], Wc.T, out=bufs["Y"])
+                bufs["Y"] += bc
+                if want_grad:
+                    val = self.loss.value_grad(bufs["Y"], Yl, bufs["G"], np)
+                    G = bufs["G"]
+                    if weight != 1.0:
+                        G *= weight
+                    gc = grad[self._res.stop:]
+                    np.matmul(G.T, eng.Uloc[-1],
+                              out=gc[: net.n_out * net.width].reshape(net.n_out, net.width))
+                    np.sum(G, axis=0, out=gc[net.n_out * net.width:])
+                    np.matmul(G, Wc, out=bufs["lam"])
+                else:
+                    val = self.loss.value(bufs["Y"], Yl, np)
+                val *= weight
+            if want_grad:
+                gblocks = grad[self._res].reshape(-1, net.block_size)
+                lam0 = prop._backward_local(eng, bufs["lam"], gblocks)
+                if self.first:
+                    w, d = net.width, net.n_in
+                    go = grad[:net.n_open]
+                    k.adjoint_step(lam0, Xl, W_open, bufs["S_open"], 1.0, net.act_open,
+                                   bufs["D_open"], gW=go[: w * d].reshape(w, d),
+                                   gb=go[w * d:], skip=False)
+            extra = prop.take_extra_work(net, self.n_samples)
+        else:
+            extra = 0.0
+        # loss from the last rank to all (adding zeros is exact), then over data blocks
+        if self.comm.size > 1:
+            val = self.comm.allreduce(val if self.last else 0.0)
+        if self.data_comm.size > 1:
+            val = self.data_comm.allreduce(val)
+            extra = self.data_comm.allreduce(extra)
+            if want_grad:
+                grad = self.data_comm.allreduce(grad)
+        if self.tikhonov:
+            val += 0.5 * self.tikhonov * self.space.dot(theta, theta)
+            if want_grad:
+                grad += self.tikhonov * theta
+        share = 1.0 if batch is None else len(batch) / self.n_samples
+        self.counter.charge("grad" if want_grad else "value", share)
+        self.counter.work += self.counter.scale * extra
+        return (val, grad) if want_grad else val
+
+    def value(self, theta, batch=None):
+        """Objective value at this rank's slice ``theta`` (the same on every rank)."""
+        return self._evaluate(theta, batch, False)
+
+    def value_and_grad(self, theta, batch=None):
+        """Value and this rank's slice of the gradient."""
+        return self._evaluate(theta, batch, True)
+
+    def grad(self, theta, batch=None):
+        return self._evaluate(theta, batch, True)[1]
+
+    def hessp(self, theta, v, batch=None):
+        raise NotImplementedError(
+            "hessp is not distributed over layers yet; use a quasi-Newton or first-order "
+            "method (lbfgs, adam, sgd) or trust-region with hess='lsr1'")
+
+    def accuracy(self, theta, X=None, Y=None):
+        """Classification accuracy of the full network (gathered theta, serial sweep)."""
+        from mgnn.objective import Objective
+
+        full = self.gather(theta)
+        obj = Objective(self.net, self.X, self.Y)
+        return obj.accuracy(full, X, Y)

@@ -1,0 +1,637 @@
+"""Layer-parallel propagation: the ResNet's forward and adjoint sweeps solved by MGRIT.
+
+A ResNet of N residual layers is forward Euler on N steps; its forward sweep is
+a time-stepping problem on the fine grid ``t = 0, 1, ..., N`` (time measured in
+layers) and its adjoint sweep is one in reversed time. :class:`MGRITPropagation`
+solves both with :class:`~mgnn.mgrit.MGRIT` instead of stepping through the
+layers one after another, so that the layers can be processed concurrently
+(Guenther, Ruthotto, Schroder, Cyr, Gauger, "Layer-parallel training of deep
+residual neural networks", SIMODS 2020).
+
+Steppers
+--------
+* :class:`ResNetStepper` (forward): on level ``l`` the step starting at fine
+  index ``i`` and spanning ``m`` fine layers is one residual layer with step
+  ``h m`` and the weights of layer ``i`` (injection) or the mean of layers
+  ``i .. i+m-1`` (``coarse_weights='average'``). On level 0 it writes the
+  layer record of the fine layer into the workspace, so that after the solve
+  the records are those of the final states.
+* :class:`ResNetAdjointStepper` (reversed time, reversed index ``j`` is layer
+  ``N-1-j``): on level 0 the transposed Jacobian of layer ``n`` linearised at
+  the forward state ``U_n``, writing layer ``n``'s gradient ``[D^T U_n,
+  colsum D]`` with ``D = h sigma'(Z_n) * lam_{n+1}``; on a coarse level the
+  transpose of the coarse forward step over layers ``n0 .. n0+m-1``, linearised
+  at the forward state ``U_{n0}``.
+
+With one level both solves are exactly the serial sweeps (the same kernel calls
+in the same order: bit-identical). With several levels and a fixed number of
+iterations the states, adjoints and gradient are inexact (one-shot training);
+each solve is warm-started from the previous solution of the same batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mgnn._validation import check_choice, check_positive_int, check_scalar
+from mgnn.backend import kernels_for
+from mgnn.mgrit.solver import MGRIT
+from mgnn.mgrit.stepper import Stepper
+from mgnn.parallel.comm import SerialComm, get_comm
+from mgnn.parallel.grid import reversed_comm
+from mgnn.parallel.partition import block_offsets
+from mgnn.propagation import Propagation, SerialPropagation
+
+__all__ = ["MGRITPropagation", "ResNetStepper", "ResNetAdjointStepper", "SolveStats"]
+
+RELAX = {"F": 0, "FCF": 1, "FCFCF": 2}
+COARSE_WEIGHTS = ("inject", "average")
+
+
+# ---------------------------------------------------------------------------
+# weights of a range of layers (local, or local plus a halo from other ranks)
+# ---------------------------------------------------------------------------
+class _Weights:
+    """Views ``W[n - lo]``, ``b[n - lo]`` of layers ``lo .. lo+len-1`` and a cache of
+    averaged coarse weights (cleared whenever new weights are bound)."""
+
+    def __init__(self):
+        self.W = self.b = None
+        self.lo = 0
+        self.cache = {}
+
+    def bind(self, W, b, lo):
+        self.W, self.b, self.lo = W, b, lo
+        self.cache.clear()
+
+    def layer(self, n):
+        k = n - self.lo
+        return self.W[k], self.b[k]
+
+    def average(self, n0, span):
+        key = (n0, span)
+        wb = self.cache.get(key)
+        if wb is None:
+            k = n0 - self.lo
+            wb = (self.W[k:k + span].mean(axis=0), self.b[k:k + span].mean(axis=0))
+            self.cache[key] = wb
+        return wb
+
+
+class ResNetStepper(Stepper):
+    """Forward stepper of a ResNet's residual layers on MGRIT level ``level``.
+
+    ``step(u_in, u_out, t0, t1, level, index)`` applies layer ``index`` with step
+    ``h (t1 - t0)`` (time is measured in layers); on coarse levels the weights
+    come from layer ``index`` (``'inject'``) or the mean over the spanned layers
+    (``'average'``). On level 0 the layer record goes to ``S[index - s_lo]``.
+
+    Parameters
+    ----------
+    net : ResNet
+    s : int
+        Batch size (states have shape ``(s, width)``).
+    weights : _Weights
+        The bound weights.
+    average : bool
+        Average the weights of the spanned layers on coarse levels.
+    xp : module
+        Array namespace.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.nets import ResNet
+    >>> net = ResNet(2, 3, 4, 2)
+    >>> ResNetStepper(net, 5, _Weights())
+    ResNetStepper(4 layers, width 3, h=0.25, batch 5, coarse weights 'inject')
+    """
+
+    def __init__(self, net, s, weights, average=False, xp=np):
+        super().__init__((s, net.width), net.dtype)
+        self.net = net
+        self.k = kernels_for(xp)
+        self.h = net.h
+        self.act = net.act
+        self.weights = weights
+        self.average = bool(average)
+        self.S = None
+        self.s_lo = 0
+        self.rec = xp.empty((s, net.width), net.dtype)
+
+    def __repr__(self):
+        return (f"ResNetStepper({self.net.depth} layers, width {self.net.width}, h={self.h:g}, "
+                f"batch {self.shape[0]}, coarse weights "
+                f"{'average' if self.average else 'inject'!r})")
+
+    def step(self, u_in, u_out, t0, t1, level, index):
+        if level == 0:
+            W, b = self.weights.layer(index)
+            self.k.forward_step(u_in, W, b, self.h, self.act, self.S[index - self.s_lo], u_out)
+            return
+        span = int(round(t1 - t0))
+        W, b = self.weights.average(index, span) if self.average else self.weights.layer(index)
+        self.k.forward_step(u_in, W, b, self.h * span, self.act, self.rec, u_out)
+
+
+class ResNetAdjointStepper(Stepper):
+    """Adjoint stepper of a ResNet's residual layers, in reversed time.
+
+    Reversed fine index ``j`` is the adjoint ``lam_{N-j}``; the step from ``j``
+    is layer ``N-1-j``. On level 0 it writes that layer's gradient block; on a
+    coarse level spanning ``m`` layers ``n0 .. n0+m-1`` it applies the transpose
+    of the coarse forward step, linearised at the forward state ``U_{n0}``.
+    Needs the forward states ``U`` (offset ``u_lo``), records ``S`` (offset
+    ``s_lo``) and gradient blocks ``G`` (offset ``g_lo``) bound before a solve.
+    """
+
+    def __init__(self, net, s, weights, average=False, xp=np):
+        super().__init__((s, net.width), net.dtype)
+        self.net = net
+        self.k = kernels_for(xp)
+        self.h = net.h
+        self.act = net.act
+        self.N = net.depth
+        self.w = net.width
+        self.weights = weights
+        self.average = bool(average)
+        self.U = self.S = self.G = None
+        self.u_lo = self.s_lo = self.g_lo = 0
+        self.D = xp.empty((s, net.width), net.dtype)
+        self.rec = xp.empty((s, net.width), net.dtype)
+        self.tmp = xp.empty((s, net.width), net.dtype)
+
+    def __repr__(self):
+        return (f"ResNetAdjointStepper({self.N} layers, width {self.w}, h={self.h:g}, "
+                f"batch {self.shape[0]}, coarse weights "
+                f"{'average' if self.average else 'inject'!r})")
+
+    def step(self, u_in, u_out, t0, t1, level, index):
+        k = self.k
+        if level == 0:
+            n = self.N - 1 - index
+            W, _ = self.weights.layer(n)
+            g = self.G[n - self.g_lo]
+            ww = self.w * self.w
+            k.adjoint_step(u_in, self.U[n - self.u_lo], W, self.S[n - self.s_lo], self.h,
+                           self.act, self.D, L=u_out, gW=g[:ww].reshape(self.w, self.w),
+                           gb=g[ww:])
+            return
+        span = int(round(t1 - t0))
+        n0 = self.N - index - span
+        u = self.U[n0 - self.u_lo]
+        if self.average:
+            W, b = self.weights.average(n0, span)
+            k.forward_step(u, W, b, 1.0, self.act, self.rec, self.tmp)
+            k.adjoint_step(u_in, u, W, self.rec, self.h * span, self.act, self.D, L=u_out)
+        else:
+            W, _ = self.weights.layer(n0)
+            k.adjoint_step(u_in, u, W, self.S[n0 - self.s_lo], self.h * span, self.act,
+                           self.D, L=u_out)
+
+
+# ---------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------
+@dataclass(repr=False)
+class SolveStats:
+    """Statistics of one MGRIT solve of a layer-parallel evaluation.
+
+    Attributes
+    ----------
+    kind : {'forward', 'adjoint'}
+    nit : int
+        MGRIT iterations done.
+    residuals : ndarray
+        Residual norm of the (F-relaxed) initial guess, then after each iteration.
+    factors : ndarray
+        Convergence factors ``residuals[k] / residuals[k-1]``.
+    level_steps : list of int
+        Steps per level, summed over the ranks of the layer communicator.
+    wall_time : float
+        Seconds (this rank).
+    warm : bool
+        Whether the solve was warm-started from the previous solution.
+    """
+
+    kind: str
+    nit: int
+    residuals: np.ndarray
+    factors: np.ndarray
+    level_steps: list = field(default_factory=list)
+    wall_time: float = 0.0
+    warm: bool = False
+
+    @property
+    def factor(self):
+        """Geometric mean of the convergence factors (NaN if none)."""
+        f = self.factors[np.isfinite(self.factors) & (self.factors > 0)]
+        return float(np.exp(np.mean(np.log(f)))) if f.size else math.nan
+
+    @property
+    def residual(self):
+        """Last residual norm (NaN if none was computed)."""
+        return float(self.residuals[-1]) if self.residuals.size else math.nan
+
+    def __repr__(self):
+        res = ", ".join(f"{r:.2e}" for r in self.residuals)
+        return (f"SolveStats({self.kind}, nit={self.nit}, warm={self.warm}, residuals=[{res}], "
+                f"factor={self.factor:.3g}, level_steps={self.level_steps}, "
+                f"wall_time={self.wall_time:.4f} s)")
+
+
+# ---------------------------------------------------------------------------
+# one engine per (network shape, batch size, communicator)
+# ---------------------------------------------------------------------------
+class _Engine:
+    """The forward and adjoint MGRIT solvers of one network shape and batch size on a
+    layer communicator, with the partition of layers, points and halo weights."""
+
+    def __init__(self, prop, net, s, xp, comm):
+        N, P, r = net.depth, comm.size, comm.rank
+        if N < P:
+            raise ValueError(f"the network has {N} residual layers, fewer than the {P} ranks "
+                             "of the layer communicator; every rank needs at least one layer")
+        self.net, self.s, self.xp, self.comm = net, s, xp, comm
+        L = block_offsets(N, P)
+        self.L = L
+        self.l0, self.l1 = int(L[r]), int(L[r + 1])
+        fo = np.array([0] + [int(L[k]) + 1 for k in range(1, P)] + [N + 1])
+        bo = np.array([0] + [N - int(L[P - q]) + 1 for q in range(1, P)] + [N + 1])
+        self.weights = _Weights()
+        avg = prop.coarse_weights == "average"
+        self.fstep = ResNetStepper(net, s, self.weights, avg, xp)
+        self.bstep = ResNetAdjointStepper(net, s, self.weights, avg, xp)
+        t = np.arange(N + 1, dtype=np.float64)
+        opts = dict(cf=prop.cf, max_levels=prop.levels, min_coarse=prop.min_coarse,
+                    cf_sweeps=RELAX[prop.relax], cycle=prop.cycle)
+        self.fwd = MGRIT(self.fstep, t, comm=comm, offsets=fo, **opts)
+        self.rcomm = comm if P == 1 else reversed_comm(comm)
+        self.bwd = MGRIT(self.bstep, t, comm=self.rcomm, offsets=bo, **opts)
+        # the solvers' probe step would run layer 0 / N-1 on every rank, but a rank
+        # holds only its layers; these steppers are tested directly instead
+        self.fwd._checked = self.bwd._checked = True
+        self.warm_f = self.warm_b = False
+        self.n_levels = self.fwd.hierarchy.n_levels
+        self._halo_ranges(prop, fo, bo)
+
+    def _halo_ranges(self, prop, fo, bo):
+        """Layers each rank needs for its coarse steps: ``[need_lo[r], need_hi[r])``."""
+        N, P, L = self.net.depth, self.comm.size, self.L
+        lo = [int(L[r]) for r in range(P)]
+        hi = [int(L[r + 1]) for r in range(P)]
+        avg = prop.coarse_weights == "average"
+        h = self.fwd.hierarchy
+        for lvl in range(1, h.n_levels):
+            pts = np.rint(h.t[lvl]).astype(np.int64)
+            a, b = pts[:-1], pts[1:]
+            # forward: the owner of point b steps over layers a .. b-1
+            own = np.searchsorted(fo, b, side="right") - 1
+            last = b if avg else a + 1
+            for r, x, y in zip(own.tolist(), a.tolist(), last.tolist(), strict=True):
+                lo[r], hi[r] = min(lo[r], x), max(hi[r], y)
+            # adjoint: reversed points a -> b are layers N-b .. N-a-1, owned by the
+            # reversed owner q of b, i.e. rank P-1-q
+            own = P - 1 - (np.searchsorted(bo, b, side="right") - 1)
+            n0 = N - b
+            last = N - a if avg else n0 + 1
+            for r, x, y in zip(own.tolist(), n0.tolist(), last.tolist(), strict=True):
+                lo[r], hi[r] = min(lo[r], x), max(hi[r], y)
+        self.need_lo, self.need_hi = lo, hi
+
+    # -- distributed pieces ----------------------------------------------------
+    def bind_blocks(self, blocks):
+        """Bind this rank's layer blocks (l1-l0, block_size), exchanging the halo."""
+        net, comm, r = self.net, self.comm, self.comm.rank
+        w = net.width
+        lo, hi = self.need_lo[r], self.need_hi[r]
+        if (lo, hi) == (self.l0, self.l1):
+            H = blocks
+        else:
+            if getattr(self, "_halo", None) is None:
+                self._halo = np.empty((hi - lo, net.block_size), dtype=net.dtype)
+            H = self._halo
+            H[self.l0 - lo:self.l1 - lo] = blocks
+        reqs = []
+        L = self.L
+        for q in range(comm.size):
+            if q == r:
+                continue
+            # what q needs from me
+            a, b = max(self.need_lo[q], self.l0), min(self.need_hi[q], self.l1)
+            if a < b:
+                reqs.append(comm.Isend(np.ascontiguousarray(blocks[a - self.l0:b - self.l0]),
+                                       q, 7000))
+            # what I need from q
+            a, b = max(lo, int(L[q])), min(hi, int(L[q + 1]))
+            if a < b:
+                reqs.append(comm.Irecv(H[a - lo:b - lo], q, 7000))
+        comm.waitall(reqs)
+        self.weights.bind(H[:, :w * w].reshape(-1, w, w), H[:, w * w:], lo)
+
+    def broadcast(self, x, root):
+        """``x`` of rank ``root`` on every rank of the layer communicator (exact)."""
+        if self.comm.size == 1:
+            return x
+        send = x if self.comm.rank == root else np.zeros_like(x)
+        return self.comm.allreduce(send, op="sum")
+
+
+class MGRITPropagation(Propagation):
+    """Forward and adjoint propagation through the residual layers by MGRIT.
+
+    Plug it into :class:`~mgnn.objective.Objective` (one process) or
+    :class:`~mgnn.mgrit.distributed.LayerParallelObjective` (layers distributed
+    over MPI ranks) and every optimizer trains layer-parallel unchanged.
+
+    Parameters
+    ----------
+    levels : int
+        MGRIT levels (1 is the serial sweep, bit for bit).
+    cf : int or list of int
+        Coarsening factor per level (last entry repeats).
+    relax : {'FCF', 'F', 'FCFCF'}
+        Relaxation.
+    fwd_iters, bwd_iters : int
+        MGRIT iterations of the forward (states) and adjoint solve; with
+        ``tol`` the maximum number.
+    tol : float, optional
+        Stop each solve when its residual norm is ``<= tol`` (default: a fixed
+        number of iterations, the one-shot setting).
+    cycle : {'V', 'F'}
+    coarse_weights : {'inject', 'average'}
+        Weights of a coarse step: those of its first fine layer, or the mean of
+        the fine layers it spans.
+    min_coarse : int
+        Minimum number of intervals of the coarsest grid.
+    warm_start : bool
+        Start each solve from the previous solution for the same batch size.
+    comm : None, Comm or mpi4py communicator
+        Layer communicator; ``None`` is one process. A
+        :class:`~mgnn.mgrit.distributed.LayerParallelObjective` passes its own.
+
+    Attributes
+    ----------
+    stats : list of dict
+        One entry per evaluation, most recent last: ``{'forward': SolveStats,
+        'adjoint': SolveStats or None}``.
+
+    Notes
+    -----
+    ``tangent`` and ``second_order_backward`` (for ``Objective.hessp``) are the
+    serial sweeps of :class:`~mgnn.propagation.SerialPropagation`, linearised at
+    the states of the preceding MGRIT forward solve.
+
+    Work: :meth:`take_extra_work` returns the steps taken beyond a serial sweep
+    (counted from the solves' ``level_steps``, as layer GEMMs: one per forward
+    step, two per fine adjoint step with gradient, one per coarse adjoint step,
+    two with ``'average'``) in units of one value-and-gradient evaluation on all
+    data; objectives add it to their work counter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.nets import ResNet
+    >>> from mgnn.objective import Objective
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((40, 2)); y = (X[:, 0] > 0).astype(int)
+    >>> net = ResNet(2, 4, 32, 2, T=2.0)
+    >>> theta = net.init(rng)
+    >>> prop = MGRITPropagation(levels=2, cf=4, fwd_iters=2, bwd_iters=1)
+    >>> prop
+    MGRITPropagation(levels=2, cf=4, relax='FCF', fwd_iters=2, bwd_iters=1, tol=None,
+                     cycle='V', coarse_weights='inject', warm_start=True, ranks=1)
+    >>> obj = Objective(net, X, y, propagation=prop)
+    >>> g0 = Objective(net, X, y).grad(theta)      # serial sweep
+    >>> for k in range(4):                          # one-shot, warm-started
+    ...     g = obj.grad(theta)
+    ...     print(f"{np.linalg.norm(g - g0) / np.linalg.norm(g0):.0e}")
+    4e-02
+    4e-03
+    3e-04
+    2e-06
+    >>> prop.last_stats()["adjoint"].level_steps    # fine and coarse steps, all ranks
+    [96, 16]
+    """
+
+    def __init__(self, levels=2, cf=4, relax="FCF", fwd_iters=2, bwd_iters=1, tol=None,
+                 cycle="V", comm=None, coarse_weights="inject", min_coarse=2,
+                 warm_start=True, max_stats=100000):
+        self.levels = check_positive_int(levels, "levels")
+        if isinstance(cf, (list, tuple)):
+            self.cf = [check_positive_int(c, "cf", minimum=2) for c in cf]
+        else:
+            self.cf = check_positive_int(cf, "cf", minimum=2)
+        self.relax = check_choice(relax, "relax", tuple(RELAX))
+        self.fwd_iters = check_positive_int(fwd_iters, "fwd_iters")
+        self.bwd_iters = check_positive_int(bwd_iters, "bwd_iters")
+        self.tol = None if tol is None else check_scalar(tol, "tol", low=0.0)
+        self.cycle = check_choice(cycle, "cycle", ("V", "F"))
+        self.coarse_weights = check_choice(coarse_weights, "coarse_weights", COARSE_WEIGHTS)
+        self.min_coarse = check_positive_int(min_coarse, "min_coarse")
+        self.warm_start = bool(warm_start)
+        self.max_stats = check_positive_int(max_stats, "max_stats")
+        self.comm = SerialComm() if comm is None else get_comm(comm)
+        self.stats = []
+        self._engines = OrderedDict()
+        self._boost_iters = 0
+        self._boost_left = 0
+        self._boosted = False
+        self._extra_flops = 0.0
+        self._serial = SerialPropagation()
+
+    def __repr__(self):
+        return (f"MGRITPropagation(levels={self.levels}, cf={self.cf}, relax={self.relax!r}, "
+                f"fwd_iters={self.fwd_iters}, bwd_iters={self.bwd_iters}, tol={self.tol},\n"
+                f"                 cycle={self.cycle!r}, coarse_weights={self.coarse_weights!r}, "
+                f"warm_start={self.warm_start}, ranks={self.comm.size})")
+
+    # -- one-shot controls -------------------------------------------------------
+    def boost(self, iterations, steps):
+        """Use ``iterations`` MGRIT iterations (forward and adjoint) for the next
+        ``steps`` evaluations, e.g. after the network was refined."""
+        self._boost_iters = check_positive_int(iterations, "iterations")
+        self._boost_left = check_positive_int(steps, "steps", minimum=0)
+
+    def reset(self):
+        """Forget the warm starts (the next solves start from the opened states)."""
+        for eng in self._engines.values():
+            eng.warm_f = eng.warm_b = False
+
+    def last_stats(self):
+        """Statistics of the most recent evaluation (``None`` before the first)."""
+        return self.stats[-1] if self.stats else None
+
+    def history_row(self):
+        """Scalar summary of the last evaluation for an optimizer's history:
+        iterations, last residual and mean convergence factor of each solve."""
+        st = self.last_stats()
+        if st is None:
+            return {}
+        row = {}
+        for key, short in (("forward", "fwd"), ("adjoint", "bwd")):
+            s = st.get(key)
+            if s is not None:
+                row[f"mgrit_{short}_nit"] = s.nit
+                row[f"mgrit_{short}_residual"] = s.residual
+                row[f"mgrit_{short}_factor"] = s.factor
+        return row
+
+    def take_extra_work(self, net, n_samples):
+        """Work beyond serial sweeps since the last call, in value-and-gradient
+        evaluations of ``net`` on ``n_samples`` samples; resets the tally."""
+        extra, self._extra_flops = self._extra_flops, 0.0
+        return extra / net.flops(n_samples)
+
+    # -- engines ---------------------------------------------------------------
+    def _engine(self, net, s, xp):
+        key = (net.depth, net.width, net.h, net.act, np.dtype(net.dtype).str, s)
+        eng = self._engines.get(key)
+        if eng is None:
+            eng = _Engine(self, net, s, xp, self.comm)
+            self._engines[key] = eng
+            while len(self._engines) > 4:
+                self._engines.popitem(last=False)
+        else:
+            self._engines.move_to_end(key)
+        eng.net = net
+        eng.fstep.net = eng.bstep.net = net
+        return eng
+
+    def _iters(self, kind):
+        if self._boosted:
+            return self._boost_iters
+        return self.fwd_iters if kind == "forward" else self.bwd_iters
+
+    def _solve(self, eng, kind, u0):
+        solver = eng.fwd if kind == "forward" else eng.bwd
+        warm = self.warm_start and (eng.warm_f if kind == "forward" else eng.warm_b)
+        guess = solver.u if warm else None
+        if not warm:
+            root = 0 if kind == "forward" else eng.comm.size - 1
+            u0 = eng.broadcast(u0, root)
+        res = solver.solve(u0, guess, tol=self.tol, max_iter=self._iters(kind), residuals=True)
+        ok = bool(np.all(np.isfinite(res.residuals)))
+        if kind == "forward":
+            eng.warm_f = ok
+        else:
+            eng.warm_b = ok
+        steps = res.level_steps
+        if eng.comm.size > 1:
+            steps = eng.comm.allreduce(np.asarray(steps, dtype=np.float64)).tolist()
+        steps = [int(round(x)) for x in steps]
+        # work in layer GEMMs (s x w x w), relative to the serial sweep
+        N = eng.net.depth
+        if kind == "forward":
+            gemms, serial = sum(steps), N
+        else:
+            coarse = sum(steps[1:]) * (2 if self.coarse_weights == "average" else 1)
+            gemms, serial = 2 * steps[0] + coarse, 2 * N
+        w = eng.net.width
+        self._extra_flops += (gemms - serial) * 2.0 * eng.s * w * w
+        return res, SolveStats(kind, res.nit, res.residuals.copy(), res.factors.copy(), steps,
+                               res.wall_time, warm)
+
+    def _record(self, entry):
+        self.stats.append(entry)
+        if len(self.stats) > self.max_stats:
+            del self.stats[: len(self.stats) - self.max_stats]
+
+    def _begin(self):
+        self._boosted = self._boost_left > 0
+        if self._boosted:
+            self._boost_left -= 1
+
+    # -- the Propagation interface (one process, full theta) -----------------------
+    def _check_serial_comm(self):
+        if self.comm.size != 1:
+            raise ValueError("an MGRITPropagation over several ranks needs a "
+                             "LayerParallelObjective (theta distributed by layers); "
+                             "Objective holds the whole network on one process")
+
+    def forward(self, net, theta, ws):
+        self._check_serial_comm()
+        self._begin()
+        eng = self._engine(net, ws.s, ws.xp)
+        p = net.unpack(theta)
+        eng.weights.bind(p.W, p.b, 0)
+        eng.fstep.S, eng.fstep.s_lo = ws.S, 0
+        res, st = self._solve(eng, "forward", ws.U[0])
+        np.copyto(ws.U, res.u)
+        self._record({"forward": st, "adjoint": None})
+
+    def backward(self, net, theta, ws, lam_N, grad_blocks):
+        self._check_serial_comm()
+        eng = self._engine(net, ws.s, ws.xp)
+        p = net.unpack(theta)
+        eng.weights.bind(p.W, p.b, 0)
+        b = eng.bstep
+        b.U, b.S, b.G = ws.U, ws.S, grad_blocks
+        b.u_lo = b.s_lo = b.g_lo = 0
+        res, st = self._solve(eng, "adjoint", lam_N)
+        if self.stats and self.stats[-1]["adjoint"] is None:
+            self.stats[-1]["adjoint"] = st
+        else:
+            self._record({"forward": None, "adjoint": st})
+        np.copyto(ws.L[1], res.u[-1])
+        return ws.L[1]
+
+    def tangent(self, net, theta, dtheta, ws):
+        self._serial.tangent(net, theta, dtheta, ws)
+
+    def second_order_backward(self, net, theta, dtheta, ws, lam_N, dlam_N, hv_blocks):
+        return self._serial.second_order_backward(net, theta, dtheta, ws, lam_N, dlam_N,
+                                                  hv_blocks)
+
+    # -- distributed pieces (used by LayerParallelObjective) -----------------------
+    def _forward_local(self, net, blocks, U0, s, xp):
+        """Forward solve on this rank's layers; returns ``(eng, U, S)`` with the
+        states ``U[n - l0]`` for n = l0..l1 and records ``S[n - l0]`` for n < l1."""
+        self._begin()
+        eng = self._engine(net, s, xp)
+        if getattr(eng, "Uloc", None) is None:
+            n = eng.l1 - eng.l0
+            eng.Uloc = xp.empty((n + 1, s, net.width), net.dtype)
+            eng.Sloc = xp.empty((n, s, net.width), net.dtype)
+        eng.bind_blocks(blocks)
+        eng.fstep.S, eng.fstep.s_lo = eng.Sloc, eng.l0
+        res, st = self._solve(eng, "forward", U0)
+        comm, r = eng.comm, eng.comm.rank
+        if r == 0:
+            np.copyto(eng.Uloc, res.u)
+        else:
+            np.copyto(eng.Uloc[1:], res.u)
+        # U_{l0} (the first layer's input) lives on the previous rank
+        reqs = []
+        if r + 1 < comm.size:
+            reqs.append(comm.Isend(eng.Uloc[-1], r + 1, 7001))
+        if r > 0:
+            reqs.append(comm.Irecv(eng.Uloc[0], r - 1, 7001))
+        comm.waitall(reqs)
+        self._record({"forward": st, "adjoint": None})
+        return eng
+
+    def _backward_local(self, eng, lam_N, grad_blocks):
+        """Adjoint solve; writes this rank's gradient blocks, returns ``lam_0`` on
+        rank 0 (``None`` elsewhere)."""
+        b = eng.bstep
+        b.U, b.S, b.G = eng.Uloc, eng.Sloc, grad_blocks
+        b.u_lo = b.s_lo = b.g_lo = eng.l0
+        res, st = self._solve(eng, "adjoint", lam_N)
+        if self.stats and self.stats[-1]["adjoint"] is None:
+            self.stats[-1]["adjoint"] = st
+        else:
+            self._record({"forward": None, "adjoint": st})
+        return res.u[-1] if eng.comm.rank == 0 else None
+
+    # -- statistics over a run -------------------------------------------------
+    def factors(self, kind="forward"):
+        """Mean convergence factor of each recorded evaluation's ``kind`` solve."""
+        key = check_choice(kind, "kind", ("forward", "adjoint"))
+        return np.array([e[key].factor if e.get(key) is not None else math.nan
+                         for e in self.stats])
+
