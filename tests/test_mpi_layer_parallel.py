@@ -8,11 +8,6 @@ that one MGRIT level reproduces the serial gradient bit for bit; and that the
 data-parallel grids agree with the serial objective to round-off.
 """
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,37 +18,9 @@ pytestmark = pytest.mark.mpi
 SCRIPT = Path(__file__).parent / "mpi" / "layer_parallel_invariance.py"
 
 
-def _mpi_available():
-    if shutil.which("mpiexec") is None:
-        return False
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    if not _mpi_available():
-        pytest.skip("mpiexec or mpi4py not available")
-    tmp = tmp_path_factory.mktemp("lp_mpi")
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = {}
-    for p in (1, 2, 3):
-        path = tmp / f"p{p}.json"
-        cmd = ["mpiexec", "-n", str(p), sys.executable, str(SCRIPT), str(path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{' '.join(cmd)} timed out")
-        if proc.returncode != 0 and p > 1 and "oversubscri" in proc.stderr.lower():
-            pytest.skip(f"cannot launch {p} ranks here: {proc.stderr[-300:]}")
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-        data = json.loads(path.read_text())
-        assert data["size"] == p
-        out[p] = data["cases"]
-    return out
+def runs(run_under_mpi):
+    return run_under_mpi(SCRIPT, (1, 2, 3), timeout=90)
 
 
 @pytest.mark.parametrize("case", ["grad_L1", "grad_L2", "grad_L3", "lbfgs", "adam"])

@@ -7,11 +7,6 @@ relative, checks convergence to serial stepping, and that one level is
 bit-identical to serial stepping on every process count.
 """
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,37 +17,9 @@ pytestmark = pytest.mark.mpi
 SCRIPT = Path(__file__).parent / "mpi" / "mgrit_invariance.py"
 
 
-def _mpi_available():
-    if shutil.which("mpiexec") is None:
-        return False
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    if not _mpi_available():
-        pytest.skip("mpiexec or mpi4py not available")
-    out = {}
-    tmp = tmp_path_factory.mktemp("mgrit_mpi")
-    env = dict(os.environ)
-    for p in (1, 2, 3):
-        path = tmp / f"p{p}.json"
-        cmd = ["mpiexec", "-n", str(p), sys.executable, str(SCRIPT), str(path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{' '.join(cmd)} timed out")
-        if proc.returncode != 0 and p > 1 and "oversubscri" in proc.stderr.lower():
-            pytest.skip(f"cannot launch {p} ranks here: {proc.stderr[-300:]}")
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-        data = json.loads(path.read_text())
-        assert data["size"] == p
-        out[p] = data["cases"]
-    return out
+def runs(run_under_mpi):
+    return run_under_mpi(SCRIPT, (1, 2, 3), timeout=60)
 
 
 def test_residual_histories_agree_across_process_counts(runs):

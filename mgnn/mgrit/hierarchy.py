@@ -4,29 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mgnn._validation import check_array, check_positive_int
+from mgnn._validation import check_array, check_positive_int, per_level
 
-__all__ = ["TimeHierarchy", "per_level"]
-
-
-def per_level(value, name, n, check):
-    """Expand a scalar or a list (whose last entry repeats) to ``n`` entries.
-
-    Examples
-    --------
-    >>> per_level([4, 2], "cf", 4, lambda v, name: v)
-    [4, 2, 2, 2]
-    >>> per_level(3, "cf", 2, lambda v, name: v)
-    [3, 3]
-    """
-    if isinstance(value, (list, tuple, np.ndarray)):
-        if len(value) == 0:
-            raise ValueError(f"{name} must be a value or a non-empty list, got []")
-        vals = list(value)
-    else:
-        vals = [value]
-    vals = [check(v, f"{name}[{i}]" if len(vals) > 1 else name) for i, v in enumerate(vals)]
-    return (vals + [vals[-1]] * n)[:n]
+__all__ = ["TimeHierarchy"]
 
 
 def _check_cf(v, name):
@@ -89,7 +69,7 @@ class TimeHierarchy:
         if max_levels is not None:
             max_levels = check_positive_int(max_levels, "max_levels")
         cap = max_levels if max_levels is not None else 64
-        cfs = per_level(cf, "cf", max(cap - 1, 1), _check_cf)
+        cfs = per_level(cf, max(cap - 1, 1), "cf", _check_cf, allow_longer=True)
         n = t.shape[0] - 1
         counts = [n]
         while len(counts) < cap and counts[-1] // cfs[len(counts) - 1] >= min_coarse:

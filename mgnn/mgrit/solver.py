@@ -45,8 +45,9 @@ from mgnn._validation import (
     check_choice,
     check_positive_int,
     check_scalar,
+    per_level,
 )
-from mgnn.mgrit.hierarchy import TimeHierarchy, per_level
+from mgnn.mgrit.hierarchy import TimeHierarchy
 from mgnn.mgrit.stepper import Stepper
 from mgnn.parallel.comm import get_comm
 from mgnn.parallel.partition import block_offsets
@@ -250,10 +251,12 @@ class MGRIT:
         self.hierarchy = TimeHierarchy(t, cf=cf, min_coarse=min_coarse, max_levels=max_levels)
         nl = self.hierarchy.n_levels
         self.cf_sweeps = per_level(
-            cf_sweeps, "cf_sweeps", nl, lambda v, n: check_positive_int(v, n, minimum=0)
+            cf_sweeps, nl, "cf_sweeps", lambda v, n: check_positive_int(v, n, minimum=0),
+            allow_longer=True,
         )
         self.omega = per_level(
-            omega, "omega", nl, lambda v, n: check_scalar(v, n, low=0.0, low_open=True, high=2.0)
+            omega, nl, "omega", lambda v, n: check_scalar(v, n, low=0.0, low_open=True, high=2.0),
+            allow_longer=True,
         )
         self.cycle = check_choice(cycle, "cycle", ("V", "F"))
         self.nested_iteration = bool(nested_iteration)
