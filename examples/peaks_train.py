@@ -1,6 +1,6 @@
 """Train a ResNet on the peaks problem with Adam; plot decision regions and loss history.
 
-    python examples/peaks_train.py [--width 8] [--depth 32] [--epochs 60] [--out out]
+    python examples/peaks_train.py [--width 8] [--depth 32] [--epochs 60] [--out out] [--quick]
 
 Prints the training loss and the training / validation accuracy, and writes
 ``peaks_train.png`` (decision regions over [-3, 3]^2 with validation points, and
@@ -28,7 +28,10 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="out")
+    ap.add_argument("--quick", action="store_true", help="5 epochs, for a smoke test")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs = 5
 
     data = peaks(n_train=5000, n_val=1000, seed=args.seed)
     net = mgnn.ResNet(2, args.width, args.depth, 5, T=args.T, activation=args.activation)
