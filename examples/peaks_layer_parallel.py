@@ -31,27 +31,32 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small run for smoke tests")
     ap.add_argument("--depth", type=int, default=None)
     ap.add_argument("--maxiter", type=int, default=None)
+    ap.add_argument("--activation", default="tanh")
+    ap.add_argument("--init", default="glorot", choices=["glorot", "he", "layer_parallel"])
+    ap.add_argument("--smoothness", type=float, default=0.0,
+                    help="weight of the time-derivative regulariser of the layer weights")
     args = ap.parse_args(argv)
     depth = args.depth or (16 if args.quick else 64)
     maxiter = args.maxiter or (30 if args.quick else 1500)
     n_train = 500 if args.quick else 5000
     data = peaks(n_train=n_train, n_val=1000, seed=0)
-    net = ResNet(2, 8, depth, 5, T=5.0, activation="tanh")
-    theta0 = net.init(np.random.default_rng(0), scheme="glorot")
+    net = ResNet(2, 8, depth, 5, T=5.0, activation=args.activation)
+    theta0 = net.init(np.random.default_rng(0), scheme=args.init, inner_scale=1e-2)
     opts = {"lr": 1e-2, "batch_size": 250, "maxiter": maxiter, "rng": 0}
     results = {}
     props = {"serial": None,
              "mgrit": MGRITPropagation(levels=2, cf=4, relax="FCF", fwd_iters=2, bwd_iters=1)}
     for name, prop in props.items():
-        obj = Objective(net, data.X_train, data.Y_train, tikhonov=1e-6, propagation=prop)
+        obj = Objective(net, data.X_train, data.Y_train, tikhonov=1e-6,
+                        smoothness=args.smoothness, propagation=prop)
         res = mgnn.minimize(obj, theta0, method="adam", options=opts)
         results[name] = {"val_acc": obj.accuracy(res.x, data.X_val, data.Y_val),
                          "loss": float(res.fun), "work": float(res.work),
                          "time": float(res.time), "history": res.history}
     prop = props["mgrit"]
     fwd, bwd = prop.factors("forward"), prop.factors("adjoint")
-    print(f"ResNet width 8, {depth} layers, Adam {maxiter} steps, batch 250, "
-          f"{n_train} training samples")
+    print(f"ResNet width 8, {depth} layers, {args.activation}, init {args.init}, smoothness "
+          f"{args.smoothness:g}, Adam {maxiter} steps, batch 250, {n_train} training samples")
     print(f"{'':>8} {'val. acc.':>10} {'loss':>8} {'work':>8} {'time [s]':>9}")
     for name, r in results.items():
         print(f"{name:>8} {r['val_acc']:>10.4f} {r['loss']:>8.4f} {r['work']:>8.1f} "

@@ -1,5 +1,6 @@
 """RMTR: the single-level limit, coherence of the coarse models, monotonicity,
-convergence on a convex problem, work per level, shared mini-batches, bad input."""
+convergence on a convex problem, work per level, shared mini-batches, bad input,
+the prolongation norm of the coarse trust regions and the coarse options."""
 
 import functools
 
