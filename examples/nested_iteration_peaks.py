@@ -153,7 +153,8 @@ def markdown(table, args, nominal):
              f"{len(args.inner_scales) * len(args.tikhonov)} hyperparameter sets per width; "
              f"nested: depth {' -> '.join(str(d) for d in nominal['depths'])}, schedule "
              f"{' / '.join(map(str, args.schedule))}; non-nested: the {args.depth}-layer network "
-             "for the same measured work.", "",
+             "for the same measured work. Steps: summed over the levels (nested), on the "
+             f"{args.depth}-layer network (non-nested); work in fine-gradient equivalents.", "",
              "| width | training | mean | median | max | min | std | steps (median) "
              "| work (median) | paper mean / min / std |",
              "|---|---|---|---|---|---|---|---|---|---|"]
