@@ -36,6 +36,8 @@ ACTIVATIONS = {"identity": IDENTITY, "tanh": TANH, "relu": RELU, "smooth_relu": 
 #: Half-width of the quadratic piece of the smoothed ReLU (Guenther et al. 2020):
 #: sigma(z) = max(z, 0) for |z| > EPS and (z + EPS)^2 / (4 EPS) for |z| <= EPS.
 SMOOTH_RELU_EPS = 0.1
+#: Layers narrower than this use a flat activation loop (see ``_forward_fuse``).
+_NARROW = 16
 
 
 # ----------------------------------------------------------------------------
@@ -182,12 +184,34 @@ def _forward_fuse(U, S, b, h, act, skip, out):
     # S holds U W^T on entry, the record on exit: tanh(Z) for tanh, Z = U W^T + b else.
     s, w = S.shape
     keep_a = act == TANH
+    if w >= _NARROW:
+        for i in range(s):
+            for j in range(w):
+                z = S[i, j] + b[j]
+                a = _sigma(z, act)
+                S[i, j] = a if keep_a else z
+                out[i, j] = U[i, j] + h * a if skip else h * a
+        return
+    # Narrow layers: rows shorter than a SIMD register do not vectorise, so add the
+    # bias row by row (cheap) and evaluate the activation in one flat loop.
     for i in range(s):
         for j in range(w):
-            z = S[i, j] + b[j]
+            S[i, j] += b[j]
+    z_ = S.reshape(-1)
+    o_ = out.reshape(-1)
+    if skip:
+        u_ = U.reshape(-1)
+        for k in range(z_.size):
+            z = z_[k]
             a = _sigma(z, act)
-            S[i, j] = a if keep_a else z
-            out[i, j] = U[i, j] + h * a if skip else h * a
+            z_[k] = a if keep_a else z
+            o_[k] = u_[k] + h * a
+    else:
+        for k in range(z_.size):
+            z = z_[k]
+            a = _sigma(z, act)
+            z_[k] = a if keep_a else z
+            o_[k] = h * a
 
 
 @njit(cache=True, error_model="numpy")
@@ -357,6 +381,139 @@ def soadjoint_step(L_next, dL_next, U, dU, W, dW, S, dZ, h, act, D, dD,
         if dU is not None:
             np.matmul(D.T, dU, out=tmpW)
             np.add(dgW, tmpW, out=dgW)
+
+
+# ----------------------------------------------------------------------------
+# batched layer steps: k independent layers on stacks (k, s, w), e.g. the F-points
+# at one offset of every MGRIT interval. Per slice the arithmetic is exactly that of
+# the 2-D step (the same BLAS GEMM call per slice, the same fused loop), so a batched
+# sweep reproduces the unbatched one bit for bit. Stacks may be strided views.
+# ----------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def _forward_fuse_batch(U, S, b, h, act, skip, out):
+    # per slice q: _forward_fuse(U[q], S[q], b[q], h, act, skip, out[q])
+    k, s, w = S.shape
+    keep_a = act == TANH
+    for q in range(k):
+        for i in range(s):
+            for j in range(w):
+                z = S[q, i, j] + b[q, j]
+                a = _sigma(z, act)
+                S[q, i, j] = a if keep_a else z
+                out[q, i, j] = U[q, i, j] + h * a if skip else h * a
+
+
+@njit(cache=True, error_model="numpy")
+def _delta_fuse_batch(S, L, h, act, D, gb, want_gb):
+    # per slice q: _delta_fuse(S[q], L[q], h, act, D[q], gb[q], want_gb)
+    k, s, w = S.shape
+    for q in range(k):
+        if want_gb:
+            for j in range(w):
+                gb[q, j] = 0.0
+        for i in range(s):
+            for j in range(w):
+                d = h * _dsigma(S[q, i, j], act) * L[q, i, j]
+                D[q, i, j] = d
+                if want_gb:
+                    gb[q, j] += d
+
+
+def _contiguous(*arrays):
+    return all(a.flags.c_contiguous for a in arrays)
+
+
+def _check_stack(name, a, shape):
+    if a.ndim != 3 or a.shape != shape:
+        raise ValueError(f"{name} must be a stack of shape {shape}, got {a.shape}")
+
+
+def forward_step_batch(U, W, b, h, act, S, out, skip=True):
+    """:func:`forward_step` on ``k`` independent layers at once.
+
+    ``out[q] = skip*U[q] + h*sigma(U[q] W[q]^T + b[q])`` for ``q < k``; ``S[q]``
+    gets the record. One stacked GEMM (NumPy calls BLAS once per slice, with the
+    arguments of the 2-D call) and one fused pass over all slices: each slice is
+    bit-identical to :func:`forward_step`.
+
+    Parameters
+    ----------
+    U : (k, s, w) array
+        Input states (strided views allowed, rows of a slice contiguous).
+    W : (k, w, w) array
+        Weights of the ``k`` layers; ``b`` : (k, w) biases.
+    h : float
+        Step size, shared by all slices.
+    act : int
+        Activation code.
+    S, out : (k, s, w) arrays
+        Records and output states. ``out`` may not alias ``U``.
+    skip : bool
+        Residual connection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> U = rng.standard_normal((3, 4, 2)); W = rng.standard_normal((3, 2, 2))
+    >>> b = rng.standard_normal((3, 2))
+    >>> S, out = np.empty_like(U), np.empty_like(U)
+    >>> forward_step_batch(U, W, b, 0.5, ACTIVATIONS["tanh"], S, out)
+    >>> S1, o1 = np.empty((4, 2)), np.empty((4, 2))
+    >>> forward_step(U[1], W[1], b[1], 0.5, ACTIVATIONS["tanh"], S1, o1)
+    >>> bool(np.array_equal(out[1], o1) and np.array_equal(S[1], S1))
+    True
+    """
+    k, s, w = U.shape
+    _check_stack("S", S, (k, s, W.shape[1]))
+    _check_stack("out", out, (k, s, W.shape[1]))
+    np.matmul(U, W.swapaxes(-1, -2), out=S)
+    h = S.dtype.type(h)
+    if _contiguous(U, S, b, out):
+        _forward_fuse_batch(U, S, b, h, act, skip, out)
+    else:
+        # strided stacks (MGRIT's waves): Numba cannot vectorise a loop over a
+        # non-contiguous 3-D array, but every slice is contiguous: the 2-D kernel
+        for q in range(k):
+            _forward_fuse(U[q], S[q], b[q], h, act, skip, out[q])
+
+
+def adjoint_step_batch(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True):
+    """:func:`adjoint_step` on ``k`` independent layers at once (stacks (k, s, w)).
+
+    ``D[q] = h sigma'(S[q]) * L_next[q]``, ``L[q] = skip*L_next[q] + D[q] W[q]``,
+    ``gW[q] = D[q]^T U[q]`` (k, w, w) and ``gb[q] = sum_rows D[q]`` (k, w); outputs
+    left as None are skipped. Each slice is bit-identical to :func:`adjoint_step`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> Ln, U, S = (rng.standard_normal((2, 5, 3)) for _ in range(3))
+    >>> W = rng.standard_normal((2, 3, 3))
+    >>> D, L = np.empty_like(U), np.empty_like(U)
+    >>> gW, gb = np.empty((2, 3, 3)), np.empty((2, 3))
+    >>> adjoint_step_batch(Ln, U, W, S, 0.1, ACTIVATIONS["relu"], D, L, gW, gb)
+    >>> D1, L1, gW1, gb1 = np.empty((5, 3)), np.empty((5, 3)), np.empty((3, 3)), np.empty(3)
+    >>> adjoint_step(Ln[0], U[0], W[0], S[0], 0.1, ACTIVATIONS["relu"], D1, L1, gW1, gb1)
+    >>> all(np.array_equal(a, b) for a, b in [(L[0], L1), (gW[0], gW1), (gb[0], gb1)])
+    True
+    """
+    k, s, w = L_next.shape
+    _check_stack("D", D, (k, s, w))
+    h = S.dtype.type(h)
+    want_gb = gb is not None
+    if _contiguous(S, L_next, D) and (not want_gb or gb.flags.c_contiguous):
+        _delta_fuse_batch(S, L_next, h, act, D, gb if want_gb else D[:, 0], want_gb)
+    else:  # strided stacks: per contiguous slice, as in forward_step_batch
+        for q in range(k):
+            _delta_fuse(S[q], L_next[q], h, act, D[q], gb[q] if want_gb else D[q, 0], want_gb)
+    if L is not None:
+        np.matmul(D, W, out=L)
+        if skip:
+            np.add(L, L_next, out=L)
+    if gW is not None:
+        np.matmul(D.swapaxes(-1, -2), U, out=gW)
 
 
 # ----------------------------------------------------------------------------

@@ -32,6 +32,8 @@ _delta = _kernel("delta")
 _tangent = _kernel("tangent")
 _soadjoint = _kernel("soadjoint")
 _act = _kernel("activation")
+_forward_batch = _kernel("forward_batch")
+_delta_batch = _kernel("delta_batch")
 
 
 def activation(Z, act, out):
@@ -109,6 +111,30 @@ def soadjoint_step(L_next, dL_next, U, dU, W, dW, S, dZ, h, act, D, dD,
         if dU is not None:
             cp.matmul(D.T, dU, out=tmpW)
             cp.add(dgW, tmpW, out=dgW)
+
+
+# ------------------------------------------------------- batched layer steps
+def forward_step_batch(U, W, b, h, act, S, out, skip=True):
+    """GPU twin of :func:`mgnn.kernels.cpu.forward_step_batch` (stacks (k, s, w)).
+
+    One batched cuBLAS GEMM over the stack, then one fused elementwise kernel with
+    the bias broadcast as (k, 1, w).
+    """
+    cp.matmul(U, W.swapaxes(-1, -2), out=S)
+    _forward_batch(U if skip else S, b[:, None, :], S.dtype.type(h), act, skip, S, out)
+
+
+def adjoint_step_batch(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True):
+    """GPU twin of :func:`mgnn.kernels.cpu.adjoint_step_batch`."""
+    _delta_batch(S, L_next, S.dtype.type(h), act, D)
+    if gb is not None:
+        cp.sum(D, axis=1, out=gb)
+    if L is not None:
+        cp.matmul(D, W, out=L)
+        if skip:
+            cp.add(L, L_next, out=L)
+    if gW is not None:
+        cp.matmul(D.swapaxes(-1, -2), U, out=gW)
 
 
 # ------------------------------------------------------------------ losses

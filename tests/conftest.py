@@ -63,3 +63,32 @@ def run_under_mpi(tmp_path_factory):
         return out
 
     return run
+
+
+# ----------------------------------------------------------------------------- backends
+def _backend_params():
+    from mgnn.backend import gpu_available
+
+    gpu = gpu_available()
+    return ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(
+        not gpu, reason="GPU backend needs CuPy and a CUDA device"))]
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request):
+    """Every available array backend: ``'cpu'`` always, ``'gpu'`` where CuPy sees a CUDA
+    device (skipped cleanly otherwise). Pair it with :func:`to_backend` to move data."""
+    return request.param
+
+
+@pytest.fixture
+def to_backend(backend):
+    """``move(*arrays)``: the arrays on the test's backend (NumPy as is, or copied to the
+    GPU by :func:`mgnn.backend.to_device`); one array in, one out."""
+    def move(*arrays):
+        if backend == "cpu":
+            return arrays[0] if len(arrays) == 1 else arrays
+        from mgnn.backend import to_device
+
+        return to_device(*arrays)
+    return move

@@ -61,9 +61,10 @@ sizes = st.tuples(st.integers(1, 12), st.integers(1, 9))
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-13), (np.float32, 2e-5)])
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("skip", [True, False])
-def test_forward_matches_numpy(act, dtype, tol, skip):
+@pytest.mark.parametrize("width", [6, K._NARROW, 40])  # flat and row-wise activation loops
+def test_forward_matches_numpy(act, dtype, tol, skip, width):
     rng = np.random.default_rng(0)
-    U, W, b = layer(rng, 17, 6, dtype)
+    U, W, b = layer(rng, 17, width, dtype)
     S, out = record(act, U, W, b, 0.3, skip)
     Z = U.astype(np.float64) @ W.T.astype(np.float64) + b
     ref = (U if skip else 0) + 0.3 * ref_sigma(Z, act)

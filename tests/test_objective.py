@@ -34,7 +34,7 @@ def away_from_kinks(net, obj, theta, act, margin=1e-4):
 
 
 cases = st.tuples(
-    st.integers(1, 6),  # width
+    st.integers(1, 20),  # width (both sides of the narrow-layer path of the kernels)
     st.integers(1, 6),  # depth
     st.integers(1, 25),  # samples
     st.sampled_from(["tanh", "relu", "smooth_relu", "identity"]),

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mgnn._validation import check_choice, check_positive_int, check_scalar
-from mgnn.backend import kernels_for
+from mgnn.backend import get_namespace, kernels_for
 from mgnn.mgrit.solver import MGRIT
 from mgnn.mgrit.stepper import Stepper
 from mgnn.parallel.comm import SerialComm, get_comm
@@ -63,10 +63,36 @@ class _Weights:
         self.W = self.b = None
         self.lo = 0
         self.cache = {}
+        self.stacks = {}  # batched averaged weights: buffers kept across binds
+        self.fresh = set()  # keys of ``stacks`` computed from the bound weights
 
     def bind(self, W, b, lo):
         self.W, self.b, self.lo = W, b, lo
         self.cache.clear()
+        self.fresh.clear()
+
+    def layers(self, n0, step, k):
+        """Stacked views ``(k, w, w)``, ``(k, w)`` of layers ``n0, n0+step, ...`` (no copy)."""
+        a = n0 - self.lo
+        return self.W[a::step][:k], self.b[a::step][:k]
+
+    def averages(self, n0, step, k, span):
+        """Stacked means over ``span`` layers from ``n0 + q step``, ``q < k``: computed
+        once per bound weights into buffers allocated on first use."""
+        key = (n0, step, k, span)
+        buf = self.stacks.get(key)
+        if buf is None:
+            xp = get_namespace(self.W)
+            buf = self.stacks[key] = (xp.empty((k,) + self.W.shape[1:], self.W.dtype),
+                                      xp.empty((k,) + self.b.shape[1:], self.b.dtype))
+        if key not in self.fresh:
+            Wk, bk = buf
+            for q in range(k):
+                a = n0 + q * step - self.lo
+                Wk[q] = self.W[a:a + span].mean(axis=0)
+                bk[q] = self.b[a:a + span].mean(axis=0)
+            self.fresh.add(key)
+        return buf
 
     def layer(self, n):
         k = n - self.lo
@@ -82,6 +108,54 @@ class _Weights:
         return wb
 
 
+def _progression(index):
+    """``(first, step)`` when ``index`` is an arithmetic progression, else None."""
+    k = len(index)
+    i0 = int(index[0])
+    if k == 1:
+        return i0, 1
+    d = int(index[1]) - i0
+    if d == 0 or int(index[-1]) != i0 + d * (k - 1) or bool(np.any(np.diff(index) != d)):
+        return None
+    return i0, d
+
+
+def _common_span(t0, t1):
+    """The common number of layers ``t1 - t0`` of a batch of steps, or None."""
+    span = int(round(float(t1[0]) - float(t0[0])))
+    if len(t0) > 1 and bool(np.any(np.rint(np.subtract(t1, t0)) != span)):
+        return None
+    return span
+
+
+def _batch_shape(stepper, u_in, u_out, t0, t1, level, index):
+    """``((first, step), span)`` of a batch of steps; for a batch without that structure
+    (index not a progression, or unequal spans) do its steps one by one and return
+    ``(None, None)``."""
+    ap = _progression(index)
+    span = _common_span(t0, t1)
+    if ap is None or span is None:
+        for q in range(len(index)):
+            stepper.step(u_in[q], u_out[q], float(t0[q]), float(t1[q]), level, int(index[q]))
+        return None, None
+    return ap, span
+
+
+class _BatchScratch:
+    """Stacks ``(k, s, w)`` for batched steps, allocated on first use (largest k seen)
+    and reused, so that sweeps do not allocate."""
+
+    def __init__(self, xp, s, w, dtype):
+        self.xp, self.s, self.w, self.dtype = xp, s, w, dtype
+        self.bufs = {}
+
+    def get(self, name, k):
+        buf = self.bufs.get(name)
+        if buf is None or buf.shape[0] < k:
+            buf = self.bufs[name] = self.xp.empty((k, self.s, self.w), self.dtype)
+        return buf[:k]
+
+
 class ResNetStepper(Stepper):
     """Forward stepper of a ResNet's residual layers on MGRIT level ``level``.
 
@@ -89,6 +163,14 @@ class ResNetStepper(Stepper):
     ``h (t1 - t0)`` (time is measured in layers); on coarse levels the weights
     come from layer ``index`` (``'inject'``) or the mean over the spanned layers
     (``'average'``). On level 0 the layer record goes to ``S[index - s_lo]``.
+
+    ``step_batch`` (for ``MGRIT(..., batched=True)``) applies ``k`` such steps at
+    once: with ``index`` an arithmetic progression (as MGRIT's waves are) the
+    weights, biases and records are strided views of the bound weights and of
+    ``S`` (no copies; averaged coarse weights are stacked once per bound theta)
+    and the step is one batched GEMM plus one fused pass
+    (:func:`mgnn.kernels.cpu.forward_step_batch`), bit-identical per slice to
+    ``step``. Other index patterns fall back to ``k`` calls of ``step``.
 
     Parameters
     ----------
@@ -122,6 +204,12 @@ class ResNetStepper(Stepper):
         self.S = None
         self.s_lo = 0
         self.rec = xp.empty((s, net.width), net.dtype)
+        self.scratch = _BatchScratch(xp, s, net.width, net.dtype)
+        self.xp = xp
+
+    def new_vector(self, level=0):
+        """A new state in the stepper's array namespace (NumPy or CuPy)."""
+        return self.xp.empty(self.shape, self.dtype)
 
     def __repr__(self):
         return (f"ResNetStepper({self.net.depth} layers, width {self.net.width}, h={self.h:g}, "
@@ -137,6 +225,22 @@ class ResNetStepper(Stepper):
         W, b = self.weights.average(index, span) if self.average else self.weights.layer(index)
         self.k.forward_step(u_in, W, b, self.h * span, self.act, self.rec, u_out)
 
+    def step_batch(self, u_in, u_out, t0, t1, level, index):
+        k = len(index)
+        ap, span = _batch_shape(self, u_in, u_out, t0, t1, level, index)
+        if ap is None:
+            return
+        n0, d = ap
+        wts = self.weights
+        if level == 0:
+            W, b = wts.layers(n0, d, k)
+            rec = self.S[n0 - self.s_lo::d][:k]
+            self.k.forward_step_batch(u_in, W, b, self.h, self.act, rec, u_out)
+            return
+        W, b = wts.averages(n0, d, k, span) if self.average else wts.layers(n0, d, k)
+        self.k.forward_step_batch(u_in, W, b, self.h * span, self.act,
+                                  self.scratch.get("rec", k), u_out)
+
 
 class ResNetAdjointStepper(Stepper):
     """Adjoint stepper of a ResNet's residual layers, in reversed time.
@@ -147,6 +251,11 @@ class ResNetAdjointStepper(Stepper):
     of the coarse forward step, linearised at the forward state ``U_{n0}``.
     Needs the forward states ``U`` (offset ``u_lo``), records ``S`` (offset
     ``s_lo``) and gradient blocks ``G`` (offset ``g_lo``) bound before a solve.
+
+    ``step_batch`` applies ``k`` steps at once (descending layers ``n0, n0 - d,
+    ...`` for an index progression of step ``d``) with batched GEMMs on strided
+    views (:func:`mgnn.kernels.cpu.adjoint_step_batch`), bit-identical per slice
+    to ``step``; other index patterns fall back to ``k`` calls of ``step``.
     """
 
     def __init__(self, net, s, weights, average=False, xp=np):
@@ -164,6 +273,12 @@ class ResNetAdjointStepper(Stepper):
         self.D = xp.empty((s, net.width), net.dtype)
         self.rec = xp.empty((s, net.width), net.dtype)
         self.tmp = xp.empty((s, net.width), net.dtype)
+        self.scratch = _BatchScratch(xp, s, net.width, net.dtype)
+        self.xp = xp
+
+    def new_vector(self, level=0):
+        """A new state in the stepper's array namespace (NumPy or CuPy)."""
+        return self.xp.empty(self.shape, self.dtype)
 
     def __repr__(self):
         return (f"ResNetAdjointStepper({self.N} layers, width {self.w}, h={self.h:g}, "
@@ -192,6 +307,35 @@ class ResNetAdjointStepper(Stepper):
             W, _ = self.weights.layer(n0)
             k.adjoint_step(u_in, u, W, self.S[n0 - self.s_lo], self.h * span, self.act,
                            self.D, L=u_out)
+
+    def step_batch(self, u_in, u_out, t0, t1, level, index):
+        nb = len(index)
+        ap, span = _batch_shape(self, u_in, u_out, t0, t1, level, index)
+        if ap is None:
+            return
+        i0, d = ap
+        k, wts, w = self.k, self.weights, self.w
+        D = self.scratch.get("D", nb)
+        if level == 0:
+            n = self.N - 1 - i0  # layers n, n - d, ...
+            W, _ = wts.layers(n, -d, nb)
+            G = self.G[n - self.g_lo::-d][:nb]
+            ww = w * w
+            k.adjoint_step_batch(u_in, self.U[n - self.u_lo::-d][:nb], W,
+                                 self.S[n - self.s_lo::-d][:nb], self.h, self.act, D,
+                                 L=u_out, gW=G[:, :ww].reshape(nb, w, w), gb=G[:, ww:])
+            return
+        n0 = self.N - i0 - span
+        u = self.U[n0 - self.u_lo::-d][:nb]
+        if self.average:
+            W, b = wts.averages(n0, -d, nb, span)
+            rec = self.scratch.get("rec", nb)
+            k.forward_step_batch(u, W, b, 1.0, self.act, rec, self.scratch.get("tmp", nb))
+            k.adjoint_step_batch(u_in, u, W, rec, self.h * span, self.act, D, L=u_out)
+        else:
+            W, _ = wts.layers(n0, -d, nb)
+            k.adjoint_step_batch(u_in, u, W, self.S[n0 - self.s_lo::-d][:nb],
+                                 self.h * span, self.act, D, L=u_out)
 
 
 # ---------------------------------------------------------------------------
@@ -268,7 +412,7 @@ class _Engine:
         self.bstep = ResNetAdjointStepper(net, s, self.weights, avg, xp)
         t = np.arange(N + 1, dtype=np.float64)
         opts = dict(cf=prop.cf, max_levels=prop.levels, min_coarse=prop.min_coarse,
-                    cf_sweeps=RELAX[prop.relax], cycle=prop.cycle)
+                    cf_sweeps=RELAX[prop.relax], cycle=prop.cycle, batched=prop.batched)
         self.fwd = MGRIT(self.fstep, t, comm=comm, offsets=fo, **opts)
         self.rcomm = comm if P == 1 else reversed_comm(comm)
         self.bwd = MGRIT(self.bstep, t, comm=self.rcomm, offsets=bo, **opts)
@@ -373,6 +517,12 @@ class MGRITPropagation(Propagation):
     comm : None, Comm or mpi4py communicator
         Layer communicator; ``None`` is one process. A
         :class:`~mgnn.mgrit.distributed.LayerParallelObjective` passes its own.
+    batched : bool
+        Batched relaxation (``MGRIT(..., batched=True)``): each F-sweep advances
+        all intervals of a level together, one batched GEMM per offset inside
+        the intervals, forward and adjoint. Same iterates as unbatched (bit for
+        bit on the CPU kernels); the point is speed where one large batched GEMM
+        beats many small ones (a GPU).
 
     Attributes
     ----------
@@ -420,8 +570,9 @@ class MGRITPropagation(Propagation):
 
     def __init__(self, levels=2, cf=4, relax="FCF", fwd_iters=2, bwd_iters=1, tol=None,
                  cycle="V", comm=None, coarse_weights="inject", min_coarse=2,
-                 warm_start=True, max_stats=100000):
+                 warm_start=True, max_stats=100000, batched=False):
         self.levels = check_positive_int(levels, "levels")
+        self.batched = bool(batched)
         if isinstance(cf, (list, tuple)):
             self.cf = [check_positive_int(c, "cf", minimum=2) for c in cf]
         else:
@@ -448,7 +599,8 @@ class MGRITPropagation(Propagation):
         return (f"MGRITPropagation(levels={self.levels}, cf={self.cf}, relax={self.relax!r}, "
                 f"fwd_iters={self.fwd_iters}, bwd_iters={self.bwd_iters}, tol={self.tol},\n"
                 f"                 cycle={self.cycle!r}, coarse_weights={self.coarse_weights!r}, "
-                f"warm_start={self.warm_start}, ranks={self.comm.size})")
+                f"warm_start={self.warm_start}, ranks={self.comm.size}"
+                f"{', batched=True' if self.batched else ''})")
 
     # -- one-shot controls -------------------------------------------------------
     def boost(self, iterations, steps):

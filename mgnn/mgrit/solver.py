@@ -30,6 +30,17 @@ Implementation notes
   previous one with ``Irecv`` (NumPy buffers, tag = level). Iterates do not
   depend on the number of ranks; residual norms differ only in the order of
   the final sum.
+* Batched relaxation (``batched=True``, for steppers with ``step_batch``): the
+  steps of an F-sweep that do not wait for the ghost are grouped into *waves*;
+  wave ``j`` (``j = 1 .. m``) holds the step into offset ``j`` of every interval
+  (``j = m``: into the C-point's ``s_c``). The inputs and outputs of a wave are
+  strided views of the level's blocks (rows ``c + j - 1`` and ``c + j`` for every
+  C-point ``c``), so one ``step_batch`` call advances all intervals at once (one
+  batched GEMM per wave for a ResNet) without copies. The coarse ``Phi_c(v_{j-1})``
+  sweep of the FAS right-hand side is one wave. Steps taken, their order within an
+  interval and the iterates are those of the unbatched sweep.
+* States may be CuPy arrays (``stepper.new_vector`` decides): all blocks are
+  then allocated on the device and the vector work runs there.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from mgnn._validation import (
     check_scalar,
     per_level,
 )
+from mgnn.backend import get_namespace
 from mgnn.mgrit.hierarchy import TimeHierarchy
 from mgnn.mgrit.stepper import Stepper
 from mgnn.parallel.comm import get_comm
@@ -134,7 +146,7 @@ class MGRITResult:
 class _Plan:
     """Precomputed steps of one sweep: independent ones, then ghost-dependent ones."""
 
-    __slots__ = ("indep", "dep", "send_early", "add_g", "n_steps")
+    __slots__ = ("indep", "dep", "send_early", "add_g", "n_steps", "waves")
 
     def __init__(self, indep, dep, send_early, add_g):
         self.indep = indep
@@ -142,6 +154,7 @@ class _Plan:
         self.send_early = send_early
         self.add_g = add_g
         self.n_steps = len(indep) + len(dep)
+        self.waves = None  # batched form of ``indep`` (see MGRIT._make_waves)
 
 
 class _Level:
@@ -196,6 +209,15 @@ class MGRIT:
         entries from 0 to ``N + 1``). Default: the block partition
         :func:`mgnn.parallel.block_offsets`. Layer-parallel propagation uses it
         to align the points with the layers a rank owns.
+    batched : bool
+        Batched relaxation: advance all intervals of a level together, one
+        ``stepper.step_batch(u_in, u_out, t0, t1, level, index)`` call per
+        offset inside the intervals (stacks ``(k, *shape)``, arrays ``t0``,
+        ``t1``, ``index`` of length ``k``) instead of ``k`` calls of ``step``.
+        Same steps, same iterates (bit-identical when ``step_batch`` does per
+        slice the arithmetic of ``step``); on a GPU it turns MGRIT's
+        layer-parallelism into batched GEMMs. The stepper must implement
+        ``step_batch``.
 
     Attributes
     ----------
@@ -240,6 +262,7 @@ class MGRIT:
         skip=False,
         comm=None,
         offsets=None,
+        batched=False,
     ):
         for attr in ("step", "shape", "dtype", "new_vector"):
             if not hasattr(stepper, attr):
@@ -247,6 +270,12 @@ class MGRIT:
                     f"stepper must implement the Stepper protocol (missing {attr!r}); "
                     f"got {type(stepper).__name__}"
                 )
+        self.batched = bool(batched)
+        if self.batched and not callable(getattr(stepper, "step_batch", None)):
+            raise TypeError(
+                "batched=True needs a stepper with a step_batch(u_in, u_out, t0, t1, level, "
+                f"index) method; {type(stepper).__name__} has none"
+            )
         self.stepper = stepper
         self.hierarchy = TimeHierarchy(t, cf=cf, min_coarse=min_coarse, max_levels=max_levels)
         nl = self.hierarchy.n_levels
@@ -315,11 +344,13 @@ class MGRIT:
                 lv.left = nonempty[pos - 1] if pos > 0 else None
                 lv.right = nonempty[pos + 1] if pos + 1 < len(nonempty) else None
             proto = st.new_vector(lvl)
-            if not isinstance(proto, np.ndarray):
+            if not (isinstance(proto, np.ndarray)
+                    or type(proto).__module__.startswith("cupy")):
                 raise TypeError(
                     f"stepper.new_vector({lvl}) must return a NumPy array, got "
                     f"{type(proto).__name__}"
                 )
+            xp = self._xp = get_namespace(proto)
             if lvl == 0 and proto.shape != tuple(st.shape):
                 raise ValueError(
                     f"stepper.new_vector(0) must have shape stepper.shape={tuple(st.shape)}, "
@@ -337,12 +368,12 @@ class MGRIT:
                 )
             lv.shape = proto.shape
             dt = proto.dtype
-            lv.U = np.zeros((lv.nloc,) + lv.shape, dtype=dt)
+            lv.U = xp.zeros((lv.nloc,) + lv.shape, dtype=dt)
             lv.Uv = list(lv.U)
-            lv.G = None if lvl == 0 else np.zeros((lv.nloc,) + lv.shape, dtype=dt)
+            lv.G = None if lvl == 0 else xp.zeros((lv.nloc,) + lv.shape, dtype=dt)
             lv.Gv = None if lv.G is None else list(lv.G)
-            lv.ghost = np.zeros(lv.shape, dtype=dt)
-            lv.tmp = np.zeros(lv.shape, dtype=dt)
+            lv.ghost = xp.zeros(lv.shape, dtype=dt)
+            lv.tmp = xp.zeros(lv.shape, dtype=dt)
             lv.tl = h.t[lvl].tolist()
             lv.consistent = False
             if not lv.coarsest:
@@ -351,8 +382,8 @@ class MGRIT:
                 cs = c0 if lv.a + c0 > 0 else c0 + m
                 lv.c0, lv.cs = c0, cs
                 n_c = len(range(cs, lv.nloc, m))
-                lv.S = np.zeros((n_c,) + lv.shape, dtype=dt)
-                lv.R = np.zeros_like(lv.S)
+                lv.S = xp.zeros((n_c,) + lv.shape, dtype=dt)
+                lv.R = xp.zeros_like(lv.S)
                 lv.Sv = list(lv.S)
                 lv.Rv = list(lv.R)
             self.levels.append(lv)
@@ -360,10 +391,14 @@ class MGRIT:
             lv.plan_f = None if lv.coarsest else self._make_plan(lv, "F")
             lv.plan_solve = self._make_plan(lv, "solve") if lv.coarsest else None
             lv.plan_stepc = self._make_plan(lv, "stepC") if lvl > 0 else None
+            if self.batched:
+                for kind, plan in (("F", lv.plan_f), ("stepC", lv.plan_stepc)):
+                    if plan is not None:
+                        plan.waves = self._make_waves(lv, kind, plan)
             if lvl > 0:
                 lv.j0 = 1 if lv.a == 0 else 0
                 if self._spatial:
-                    lv.V = np.zeros_like(lv.U)
+                    lv.V = self._xp.zeros_like(lv.U)
         self.u = self.levels[0].U
         self.t_local = np.asarray(self.levels[0].tl[self.start : self.stop])
         self._reset_stats()
@@ -406,6 +441,45 @@ class MGRIT:
             indep, dep, early = entries[1:], entries[:1], True
         return _Plan(indep, dep, early, lv.G is not None and kind != "stepC")
 
+    def _make_waves(self, lv, kind, plan):
+        """Batched form of ``plan.indep``: a list of waves ``(u_in, u_out, g, t0, t1,
+        index)`` of independent steps whose states are strided views of the blocks."""
+        if not plan.indep:
+            return []
+        a, nloc, m, st = lv.a, lv.nloc, lv.m, lv.stride
+        tl = np.asarray(lv.tl)
+        U, G = lv.U, lv.G
+        waves = []
+
+        def wave(ks, u_in, u_out, g):
+            i = a + ks  # level indices of the points stepped into
+            waves.append((u_in, u_out, g, tl[i - 1].copy(), tl[i].copy(), (i - 1) * st))
+
+        if kind == "stepC":
+            # Phi_c(v_{k-1}) into G[k], k = 1 .. nloc-1: all independent
+            ks = np.arange(1, nloc)
+            wave(ks, U[: nloc - 1], G[1:nloc], None)
+        else:
+            # intervals start at local C-point c0: 0 on the rank holding point 0,
+            # else the first local C-point (the steps before it wait for the ghost)
+            c0 = 0 if a == 0 else next(k for k in range(nloc) if (a + k) % m == 0 and a + k > 0)
+            for j in range(1, m + 1):
+                ks = np.arange(c0 + j, nloc, m)
+                n = ks.size
+                if n == 0:
+                    continue
+                u_in = U[c0 + j - 1 :: m][:n]
+                if j < m:
+                    u_out = U[c0 + j :: m][:n]
+                else:
+                    q0 = (c0 + m - lv.cs) // m
+                    u_out = lv.S[q0 : q0 + n]
+                g = G[c0 + j :: m][:n] if (G is not None and plan.add_g) else None
+                wave(ks, u_in, u_out, g)
+        if sum(w[5].size for w in waves) != len(plan.indep):  # pragma: no cover - internal
+            raise AssertionError("batched plan does not cover the sweep")
+        return waves
+
     def _reset_stats(self):
         n = self.hierarchy.n_levels
         self._time = [0.0] * n
@@ -416,7 +490,7 @@ class MGRIT:
         step = self.stepper.step
         lvl = lv.lvl
         if add_g:
-            add = np.add
+            add = self._xp.add
             for ui, uo, t0, t1, idx, g in entries:
                 step(ui, uo, t0, t1, lvl, idx)
                 add(uo, g, out=uo)
@@ -432,7 +506,15 @@ class MGRIT:
         comm = self.comm
         rreq = comm.Irecv(lv.ghost, lv.left, lv.lvl) if lv.left is not None else None
         sreq = None
-        self._run(lv, plan.indep, plan.add_g)
+        if plan.waves is not None:
+            step_batch = self.stepper.step_batch
+            add = self._xp.add
+            for ui, uo, g, t0, t1, idx in plan.waves:
+                step_batch(ui, uo, t0, t1, lv.lvl, idx)
+                if g is not None:
+                    add(uo, g, out=uo)
+        else:
+            self._run(lv, plan.indep, plan.add_g)
         if plan.send_early and lv.right is not None:
             sreq = comm.Isend(lv.Uv[-1], lv.right, lv.lvl)
         if rreq is not None:
@@ -454,11 +536,11 @@ class MGRIT:
             tic = time.perf_counter()
             uc = lv.U[lv.cs :: lv.m]
             if omega == 1.0:
-                np.copyto(uc, lv.S)
+                self._xp.copyto(uc, lv.S)
             else:
-                np.multiply(uc, 1.0 - omega, out=uc)
-                np.multiply(lv.S, omega, out=lv.R)
-                np.add(uc, lv.R, out=uc)
+                self._xp.multiply(uc, 1.0 - omega, out=uc)
+                self._xp.multiply(lv.S, omega, out=lv.R)
+                self._xp.add(uc, lv.R, out=uc)
             self._time[lv.lvl] += time.perf_counter() - tic
             self._sweep(lv, lv.plan_f)
         lv.consistent = True
@@ -471,9 +553,9 @@ class MGRIT:
         if self._spatial:
             for k in range(co.nloc):
                 st.restrict(lv.Uv[lv.c0 + k * m], co.Uv[k], lv.lvl)
-            np.copyto(co.V, co.U)
+            self._xp.copyto(co.V, co.U)
         else:
-            np.copyto(co.U, lv.U[lv.c0 :: m])
+            self._xp.copyto(co.U, lv.U[lv.c0 :: m])
         self._time[lv.lvl] += time.perf_counter() - tic
         co.consistent = False
         if zero_rhs:
@@ -483,14 +565,14 @@ class MGRIT:
         tic = time.perf_counter()
         g = co.G[co.j0 :]
         if self._spatial:
-            np.subtract(lv.S, lv.U[lv.cs :: m], out=lv.R)
+            self._xp.subtract(lv.S, lv.U[lv.cs :: m], out=lv.R)
             for k in range(lv.R.shape[0]):
                 j = co.j0 + k
                 st.restrict(lv.Rv[k], co.tmp, lv.lvl)
-                np.subtract(co.Uv[j], co.Gv[j], out=co.Gv[j])
-                np.add(co.Gv[j], co.tmp, out=co.Gv[j])
+                self._xp.subtract(co.Uv[j], co.Gv[j], out=co.Gv[j])
+                self._xp.add(co.Gv[j], co.tmp, out=co.Gv[j])
         else:
-            np.subtract(lv.S, g, out=g)
+            self._xp.subtract(lv.S, g, out=g)
         self._time[co.lvl] += time.perf_counter() - tic
 
     def _correct(self, lv, co):
@@ -500,12 +582,12 @@ class MGRIT:
         if self._spatial:
             st = self.stepper
             for k in range(co.nloc):
-                np.subtract(co.Uv[k], co.V[k], out=co.tmp)
+                self._xp.subtract(co.Uv[k], co.V[k], out=co.tmp)
                 st.interpolate(co.tmp, lv.tmp, lv.lvl)
                 u = lv.Uv[lv.c0 + k * m]
-                np.add(u, lv.tmp, out=u)
+                self._xp.add(u, lv.tmp, out=u)
         else:
-            np.copyto(lv.U[lv.c0 :: m], co.U)
+            self._xp.copyto(lv.U[lv.c0 :: m], co.U)
         self._time[lv.lvl] += time.perf_counter() - tic
         self._sweep(lv, lv.plan_f)
         lv.consistent = True
@@ -539,11 +621,11 @@ class MGRIT:
         lv = self.levels[0]
         tic = time.perf_counter()
         if lv.R.shape[0]:
-            np.subtract(lv.S, lv.U[lv.cs :: lv.m], out=lv.R)
+            self._xp.subtract(lv.S, lv.U[lv.cs :: lv.m], out=lv.R)
             if self._fast_norm:
                 # einsum, not BLAS dot: no thread start-up on a busy machine
                 r = lv.R.reshape(-1)
-                sq = float(np.einsum("i,i->", r, r).real)
+                sq = float(self._xp.einsum("i,i->", r, r).real)
             else:
                 norm = self.stepper.norm
                 sq = sum(norm(r) ** 2 for r in lv.Rv)
@@ -557,8 +639,9 @@ class MGRIT:
         """One probe step: the stepper must fill u_out in place and leave u_in alone."""
         st = self.stepper
         h = self.hierarchy
+        xp = self._xp
         u_in = u0.copy()
-        out = np.full(u0.shape, np.nan, dtype=u0.dtype)
+        out = xp.full(u0.shape, np.nan, dtype=u0.dtype)
         ret = st.step(u_in, out, float(h.t[0][0]), float(h.t[0][1]), 0, 0)
         if ret is not None:
             raise TypeError(
@@ -573,7 +656,40 @@ class MGRIT:
                 f"[{h.t[0][0]:g}, {h.t[0][1]:g}] u_out (pre-filled with NaN) still holds "
                 "NaN or inf; step(u_in, u_out, t0, t1, level, index) must fill u_out in place"
             )
+        if self.batched:
+            self._check_step_batch(u0, out)
         self._checked = True
+
+    def _check_step_batch(self, u0, ref0):
+        """Probe ``step_batch`` on a stack of two states against ``step`` (cheap: 3 steps)."""
+        st = self.stepper
+        xp = self._xp
+        t = self.hierarchy.t[0]
+        k = 2 if t.shape[0] > 2 else 1
+        u_in = xp.stack([u0] * k)
+        keep = u_in.copy()
+        ref = xp.empty_like(u_in)
+        ref[0] = ref0
+        if k == 2:
+            st.step(u_in[1], ref[1], float(t[1]), float(t[2]), 0, 1)
+        out = xp.full(u_in.shape, np.nan, dtype=u0.dtype)
+        ret = st.step_batch(u_in, out, t[:k].copy(), t[1 : k + 1].copy(), 0, np.arange(k))
+        if ret is not None:
+            raise TypeError(
+                "stepper.step_batch must write its results into u_out and return None; it "
+                f"returned {type(ret).__name__}"
+            )
+        if not bool(xp.array_equal(u_in, keep)):
+            raise ValueError("stepper.step_batch modified u_in; it must only write u_out")
+        err = float(xp.max(xp.abs(out - ref))) if out.size else 0.0
+        scale = max(1.0, float(xp.max(xp.abs(ref)))) if out.size else 1.0
+        if not err <= 1e-10 * scale:  # also catches NaN left in u_out
+            raise ValueError(
+                "stepper.step_batch disagrees with stepper.step: on a stack of "
+                f"{k} states from u0 (steps 0..{k - 1} of level 0) the largest difference "
+                f"is {err:.3e} (scale {scale:.3e}); u_out[q] must be the step of u_in[q] "
+                "over [t0[q], t1[q]] with index[q]"
+            )
 
     # ------------------------------------------------------------------ solve
     def solve(self, u0, u_guess=None, *, tol=None, rtol=None, max_iter=20, residuals=True,
@@ -609,7 +725,10 @@ class MGRIT:
         wall = time.perf_counter()
         st = self.stepper
         shape = tuple(st.shape)
-        u0 = check_array(u0, "u0", shape=shape, dtype=st.dtype)
+        xp = self._xp
+        if xp is not np and get_namespace(u0) is np:
+            u0 = xp.asarray(u0)  # one copy to the device, before the cycles
+        u0 = check_array(u0, "u0", shape=shape, dtype=st.dtype, xp=xp)
         if tol is not None:
             tol = check_scalar(tol, "tol", low=0.0)
         if rtol is not None:
@@ -624,7 +743,9 @@ class MGRIT:
         if u_guess is None:
             lv0.U[...] = u0
         else:
-            ug = check_array(u_guess, "u_guess", dtype=st.dtype)
+            if xp is not np and get_namespace(u_guess) is np:
+                u_guess = xp.asarray(u_guess)
+            ug = check_array(u_guess, "u_guess", dtype=st.dtype, xp=xp)
             if ug.shape[1:] != shape or ug.shape[0] not in (n_fine, lv0.nloc):
                 raise ValueError(
                     f"u_guess must have shape ({n_fine}, {', '.join(map(str, shape))}) "
@@ -634,9 +755,9 @@ class MGRIT:
             if ug.shape[0] == n_fine and ug.shape[0] != lv0.nloc:
                 ug = ug[self.start : self.stop]
             if ug is not lv0.U:
-                np.copyto(lv0.U, ug)
+                xp.copyto(lv0.U, ug)
         if lv0.nloc and self.start == 0:
-            np.copyto(lv0.U[0], u0)
+            xp.copyto(lv0.U[0], u0)
         for lv in self.levels:
             lv.consistent = False
         self._reset_stats()
@@ -714,7 +835,7 @@ class MGRIT:
     def gather(self):
         """Return all fine-grid states, shape ``(N + 1, *shape)``, on every rank."""
         counts = [len(range(*self._fine_range(r))) for r in range(self.comm.size)]
-        out = np.empty((sum(counts),) + self.u.shape[1:], dtype=self.u.dtype)
+        out = self._xp.empty((sum(counts),) + self.u.shape[1:], dtype=self.u.dtype)
         self.comm.allgatherv(self.u, out, counts)
         return out
 
@@ -726,7 +847,7 @@ class MGRIT:
         opts = (
             f"cycle={self.cycle!r}, cf_sweeps={self.cf_sweeps[:-1] or self.cf_sweeps}, "
             f"omega={self.omega[:-1] or self.omega}, nested_iteration={self.nested_iteration}, "
-            f"skip={self.skip}"
+            f"skip={self.skip}{', batched=True' if self.batched else ''}"
         )
         return (
             f"MGRIT({self.stepper!r}, {opts},\n      ranks={self.comm.size}, "

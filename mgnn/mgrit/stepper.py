@@ -20,6 +20,20 @@ ResNet stepper uses it to pick the weights of layer ``index`` (the usual
 "coarse layer j uses the fine weights at its start point" rule); a stepper
 that only needs times ignores it.
 
+Batched steps (optional)
+------------------------
+A stepper may also implement ::
+
+    step_batch(u_in, u_out, t0, t1, level, index)
+
+which advances ``k`` independent states at once: ``u_in`` and ``u_out`` are
+stacks of shape ``(k, *shape)`` (strided views into the solver's blocks, not
+necessarily contiguous), ``t0``, ``t1`` and ``index`` NumPy arrays of length
+``k``; ``u_out[q]`` must equal ``step(u_in[q], ., t0[q], t1[q], level,
+index[q])``. ``MGRIT(..., batched=True)`` then advances all intervals of a level
+together (one call per offset inside the intervals), e.g. as batched GEMMs on a
+GPU. The solver checks it against :meth:`Stepper.step` on its first solve.
+
 Spatial coarsening
 ------------------
 A stepper may use smaller states on coarse levels: override
