@@ -6,8 +6,9 @@ A ResNet of width 8 and 64 residual layers (T = 5) is trained with Adam twice
 from the same start, in the setting of the layer-parallel papers (smoothed ReLU,
 inner weights initialised small, the time-derivative regulariser on the layer
 weights, which keeps the weights smooth in depth so that MGRIT converges):
-with serial propagation, and layer-parallel with one-shot MGRIT (2 levels, cf 4, FCF, 2 forward / 1 adjoint iterations per
-step, warm-started from the previous step). Prints both final validation
+with serial propagation, and layer-parallel with one-shot MGRIT (2 levels, cf 4,
+FCF, 2 forward / 1 adjoint iterations per step, warm-started from the previous
+step). Prints both final validation
 accuracies and the work (fine-gradient equivalents, MGRIT steps included), and
 plots the MGRIT convergence factors of the forward and adjoint solves over
 training (``peaks_layer_parallel.png``). ``main(argv)`` returns the key numbers.
