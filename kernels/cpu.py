@@ -160,23 +160,22 @@ def activation(Z, act, out):
 
 
 @njit(cache=True, error_model="numpy")
+def _activation_derivatives(Z, act, order, out):
+    z = Z.reshape(-1)
+    o = out.reshape(-1)
+    for i in range(z.size):
+        r = _tanh(z[i]) if act == TANH else z[i]
+        o[i] = _dsigma(r, act) if order == 1 else _d2sigma(r, act)
+
+
 def activation_derivative(Z, act, out):
     """out = sigma'(Z), elementwise, from the pre-activation Z."""
-    z = Z.reshape(-1)
-    o = out.reshape(-1)
-    for i in range(z.size):
-        r = _tanh(z[i]) if act == TANH else z[i]
-        o[i] = _dsigma(r, act)
+    _activation_derivatives(Z, act, 1, out)
 
 
-@njit(cache=True, error_model="numpy")
 def activation_second_derivative(Z, act, out):
     """out = sigma''(Z), elementwise, from the pre-activation Z."""
-    z = Z.reshape(-1)
-    o = out.reshape(-1)
-    for i in range(z.size):
-        r = _tanh(z[i]) if act == TANH else z[i]
-        o[i] = _d2sigma(r, act)
+    _activation_derivatives(Z, act, 2, out)
 
 
 @njit(cache=True, error_model="numpy")

@@ -290,28 +290,24 @@ class Objective:
         k.soadjoint_step(lam_0, dlam_0, X, None, p.W_open, dp.W_open, ws.S_open, ws.dZ_open,
                          1.0, net.act_open, ws.D_open, ws.dD, dgW=h.W_open, dgb=h.b_open,
                          skip=False)
-        # regulariser (quadratic: its Hessian applied to v)
-        if self.tikhonov:
-            hv += self.tikhonov * v
-        if self.smoothness and net.depth > 1:
-            d = dp.blocks[1:] - dp.blocks[:-1]
-            c = self.smoothness / net.h
-            h.blocks[:-1] -= c * d
-            h.blocks[1:] += c * d
+        # the regulariser is a quadratic form: its gradient at v is its Hessian applied to v
+        self._regularisation(v, hv)
         self.counter.charge("hessp", share)
         self._charge_propagation()
         return hv
 
     # ------------------------------------------------------------- metrics
+    def _eval_data(self, X, Y):
+        if X is None:
+            return self.X, self.Y
+        X = self.net.check_input(self.xp.ascontiguousarray(X, dtype=self.net.dtype))
+        return X, check_targets(self.net, Y, "Y", n=X.shape[0])
+
     def accuracy(self, theta, X=None, Y=None):
         """Fraction of correctly classified samples (default: this objective's data)."""
         if self.net.task != "classification":
             raise ValueError("accuracy needs a classification network; use error() instead")
-        if X is None:
-            X, Y = self.X, self.Y
-        else:
-            X = self.net.check_input(self.xp.ascontiguousarray(X, dtype=self.net.dtype))
-            Y = check_targets(self.net, Y, "Y", n=X.shape[0])
+        X, Y = self._eval_data(X, Y)
         pred = self.net.forward(theta, X).argmax(axis=1)
         return float((pred == Y).mean())
 
@@ -319,10 +315,6 @@ class Objective:
         """Regression errors ``(mean absolute error, worst-case absolute error)``."""
         if self.net.task != "regression":
             raise ValueError("error needs a regression network; use accuracy() instead")
-        if X is None:
-            X, Y = self.X, self.Y
-        else:
-            X = self.net.check_input(self.xp.ascontiguousarray(X, dtype=self.net.dtype))
-            Y = check_targets(self.net, Y, "Y", n=X.shape[0])
+        X, Y = self._eval_data(X, Y)
         err = abs(self.net.forward(theta, X) - Y)
         return float(err.mean()), float(err.max())
