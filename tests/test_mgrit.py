@@ -290,6 +290,9 @@ def test_stepper_that_does_not_write_output():
         MGRIT(NoWriteNoReturn((1,)), T128).solve(np.ones(1))
     with pytest.raises(ValueError, match="modified u_in"):
         MGRIT(Clobber((1,)), T128).solve(np.ones(1))
+    # the probe can be turned off (for steppers that only step their own rank's intervals)
+    solver = MGRIT(Clobber((1,)), T128, check_stepper=False)
+    assert solver.solve(np.ones(1), max_iter=1).nit == 1
 
 
 def test_mismatched_shapes_and_types():

@@ -411,14 +411,14 @@ class _Engine:
         self.fstep = ResNetStepper(net, s, self.weights, avg, xp)
         self.bstep = ResNetAdjointStepper(net, s, self.weights, avg, xp)
         t = np.arange(N + 1, dtype=np.float64)
+        # the solvers' probe step would run layer 0 / N-1 on every rank, but a rank
+        # holds only its layers; these steppers are tested directly instead
         opts = dict(cf=prop.cf, max_levels=prop.levels, min_coarse=prop.min_coarse,
-                    cf_sweeps=RELAX[prop.relax], cycle=prop.cycle, batched=prop.batched)
+                    cf_sweeps=RELAX[prop.relax], cycle=prop.cycle, batched=prop.batched,
+                    check_stepper=False)
         self.fwd = MGRIT(self.fstep, t, comm=comm, offsets=fo, **opts)
         self.rcomm = comm if P == 1 else reversed_comm(comm)
         self.bwd = MGRIT(self.bstep, t, comm=self.rcomm, offsets=bo, **opts)
-        # the solvers' probe step would run layer 0 / N-1 on every rank, but a rank
-        # holds only its layers; these steppers are tested directly instead
-        self.fwd._checked = self.bwd._checked = True
         self.warm_f = self.warm_b = False
         self.n_levels = self.fwd.hierarchy.n_levels
         self._halo_ranges(prop, fo, bo)

@@ -218,6 +218,11 @@ class MGRIT:
         slice the arithmetic of ``step``); on a GPU it turns MGRIT's
         layer-parallelism into batched GEMMs. The stepper must implement
         ``step_batch``.
+    check_stepper : bool
+        Probe the stepper on the first solve (one step from ``u0`` at the first
+        interval: it must write ``u_out``, leave ``u_in`` alone and return None).
+        Turn it off for steppers that can only step the intervals of their own
+        rank (the layer-parallel ResNet steppers, which are tested directly).
 
     Attributes
     ----------
@@ -263,6 +268,7 @@ class MGRIT:
         comm=None,
         offsets=None,
         batched=False,
+        check_stepper=True,
     ):
         for attr in ("step", "shape", "dtype", "new_vector"):
             if not hasattr(stepper, attr):
@@ -296,7 +302,7 @@ class MGRIT:
         self._fast_norm = type(stepper).norm is Stepper.norm if isinstance(
             stepper, Stepper
         ) else False
-        self._checked = False
+        self._checked = not check_stepper
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -347,7 +353,7 @@ class MGRIT:
             if not (isinstance(proto, np.ndarray)
                     or type(proto).__module__.startswith("cupy")):
                 raise TypeError(
-                    f"stepper.new_vector({lvl}) must return a NumPy array, got "
+                    f"stepper.new_vector({lvl}) must return a NumPy or CuPy array, got "
                     f"{type(proto).__name__}"
                 )
             xp = self._xp = get_namespace(proto)
