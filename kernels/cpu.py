@@ -102,11 +102,12 @@ def _tanh(x):
 def _sigma(z, act):
     zero = _c(0.0, z)
     eps = _c(SMOOTH_RELU_EPS, z)
+    # z != z only for NaN, which must propagate (a run that overflowed has to be seen)
     if act == RELU:
-        return z if z > zero else zero * z
+        return z if (z > zero or z != z) else zero
     if act == SMOOTH_RELU:
         if z <= -eps:
-            return zero * z
+            return zero
         if z >= eps:
             return z
         return (z + eps) * (z + eps) * _c(0.25 / SMOOTH_RELU_EPS, z)

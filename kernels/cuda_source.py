@@ -12,7 +12,7 @@ from mgnn.kernels.cpu import RELU, SMOOTH_RELU, SMOOTH_RELU_EPS, TANH
 PREAMBLE = r"""
 #define MG_EPS %(eps)r
 template <typename T> __device__ T mg_sigma(T z, int act) {
-    if (act == %(relu)d) return z > T(0) ? z : T(0);
+    if (act == %(relu)d) return (z > T(0) || z != z) ? z : T(0);  /* NaN propagates */
     if (act == %(srelu)d) {
         if (z <= T(-MG_EPS)) return T(0);
         if (z >= T(MG_EPS)) return z;

@@ -285,3 +285,15 @@ def test_float32_kernels_stay_float32():
         fresh(U, S, b, np.float32(0.5), K.ACTIVATIONS[act], True, out)
     ir = fresh.inspect_llvm(fresh.signatures[0])
     assert "define" in ir and "fpext" not in ir
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_activations_propagate_nan_and_take_limits_at_infinity(act):
+    """A NaN from an overflowed run must stay visible; sigma(+-inf) is the limit."""
+    x = np.array([np.nan, np.inf, -np.inf])
+    out = np.empty_like(x)
+    K.activation(x, K.ACTIVATIONS[act], out)
+    assert np.isnan(out[0])
+    expected = {"tanh": [1, -1], "relu": [np.inf, 0], "smooth_relu": [np.inf, 0],
+                "identity": [np.inf, -np.inf]}[act]
+    np.testing.assert_array_equal(out[1:], expected)
