@@ -4,7 +4,8 @@ Kept apart from the CuPy module so that the sources can be inspected and
 compiled (``tests/test_gpu_source.py`` runs ``nvcc`` on them) without CuPy or a
 GPU. Each entry of :data:`KERNELS` is ``(in_params, out_params, body)`` in the
 form of ``cupy.ElementwiseKernel``: array parameters are element references
-inside ``body``; :data:`SCALARS` names the parameters passed as scalars.
+inside ``body`` (any shape: the same kernels serve one layer and a stack of
+layers, whose bias broadcasts as (k, 1, w)); :data:`SCALARS` names the parameters passed as scalars.
 """
 
 from mgnn.kernels.cpu import RELU, SMOOTH_RELU, SMOOTH_RELU_EPS, TANH
@@ -59,14 +60,6 @@ KERNELS = {
         "T S, T dZ, T L, T dL, T h, int32 act", "T D, T dD",
         "T d1 = mg_dsigma<T>(S, act); D = h * d1 * L;"
         " dD = h * (mg_d2sigma<T>(S, act) * dZ * L + d1 * dL);"),
-    # batched twins (k stacked layers): b is broadcast as (k, 1, w) and the bias
-    # gradient is a cupy.sum over the sample axis (on the device); the element bodies
-    # are those of the 2-D kernels, so each slice gets the same arithmetic
-    "forward_batch": (
-        "T U, T b, T h, int32 act, bool skip", "T S, T out",
-        "T z = S + b; T a = mg_sigma<T>(z, act); S = (act == %d) ? a : z;"
-        " out = skip ? U + h * a : h * a;" % TANH),
-    "delta_batch": ("T S, T L, T h, int32 act", "T D", "D = h * mg_dsigma<T>(S, act) * L;"),
     "activation": (
         "T Z, int32 act, int32 which", "T out",
         "T r = (act == %d) ? tanh(Z) : Z;"

@@ -32,8 +32,6 @@ _delta = _kernel("delta")
 _tangent = _kernel("tangent")
 _soadjoint = _kernel("soadjoint")
 _act = _kernel("activation")
-_forward_batch = _kernel("forward_batch")
-_delta_batch = _kernel("delta_batch")
 
 
 def activation(Z, act, out):
@@ -48,23 +46,26 @@ def activation_second_derivative(Z, act, out):
     _act(Z, act, 2, out)
 
 
+# The forward and adjoint steps are written for one layer (s, w) or a stack of k
+# layers (k, s, w) alike: cuBLAS batches the GEMMs, the elementwise kernels broadcast
+# the bias (k, 1, w), and the bias gradient sums over the sample axis (-2).
 def forward_step(U, W, b, h, act, S, out, skip=True):
-    """GPU twin of :func:`mgnn.kernels.cpu.forward_step`."""
-    cp.matmul(U, W.T, out=S)
-    _forward(U if skip else S, b, S.dtype.type(h), act, skip, S, out)
+    """GPU twin of :func:`mgnn.kernels.cpu.forward_step` (and of ``forward_step_batch``)."""
+    cp.matmul(U, W.swapaxes(-1, -2), out=S)
+    _forward(U if skip else S, b[..., None, :], S.dtype.type(h), act, skip, S, out)
 
 
 def adjoint_step(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True):
-    """GPU twin of :func:`mgnn.kernels.cpu.adjoint_step`."""
+    """GPU twin of :func:`mgnn.kernels.cpu.adjoint_step` (and of ``adjoint_step_batch``)."""
     _delta(S, L_next, S.dtype.type(h), act, D)
     if gb is not None:
-        cp.sum(D, axis=0, out=gb)
+        cp.sum(D, axis=-2, out=gb)
     if L is not None:
         cp.matmul(D, W, out=L)
         if skip:
             cp.add(L, L_next, out=L)
     if gW is not None:
-        cp.matmul(D.T, U, out=gW)
+        cp.matmul(D.swapaxes(-1, -2), U, out=gW)
 
 
 def tangent_step(U, dU, W, dW, db, S, h, act, dZ, out, T=None, skip=True):
@@ -114,27 +115,10 @@ def soadjoint_step(L_next, dL_next, U, dU, W, dW, S, dZ, h, act, D, dD,
 
 
 # ------------------------------------------------------- batched layer steps
-def forward_step_batch(U, W, b, h, act, S, out, skip=True):
-    """GPU twin of :func:`mgnn.kernels.cpu.forward_step_batch` (stacks (k, s, w)).
-
-    One batched cuBLAS GEMM over the stack, then one fused elementwise kernel with
-    the bias broadcast as (k, 1, w).
-    """
-    cp.matmul(U, W.swapaxes(-1, -2), out=S)
-    _forward_batch(U if skip else S, b[:, None, :], S.dtype.type(h), act, skip, S, out)
-
-
-def adjoint_step_batch(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True):
-    """GPU twin of :func:`mgnn.kernels.cpu.adjoint_step_batch`."""
-    _delta_batch(S, L_next, S.dtype.type(h), act, D)
-    if gb is not None:
-        cp.sum(D, axis=1, out=gb)
-    if L is not None:
-        cp.matmul(D, W, out=L)
-        if skip:
-            cp.add(L, L_next, out=L)
-    if gW is not None:
-        cp.matmul(D.swapaxes(-1, -2), U, out=gW)
+#: GPU twins of :func:`mgnn.kernels.cpu.forward_step_batch` and ``adjoint_step_batch``:
+#: the steps above already take stacks (k, s, w).
+forward_step_batch = forward_step
+adjoint_step_batch = adjoint_step
 
 
 # ------------------------------------------------------------------ losses
