@@ -156,7 +156,33 @@ class _BatchScratch:
         return buf[:k]
 
 
-class ResNetStepper(Stepper):
+class _ResNetStepperBase(Stepper):
+    """What the forward and adjoint ResNet steppers share: kernels, step size,
+    bound weights, scratch, states in the stepper's array namespace, and the repr."""
+
+    def __init__(self, net, s, weights, average, xp):
+        super().__init__((s, net.width), net.dtype)
+        self.net = net
+        self.k = kernels_for(xp)
+        self.h = net.h
+        self.act = net.act
+        self.weights = weights
+        self.average = bool(average)
+        self.rec = xp.empty((s, net.width), net.dtype)
+        self.scratch = _BatchScratch(xp, s, net.width, net.dtype)
+        self.xp = xp
+
+    def new_vector(self, level=0):
+        """A new state in the stepper's array namespace (NumPy or CuPy)."""
+        return self.xp.empty(self.shape, self.dtype)
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.net.depth} layers, width {self.net.width}, "
+                f"h={self.h:g}, batch {self.shape[0]}, coarse weights "
+                f"{'average' if self.average else 'inject'!r})")
+
+
+class ResNetStepper(_ResNetStepperBase):
     """Forward stepper of a ResNet's residual layers on MGRIT level ``level``.
 
     ``step(u_in, u_out, t0, t1, level, index)`` applies layer ``index`` with step
@@ -194,27 +220,9 @@ class ResNetStepper(Stepper):
     """
 
     def __init__(self, net, s, weights, average=False, xp=np):
-        super().__init__((s, net.width), net.dtype)
-        self.net = net
-        self.k = kernels_for(xp)
-        self.h = net.h
-        self.act = net.act
-        self.weights = weights
-        self.average = bool(average)
+        super().__init__(net, s, weights, average, xp)
         self.S = None
         self.s_lo = 0
-        self.rec = xp.empty((s, net.width), net.dtype)
-        self.scratch = _BatchScratch(xp, s, net.width, net.dtype)
-        self.xp = xp
-
-    def new_vector(self, level=0):
-        """A new state in the stepper's array namespace (NumPy or CuPy)."""
-        return self.xp.empty(self.shape, self.dtype)
-
-    def __repr__(self):
-        return (f"ResNetStepper({self.net.depth} layers, width {self.net.width}, h={self.h:g}, "
-                f"batch {self.shape[0]}, coarse weights "
-                f"{'average' if self.average else 'inject'!r})")
 
     def step(self, u_in, u_out, t0, t1, level, index):
         if level == 0:
@@ -242,7 +250,7 @@ class ResNetStepper(Stepper):
                                   self.scratch.get("rec", k), u_out)
 
 
-class ResNetAdjointStepper(Stepper):
+class ResNetAdjointStepper(_ResNetStepperBase):
     """Adjoint stepper of a ResNet's residual layers, in reversed time.
 
     Reversed fine index ``j`` is the adjoint ``lam_{N-j}``; the step from ``j``
@@ -259,31 +267,13 @@ class ResNetAdjointStepper(Stepper):
     """
 
     def __init__(self, net, s, weights, average=False, xp=np):
-        super().__init__((s, net.width), net.dtype)
-        self.net = net
-        self.k = kernels_for(xp)
-        self.h = net.h
-        self.act = net.act
+        super().__init__(net, s, weights, average, xp)
         self.N = net.depth
         self.w = net.width
-        self.weights = weights
-        self.average = bool(average)
         self.U = self.S = self.G = None
         self.u_lo = self.s_lo = self.g_lo = 0
         self.D = xp.empty((s, net.width), net.dtype)
-        self.rec = xp.empty((s, net.width), net.dtype)
         self.tmp = xp.empty((s, net.width), net.dtype)
-        self.scratch = _BatchScratch(xp, s, net.width, net.dtype)
-        self.xp = xp
-
-    def new_vector(self, level=0):
-        """A new state in the stepper's array namespace (NumPy or CuPy)."""
-        return self.xp.empty(self.shape, self.dtype)
-
-    def __repr__(self):
-        return (f"ResNetAdjointStepper({self.N} layers, width {self.w}, h={self.h:g}, "
-                f"batch {self.shape[0]}, coarse weights "
-                f"{'average' if self.average else 'inject'!r})")
 
     def step(self, u_in, u_out, t0, t1, level, index):
         k = self.k
