@@ -25,7 +25,7 @@ Examples
 from . import schedules
 from ._common import History
 from .function import FunctionObjective
-from .lbfgs import LBFGSMemory, minimize_lbfgs
+from .lbfgs import LBFGSMemory, lbfgs_step, minimize_lbfgs
 from .linesearch import LineSearchResult, strong_wolfe
 from .lsr1 import LSR1
 from .minimize import METHODS, minimize
@@ -54,6 +54,7 @@ __all__ = [
     "minimize_lbfgs",
     "minimize_trust_region",
     "LBFGSMemory",
+    "lbfgs_step",
     "LSR1",
     "strong_wolfe",
     "LineSearchResult",

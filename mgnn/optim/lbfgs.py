@@ -21,7 +21,7 @@ from ._common import (
 )
 from .linesearch import strong_wolfe
 
-__all__ = ["LBFGSMemory", "minimize_lbfgs", "LBFGS_DEFAULTS"]
+__all__ = ["LBFGSMemory", "lbfgs_step", "minimize_lbfgs", "LBFGS_DEFAULTS"]
 
 #: Options of ``method='lbfgs'`` and their defaults.
 LBFGS_DEFAULTS = {
@@ -94,6 +94,71 @@ class LBFGSMemory:
         return r
 
 
+def lbfgs_step(fun_and_grad, x, f, g, memory, *, space=None, c1=1e-4, c2=0.9, maxls=20,
+               gnorm=None):
+    """One L-BFGS iteration: two-loop direction, strong-Wolfe search, memory update.
+
+    The direction is ``-H g`` from ``memory`` (an :class:`LBFGSMemory`), or
+    ``-g / ||g||`` when the memory is empty or ``-H g`` is not a descent
+    direction (the memory is then cleared). If the search fails with a
+    non-empty memory, the memory is cleared and a steepest-descent search is
+    tried once. On success the pair ``(x_new - x, g_new - g)`` is offered to
+    the memory. This is the loop body of :func:`minimize_lbfgs`; the
+    domain-decomposition solvers (:mod:`mgnn.dd`) call it on subdomains.
+
+    Parameters
+    ----------
+    fun_and_grad : callable
+        ``x -> (f, g)``; one call per trial step.
+    x, f, g : ndarray, float, ndarray
+        Current iterate, loss and gradient.
+    memory : LBFGSMemory
+        Updated in place.
+    space : vector space, optional
+        Inner products (default: the memory's).
+    c1, c2, maxls
+        Strong-Wolfe constants and the trial budget of :func:`strong_wolfe`.
+    gnorm : float, optional
+        ``||g||`` when the caller has it.
+
+    Returns
+    -------
+    LineSearchResult
+        ``alpha`` is None when no step satisfied the strong Wolfe conditions
+        (the memory is then empty); ``x, f, g`` are the new point otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.diag([1.0, 10.0])
+    >>> fg = lambda x: (0.5 * x @ A @ x, A @ x)
+    >>> x = np.array([1.0, 1.0]); mem = LBFGSMemory(5)
+    >>> for _ in range(6):
+    ...     ls = lbfgs_step(fg, x, *fg(x), mem)
+    ...     x = ls.x
+    >>> bool(np.linalg.norm(x) < 1e-8), len(mem) > 0
+    (True, True)
+    """
+    space = memory.space if space is None else space
+    if gnorm is None:
+        gnorm = space.norm(g)
+    ls = None
+    for attempt in range(2):
+        if len(memory):
+            d = -memory.apply(g)
+            if not space.dot(g, d) < 0:  # lost positive definiteness
+                memory.clear()
+        if not len(memory):
+            d = -g / max(gnorm, 1e-300)
+        ls = strong_wolfe(fun_and_grad, x, d, f, g, space=space, c1=c1, c2=c2, maxls=maxls)
+        if ls.alpha is not None or not len(memory) or attempt:
+            break
+        memory.clear()
+    if ls.alpha is not None:
+        memory.update(ls.x - x, ls.g - g)
+    return ls
+
+
 def minimize_lbfgs(objective, theta0, options=None, callback=None):
     """L-BFGS: two-loop recursion with a strong-Wolfe line search.
 
@@ -158,24 +223,13 @@ def minimize_lbfgs(objective, theta0, options=None, callback=None):
             if run.nit >= maxiter:
                 return run.result(x, f, g, STATUS_MAXITER,
                                   "Maximum number of iterations has been exceeded.")
-            ls = None
-            for attempt in range(2):
-                if len(mem):
-                    d = -mem.apply(g)
-                    if not space.dot(g, d) < 0:  # lost positive definiteness
-                        mem.clear()
-                if not len(mem):
-                    d = -g / max(gnorm, 1e-300)
-                ls = strong_wolfe(fg, x, d, f, g, space=space, c1=c1, c2=c2, maxls=maxls)
-                if ls.alpha is not None or not len(mem) or attempt:
-                    break
-                mem.clear()
+            ls = lbfgs_step(fg, x, f, g, mem, space=space, c1=c1, c2=c2, maxls=maxls,
+                            gnorm=gnorm)
             if ls.alpha is None:
                 return run.result(x, f, g, STATUS_STALLED,
                                   f"Line search failed at iteration {run.nit + 1}: no step "
                                   "satisfies the strong Wolfe conditions (precision loss?).")
             s = ls.x - x
-            mem.update(s, ls.g - g)
             f_old = f
             x, f, g = ls.x, ls.f, ls.g
             gnorm = space.norm(g)
