@@ -314,3 +314,21 @@ def test_bad_options_name_the_argument(peaks_problem):
     small = Objective(ResNet(2, 4, 4, 5, T=5.0), obj.X, obj.Y)
     with pytest.raises(ValueError, match="finest level has .* parameters, the objective"):
         apts(obj, theta0, dec, hierarchy=depth_hierarchy(small, 2))
+
+
+def test_float32_stays_float32():
+    """float32 parameters stay float32 through local, global and coarse steps (and
+    through the L-SR1 matrix, whose products used to come back in float64)."""
+    d = smooth_regression(120, 10, seed=0, dtype=np.float32)
+    net = ResNet(2, 4, 4, 1, task="regression", dtype=np.float32)
+    obj = Objective(net, d.X_train, d.Y_train)
+    theta0 = net.init(0)
+    ref = mgnn.minimize(obj, theta0, method="trust-region",
+                        options={"hessian": "lsr1", "maxiter": 5})
+    assert ref.x.dtype == np.float32
+    H = depth_hierarchy(obj, 2)
+    for solver in (apts, spqn):
+        for dec in (by_data(obj, 3, overlap=0.2), by_layers(net, 2, overlap=1)):
+            res = solver(obj, theta0, dec, options={"maxiter": 3, "global_iters": 1},
+                         hierarchy=H)
+            assert res.x.dtype == np.float32 and res.fun < obj.value(theta0)

@@ -245,6 +245,8 @@ class FineView:
         self.counter = LedgerCounter(ledger)
         self.space = space
         self.n_samples = getattr(objective, "n_samples", None)
+        # an MGRIT propagation's statistics become history columns, as in minimize
+        self.propagation = getattr(objective, "propagation", None)
 
     def value(self, x, batch=None):
         return self._obj.value(x, batch=batch)

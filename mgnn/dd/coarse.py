@@ -141,8 +141,14 @@ class CoarseResult:
     alpha: float = math.nan
 
 
+def _solve_as(solve, v):
+    """``M^-1 v`` in the dtype of ``v`` (the Gram solve works in float64)."""
+    return solve(v).astype(v.dtype, copy=False)
+
+
 def _preconditioned(solve, hess, v):
-    return solve(hess(v))
+    """``M^-1 B v`` in the dtype of ``v``."""
+    return _solve_as(solve, hess(v)).astype(v.dtype, copy=False)
 
 
 def coarse_trust_region(cs, fine_fg, x, f, g, radius, iters, *, B=None, params=None,
@@ -192,7 +198,7 @@ def coarse_trust_region(cs, fine_fg, x, f, g, radius, iters, *, B=None, params=N
         else:
             tol = 1e-8 if B is not None else min(0.5, math.sqrt(gn))
         # Steihaug-Toint CG in the M-inner product: gradient M^-1 g, operator M^-1 B
-        st = trust_region_step(fgc, xc, fc, tsp.solve(gc), min(r, room),
+        st = trust_region_step(fgc, xc, fc, _solve_as(tsp.solve, gc), min(r, room),
                                functools.partial(_preconditioned, tsp.solve, hess),
                                space=tsp, params=params, subproblem=subproblem, tol=tol,
                                maxiter=cg_maxiter)

@@ -90,7 +90,7 @@ from mgnn.optim._common import (
     reject_unused,
 )
 from mgnn.optim.lbfgs import LBFGSMemory, lbfgs_step
-from mgnn.optim.linesearch import strong_wolfe
+from mgnn.optim.linesearch import armijo, strong_wolfe
 from mgnn.optim.lsr1 import LSR1
 from mgnn.optim.trust_region import (
     SR1_OPTIONS,
@@ -138,7 +138,8 @@ APTS_DEFAULTS = dict(TR_DEFAULTS, **COMMON_DEFAULTS, hessian="lsr1", global_iter
                      local_radius="auto")
 
 #: Options of :func:`spqn`.
-SPQN_DEFAULTS = dict(COMMON_DEFAULTS, global_iters=1, memory=10, c1=1e-4, c2=0.9, maxls=20)
+SPQN_DEFAULTS = dict(COMMON_DEFAULTS, global_iters=1, memory=10, c1=1e-4, c2=0.9, maxls=20,
+                     combined_search="wolfe")
 
 _COARSE_ONLY = ("coarse_level", "coarse_iters")
 #: options a resumed run may change (the stopping criteria)
@@ -490,12 +491,13 @@ class _Solver:
                 if stop is not None:
                     return self._finish(*stop)
                 row = self._iterate()
+                stalled = row.pop("stalled", None)
                 st.nit += 1
                 self._record(row)
                 if run.notify(st.x, st.f, st.g, **self._extra(brief=True)):
                     return self._finish(STATUS_CALLBACK, CALLBACK_MESSAGE, success=False)
-                if row.get("stalled"):
-                    return self._finish(STATUS_STALLED, row["stalled_message"])
+                if stalled:
+                    return self._finish(STATUS_STALLED, stalled)
         except Diverged as exc:
             return self._finish(3, exc)
 
@@ -696,12 +698,18 @@ class _SPQN(_Solver):
         c1 = check_scalar(opts["c1"], "c1", low=0.0, high=1.0, low_open=True, high_open=True)
         check_scalar(opts["c2"], "c2", low=c1, high=1.0, low_open=True, high_open=True)
         check_positive_int(opts["maxls"], "maxls")
+        check_choice(opts["combined_search"], "combined_search", ("wolfe", "armijo"))
 
     def _new_memory(self):
         return LBFGSMemory(self.opts["memory"])
 
     def _new_global_memory(self):
         return LBFGSMemory(self.opts["memory"], self.space)
+
+    def _fresh(self, theta0):
+        super()._fresh(theta0)
+        if self.state.global_memory is None:  # the safeguard step needs one
+            self.state.global_memory = self._new_global_memory()
 
     _new_coarse_memory = _new_memory
 
@@ -749,8 +757,12 @@ class _SPQN(_Solver):
                 c = trial - x
                 if space.dot(g, c) < 0:
                     with metered([self.obj]) as cs:
-                        ls = strong_wolfe(self._fg, x, c, f, g, space=space,
-                                          **self._ls_opts())
+                        if o["combined_search"] == "wolfe":
+                            ls = strong_wolfe(self._fg, x, c, f, g, space=space,
+                                              **self._ls_opts())
+                        else:
+                            ls = armijo(self._fg, x, c, f, g, space=space, c1=o["c1"],
+                                        maxls=o["maxls"])
                     charge(st.ledger, cs)
                     row["nls"] = ls.nevals
                     if ls.alpha is not None:
@@ -759,8 +771,12 @@ class _SPQN(_Solver):
                 else:
                     row["not_descent"] = True
         row["alpha"] = alpha
+        n_global = o["global_iters"]
+        if st.x is x and n_global == 0:  # no progress from the subdomains: safeguard step
+            n_global = 1
+            row["safeguard"] = True
         gsteps = 0
-        for _ in range(o["global_iters"]):
+        for _ in range(n_global):
             gnorm = space.norm(st.g)
             if gnorm <= o["gtol"]:
                 break
@@ -776,8 +792,7 @@ class _SPQN(_Solver):
             row["global_accepted"] = gsteps
         row["step_norm"] = space.norm(st.x - x_start)
         if st.x is x_start:
-            row["stalled"] = True
-            row["stalled_message"] = (f"No progress at iteration {st.nit + 1}: no subdomain, "
+            row["stalled"] = (f"No progress at iteration {st.nit + 1}: no subdomain, "
                                       "combined or global step decreased the loss "
                                       "(precision loss?).")
         return row

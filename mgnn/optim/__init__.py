@@ -26,7 +26,7 @@ from . import schedules
 from ._common import History
 from .function import FunctionObjective
 from .lbfgs import LBFGSMemory, lbfgs_step, minimize_lbfgs
-from .linesearch import LineSearchResult, strong_wolfe
+from .linesearch import LineSearchResult, armijo, strong_wolfe
 from .lsr1 import LSR1
 from .minimize import METHODS, minimize
 from .stochastic import minimize_adam, minimize_sgd
@@ -57,6 +57,7 @@ __all__ = [
     "lbfgs_step",
     "LSR1",
     "strong_wolfe",
+    "armijo",
     "LineSearchResult",
     "TRParams",
     "SubproblemResult",

@@ -2,7 +2,8 @@
 
 The one-dimensional search is scipy's: MINPACK's ``dcsrch`` (Moré–Thuente, the
 search of L-BFGS-B) with the Nocedal–Wright zoom (``scalar_search_wolfe2``) as
-fallback. What is ours is the restriction to the line: ``phi(alpha) =
+fallback; :func:`armijo` is scipy's backtracking (``scalar_search_armijo``,
+quadratic then cubic interpolation) for the sufficient-decrease condition alone. What is ours is the restriction to the line: ``phi(alpha) =
 f(x + alpha d)`` and ``phi'(alpha) = <grad f(x + alpha d), d>`` with the inner
 product of the vector space, and one ``value_and_grad`` per trial step.
 """
@@ -13,7 +14,13 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from scipy.optimize._linesearch import LineSearchWarning, scalar_search_wolfe2
+import numpy as np
+
+from scipy.optimize._linesearch import (
+    LineSearchWarning,
+    scalar_search_armijo,
+    scalar_search_wolfe2,
+)
 
 try:  # scipy >= 1.11
     from scipy.optimize._dcsrch import DCSRCH
@@ -22,7 +29,7 @@ except ImportError:  # pragma: no cover
 
 from mgnn.vectorspace import EuclideanSpace
 
-__all__ = ["strong_wolfe", "LineSearchResult"]
+__all__ = ["strong_wolfe", "armijo", "LineSearchResult"]
 
 
 @dataclass
@@ -128,4 +135,62 @@ def strong_wolfe(fun_and_grad, x, d, f0, g0, *, space=None, c1=1e-4, c2=0.9, max
         last = next(iter(cache.values()), (None, None, None))
         return LineSearchResult(None, *last, count[0])
     xa, fa, ga = evaluate(alpha, limit=False)
+    return LineSearchResult(float(alpha), xa, fa, ga, count[0])
+
+
+def armijo(fun_and_grad, x, d, f0, g0, *, space=None, c1=1e-4, maxls=20, alpha0=1.0):
+    """Backtracking search for the sufficient-decrease (Armijo) condition along ``d``.
+
+    ``f(x + a d) <= f0 + c1 a <g0, d>``, starting from ``alpha0`` and
+    backtracking by quadratic, then cubic interpolation (scipy's
+    ``scalar_search_armijo``, Nocedal & Wright pp. 56-57). Each trial costs
+    one ``value_and_grad`` (the gradient at the accepted point is returned).
+    Unlike :func:`strong_wolfe` there is no curvature condition: it suits a
+    direction whose length is meaningful (a preconditioned step, ``alpha0 = 1``).
+
+    Parameters
+    ----------
+    fun_and_grad, x, d, f0, g0, space, c1, maxls, alpha0
+        As for :func:`strong_wolfe`.
+
+    Returns
+    -------
+    LineSearchResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fg = lambda x: (0.5 * x @ x, x)
+    >>> x = np.array([2.0, 0.0])
+    >>> r = armijo(fg, x, -3.0 * x, *fg(x))      # alpha 1 overshoots: backtrack
+    >>> round(r.alpha, 12), r.nevals, bool(r.f < 2.0)
+    (0.333333333333, 2, True)
+    """
+    space = EuclideanSpace() if space is None else space
+    derphi0 = space.dot(g0, d)
+    if not derphi0 < 0:
+        raise ValueError(f"d must be a descent direction, got <g, d> = {derphi0}")
+    last = {}
+    count = [0]
+
+    def phi(alpha):
+        alpha = float(alpha)
+        if count[0] >= maxls:
+            raise _TooManyEvals
+        count[0] += 1
+        xa = x + alpha * d
+        fa, ga = fun_and_grad(xa)
+        last.clear()
+        last[alpha] = (xa, fa, ga)
+        return fa if math.isfinite(fa) else math.inf
+
+    try:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            alpha, _ = scalar_search_armijo(phi, f0, derphi0, c1=c1, alpha0=alpha0, amin=1e-12)
+    except _TooManyEvals:
+        alpha = None
+    if alpha is None or not math.isfinite(alpha) or alpha <= 0 or float(alpha) not in last:
+        prev = next(iter(last.values()), (None, None, None))
+        return LineSearchResult(None, *prev, count[0])
+    xa, fa, ga = last[float(alpha)]
     return LineSearchResult(float(alpha), xa, fa, ga, count[0])

@@ -90,7 +90,7 @@ class LSR1:
     # -- products ---------------------------------------------------------
     def matvec(self, v):
         """``B v``."""
-        out = self.gamma * v
+        out = float(self.gamma) * v  # a Python float keeps float32 vectors float32
         if self.S:
             c = self._Minv @ np.array([self.space.dot(p, v) for p in self._psi])
             for ci, p in zip(c, self._psi, strict=True):
