@@ -1,9 +1,10 @@
-"""Strong-Wolfe line search on a vector space.
+"""Line searches on a vector space: strong Wolfe, and Armijo backtracking.
 
 The one-dimensional search is scipy's: MINPACK's ``dcsrch`` (Moré–Thuente, the
 search of L-BFGS-B) with the Nocedal–Wright zoom (``scalar_search_wolfe2``) as
 fallback; :func:`armijo` is scipy's backtracking (``scalar_search_armijo``,
-quadratic then cubic interpolation) for the sufficient-decrease condition alone. What is ours is the restriction to the line: ``phi(alpha) =
+quadratic then cubic interpolation) for the sufficient-decrease condition alone.
+What is ours is the restriction to the line: ``phi(alpha) =
 f(x + alpha d)`` and ``phi'(alpha) = <grad f(x + alpha d), d>`` with the inner
 product of the vector space, and one ``value_and_grad`` per trial step.
 """
@@ -15,7 +16,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-
 from scipy.optimize._linesearch import (
     LineSearchWarning,
     scalar_search_armijo,

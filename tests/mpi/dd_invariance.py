@@ -13,8 +13,6 @@ work. ``tests/test_mpi_dd.py`` compares the files for P = 1, 2, 3.
 import json
 import sys
 
-import numpy as np
-
 from mgnn.data import peaks
 from mgnn.dd import apts, by_data, by_layers, by_tensors, spqn
 from mgnn.multilevel import depth_hierarchy
@@ -44,10 +42,12 @@ def main(path):
     out = {"size": comm.size, "cases": {}}
     for name, (solver, dec, opts, hier) in cases.items():
         xs = []
+
+        def keep(intermediate_result, xs=xs):
+            xs.append(intermediate_result.x.tolist())
+
         res = solver(obj, theta0, dec, options=dict(opts, maxiter=4), hierarchy=hier,
-                     comm=comm,
-                     callback=lambda intermediate_result: xs.append(
-                         intermediate_result.x.tolist()))
+                     comm=comm, callback=keep)
         out["cases"][name] = {
             "xs": xs, "x": res.x.tolist(), "fun": res.history["fun"].tolist(),
             "work": res.work, "parallel_work": res.parallel_work,
