@@ -2,6 +2,7 @@
 first-order consistency, work accounting, resume, two-level correction, bad input."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -202,7 +203,8 @@ def test_resume_continues_bit_for_bit(peaks_problem, solver):
     full = solver(obj, theta0, dec, options=o, hierarchy=H)
     half = solver(obj, theta0, dec, options=dict(o, maxiter=3), hierarchy=H)
     assert isinstance(half.state, SchwarzState) and half.state.nit == 3
-    rest = solver(obj, half.state, dec, options=dict(o, maxiter=6), hierarchy=H)
+    saved = pickle.loads(pickle.dumps(half.state))  # a checkpoint on disk
+    rest = solver(obj, saved, dec, options=dict(o, maxiter=6), hierarchy=H)
     assert np.array_equal(rest.x, full.x)
     assert np.array_equal(rest.history["fun"], full.history["fun"])
     assert np.array_equal(rest.history["parallel_work"], full.history["parallel_work"])
@@ -332,3 +334,49 @@ def test_float32_stays_float32():
             res = solver(obj, theta0, dec, options={"maxiter": 3, "global_iters": 1},
                          hierarchy=H)
             assert res.x.dtype == np.float32 and res.fun < obj.value(theta0)
+
+
+def test_spqn_safeguard_step_when_the_merged_correction_is_no_descent():
+    """Many local steps on small data blocks drift apart: when the averaged correction
+    is not a descent direction the iteration still makes progress by one global step."""
+    d = smooth_regression(300, 10, seed=0)
+    net = ResNet(2, 4, 4, 1, task="regression", T=2.0)
+    obj = Objective(net, d.X_train, d.Y_train)
+    res = spqn(obj, net.init(0), by_data(obj, 6),
+               options={"maxiter": 20, "local_iters": 15, "global_iters": 0})
+    h = res.history
+    guarded = h["safeguard"] == 1
+    assert guarded.sum() >= 1 and np.all(h["not_descent"][guarded] == 1)
+    assert np.all(np.diff(h["fun"]) <= 0) and np.all(np.diff(h["fun"])[guarded[1:]] < 0)
+    assert res.nit == 20
+
+
+def test_armijo_combined_search_converges():
+    obj = least_squares()
+    res = spqn(obj, np.zeros(12), by_data(obj, 4), options={
+        "gtol": 1e-8, "maxiter": 400, "combined_search": "armijo"})
+    assert res.success and np.linalg.norm(obj.grad(res.x)) <= 1e-8
+    with pytest.raises(ValueError, match="unknown combined_search 'exact'"):
+        spqn(obj, np.zeros(12), by_data(obj, 4), options={"combined_search": "exact"})
+
+
+@settings(max_examples=25)
+@given(seed=st.integers(0, 10 ** 6), scale=st.floats(0.01, 100.0))
+def test_armijo_search_satisfies_sufficient_decrease(seed, scale):
+    from mgnn.optim import armijo
+
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((5, 5))
+    A = A @ A.T + 0.1 * np.eye(5)
+
+    def fg(x):
+        return 0.5 * float(x @ A @ x) + float(np.sum(np.cos(x))), A @ x - np.sin(x)
+
+    x = rng.standard_normal(5)
+    f, g = fg(x)
+    d = -scale * g
+    r = armijo(fg, x, d, f, g, c1=1e-4, maxls=30)
+    assert r.alpha is not None and r.nevals <= 30
+    assert r.f <= f + 1e-4 * r.alpha * float(g @ d)
+    np.testing.assert_array_equal(r.x, x + r.alpha * d)
+    assert np.array_equal(r.g, fg(r.x)[1])

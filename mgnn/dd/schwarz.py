@@ -25,21 +25,24 @@ Both solvers run outer iterations of the same shape on a
     clipped to the global trust region if it leaves it (``c <- t c``), and
     accepted by the ratio ``rho = (f(x) - f(x + c)) / pred`` with ``pred`` the
     sum of the model-predicted reductions of the accepted local steps (weighted
-    like the combination for data; times ``t`` when clipped, which
-    under-estimates the local reductions along the shortened step for convex
-    local functions). The global radius is updated by the single-level rule
+    like the combination for data; times ``t`` when clipped, a lower bound of
+    the models' reduction along the shortened step when the local models are
+    convex). The global radius is updated by the single-level rule
     (:func:`~mgnn.optim.update_radius`; "on the boundary" when the last
     accepted local step of some subdomain was, or when clipped). When no
     subdomain moved, the global radius becomes the largest final local radius
     over ``omega``. ``global_iters`` trust-region steps follow.
 :func:`spqn` -- Schwarz-preconditioned quasi-Newton (SPQN; ASPQN when additive)
-    Local L-BFGS steps (strong Wolfe) on every subdomain; a strong-Wolfe line
-    search on the global objective along the combined correction ``c`` (when
+    Local L-BFGS steps (strong Wolfe) on every subdomain; a line search on the
+    global objective along the combined correction ``c`` (strong Wolfe, or
+    Armijo backtracking with ``combined_search='armijo'``; only when
     ``<g, c> < 0``; in sequence over parameter subdomains the local searches
     already decreased the global loss and the end point is taken as it is);
-    then ``global_iters`` global L-BFGS steps, whose memory holds the pairs of
-    the global steps only (the nonlinear preconditioner is not a linear map,
-    so pairs across it carry no curvature of ``f``).
+    then ``global_iters`` global L-BFGS steps, whose memory holds the secant
+    pairs of the global steps only. When neither the subdomains nor the
+    combined search made progress and ``global_iters = 0``, one global L-BFGS
+    step is taken as a safeguard (history column ``safeguard``); an iteration
+    without any progress ends the run (status 2).
 
 **Work** is counted twice, in fine-gradient equivalents (:mod:`mgnn.work`):
 ``work`` is everything spent (all subdomains, all levels); ``parallel_work``
@@ -924,6 +927,9 @@ def spqn(objective, theta0, decomposition, options=None, callback=None, *, hiera
             Strong-Wolfe constants of every line search.
         maxls : int, default 20
             Trial points per line search.
+        combined_search : {'wolfe', 'armijo'}, default 'wolfe'
+            The line search along the combined correction (its first trial
+            is the full correction, ``alpha = 1``).
 
     Returns
     -------
