@@ -42,12 +42,8 @@ def main(path):
     out = {"size": comm.size, "cases": {}}
     for name, (solver, dec, opts, hier) in cases.items():
         xs = []
-
-        def keep(intermediate_result, xs=xs):
-            xs.append(intermediate_result.x.tolist())
-
         res = solver(obj, theta0, dec, options=dict(opts, maxiter=4), hierarchy=hier,
-                     comm=comm, callback=keep)
+                     comm=comm, callback=lambda xk, xs=xs: xs.append(xk.tolist()))
         out["cases"][name] = {
             "xs": xs, "x": res.x.tolist(), "fun": res.history["fun"].tolist(),
             "work": res.work, "parallel_work": res.parallel_work,
