@@ -13,7 +13,8 @@ pytestmark = pytest.mark.mpi
 
 SCRIPT = Path(__file__).parent / "mpi" / "dd_invariance.py"
 CASES = ["apts_layers", "apts_data", "aspqn_layers", "aspqn_data", "aspqn_tensors",
-         "apts_mult", "spqn_mult_data", "apts_two_level", "aspqn_two_level"]
+         "apts_mult", "spqn_mult_data", "apts_two_level", "aspqn_two_level",
+         "apts_one_subdomain", "aspqn_two_subdomains"]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def test_subdomains_are_spread_over_the_ranks(runs):
     assert runs[3]["apts_data"]["owners"] == [0, 0, 1, 1, 2]
     assert runs[3]["apts_layers"]["owners"] == [0, 1, 2]
     assert runs[2]["apts_mult"]["owners"] == [-1, -1, -1]  # a sequence runs on every rank
+    assert runs[3]["aspqn_two_subdomains"]["owners"] == [0, 1]  # rank 2 idle
     for p in (1, 2, 3):
         c = runs[p]["aspqn_data"]
         assert c["parallel_work"] < c["work"]

@@ -4,17 +4,18 @@ Usage: ``mpiexec -n P python tests/mpi/dd_invariance.py OUT.json``
 
 Cases: APTS and ASPQN over 3 layer subdomains and over 5 overlapping data
 subdomains (with P = 2 and 3 ranks some ranks solve two subdomains, so the
-mapping changes with P), random tensors, the multiplicative variants, and a
-two-level run on a depth hierarchy. For each: the iterate after every outer
-iteration, the loss history, the total and parallel work and the per-subdomain
-work. ``tests/test_mpi_dd.py`` compares the files for P = 1, 2, 3.
+mapping changes with P), random tensors, the multiplicative variants, a
+two-level run on a depth hierarchy, and one and two subdomains (idle ranks).
+For each: the iterate after every outer iteration, the loss history, the total
+and parallel work and the per-subdomain work. ``tests/test_mpi_dd.py`` compares
+the files for P = 1, 2, 3.
 """
 
 import json
 import sys
 
 from mgnn.data import peaks
-from mgnn.dd import apts, by_data, by_layers, by_tensors, spqn
+from mgnn.dd import apts, by_blocks, by_data, by_layers, by_tensors, spqn
 from mgnn.multilevel import depth_hierarchy
 from mgnn.nets import ResNet
 from mgnn.objective import Objective
@@ -37,6 +38,8 @@ def main(path):
         "apts_mult": (apts, by_layers(net, 3), {"variant": "multiplicative"}, None),
         "spqn_mult_data": (spqn, by_data(obj, 3), {"variant": "multiplicative"}, None),
         "apts_two_level": (apts, by_layers(net, 3), {"coarse_iters": 2}, H),
+        "apts_one_subdomain": (apts, by_blocks(net.n_params, 1), {"local_iters": 1}, None),
+        "aspqn_two_subdomains": (spqn, by_layers(net, 2), {}, None),
         "aspqn_two_level": (spqn, by_data(obj, 3), {"coarse_iters": 2}, H),
     }
     out = {"size": comm.size, "cases": {}}
