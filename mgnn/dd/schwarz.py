@@ -51,7 +51,10 @@ counts the subdomain phase of an additive iteration by its slowest subdomain
 (coarse correction, global evaluations, line searches, global steps, and all
 of a multiplicative sweep) in full. A parameter subdomain's evaluation is a
 whole forward and backward sweep (cost 1); a data subdomain's costs its share
-of the samples. Both totals are history columns.
+of the samples. In a multiplicative sweep over data subdomains with first-order
+consistency, the global gradient at every intermediate point is evaluated (a
+whole sweep, charged to the subdomain that needs it). Both totals are history
+columns; ``local_work_max`` and ``local_work_sum`` split the subdomain phase.
 
 **MPI**: every rank holds the whole objective (replicated data and ``theta``);
 subdomain ``s`` is solved on one rank (a block partition of the subdomains
