@@ -217,6 +217,8 @@ def test_resume_continues_bit_for_bit(peaks_problem, solver):
         other(obj, half.state, dec)
     with pytest.raises(ValueError, match="belongs to another decomposition"):
         solver(obj, half.state, by_data(obj, 2), options=o, hierarchy=H)
+    with pytest.raises(ValueError, match="a run with a hierarchy"):
+        solver(obj, half.state, dec, options={"maxiter": 6})
 
 
 # ----------------------------------------------------------------- two-level

@@ -199,6 +199,10 @@ class _Solver:
             if state.method != self.method:
                 raise ValueError(f"theta0 is the state of a {state.method!r} run, not of "
                                  f"{self.method!r}")
+            if state.two_level != (hierarchy is not None):
+                raise ValueError("theta0 is the state of a run " + (
+                    "with" if state.two_level else "without") + " a hierarchy (coarse "
+                    "correction); pass the same")
             before = dict(self.defaults, **state.options["_raw"])
             for k in sorted(given):
                 if k not in _STOP_KEYS and opts[k] != before[k]:
@@ -275,6 +279,7 @@ class _Solver:
         st = SchwarzState(self.method, dict(self.opts, _raw=self.raw_options), x,
                           self._dec_key())
         st.ranks = (self.comm.size, self.comm.rank)
+        st.two_level = self.cspace is not None
         for s in self._solved_here():
             st.local[s] = self._new_memory()
         if self.opts["global_iters"] > 0:
@@ -307,6 +312,7 @@ class _Solver:
         if state.decomposition != self._dec_key():
             raise ValueError("the state belongs to another decomposition: "
                              f"{state.decomposition} vs {self._dec_key()}")
+
         st = state.copy()
         st.options = dict(self.opts, _raw=self.raw_options)
         self.state = st
@@ -439,17 +445,21 @@ class _Solver:
         dec, st = self.dec, self.state
         foc = self.opts["first_order_consistency"]
         xc, fc, gc = x, f, g
+        good = (xc, fc, gc, 0.0)  # the last point with a finite global loss, and pred there
         out, pred, wsum, wmax = [], 0.0, 0.0, 0.0
         for s in range(self.S):
+            broken = False
             with metered([self.obj]) as (c,):
-                if dec.kind == "data" and gc is None:
-                    if foc:
-                        fc, gc = self.obj.value_and_grad(xc)
-                        fc = float(fc)
-                        if not (math.isfinite(fc) and bool(np.isfinite(gc).all())):
-                            fc = gc = None
+                if dec.kind == "data" and gc is None and foc:
+                    fc, gc = self.obj.value_and_grad(xc)
+                    fc = float(fc)
+                    if math.isfinite(fc) and bool(np.isfinite(gc).all()):
+                        good = (xc, fc, gc, pred)
+                    else:  # back to the last good point; the sweep ends here
+                        xc, fc, gc, pred = good
+                        broken = True
                 start = None
-                if dec.kind == "parameters" or gc is not None or not foc:
+                if not broken:
                     start = self._start_local(s, xc, fc, gc)
                 if start is None:
                     res = LocalResult(None, math.nan, None, status="start_not_finite")
@@ -461,6 +471,8 @@ class _Solver:
             w = charge(st.ledger, [c])
             wsum += w
             wmax = max(wmax, w)
+            if broken:
+                break
             if res.accepted:
                 pred += res.pred
                 if dec.kind == "parameters":
