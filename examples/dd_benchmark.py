@@ -303,13 +303,15 @@ def plot(curves, names, methods, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5))
+    colors = plt.cm.tab20(np.linspace(0.0, 1.0, 20))[:len(methods)]
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
-        for m in methods:
+        for m, color in zip(methods, colors, strict=True):
             if (name, m) not in curves:
                 continue
             par, loss = curves[(name, m)]
             style = "-" if m in ("L-BFGS", "TR", "Adam") else "--"
-            ax.semilogy(par[:len(loss)], loss, style, label=m, lw=2 if m == HEADLINE else 1)
+            ax.semilogy(par[:len(loss)], loss, style, color=color, label=m,
+                        lw=2.5 if m in (HEADLINE, "L-BFGS") else 1)
         ax.set_title(f"{name} (seed 0)")
         ax.set_xlabel("parallel work (fine-gradient equivalents)")
         ax.set_ylabel("training loss")
