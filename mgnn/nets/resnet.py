@@ -36,7 +36,7 @@ from mgnn.backend import get_namespace, kernels_for
 from mgnn.kernels.cpu import ACTIVATIONS
 
 TASKS = ("classification", "regression")
-INIT_SCHEMES = ("glorot", "he", "layer_parallel")
+INIT_SCHEMES = ("glorot", "he", "layer_parallel", "box")
 
 
 @dataclass(frozen=True)
@@ -229,24 +229,69 @@ class ResNet:
         return ResNetParams(W_open, b_open, W, b, W_close, b_close, blocks,
                             opening, residual, closing)
 
-    def init(self, rng, scheme="glorot", inner_scale=0.0):
+    def init(self, rng, scheme="glorot", inner_scale=0.0, box=None):
         """Return a new parameter vector drawn from ``rng``.
 
         Parameters
         ----------
         rng : numpy.random.Generator or int
             Random source (an int is used as a seed).
-        scheme : {'glorot', 'he', 'layer_parallel'}
+        scheme : {'glorot', 'he', 'layer_parallel', 'box'}
             ``'glorot'``: uniform with limit sqrt(6/(fan_in+fan_out)) for every
             weight; ``'he'``: normal with variance 2/fan_in; ``'layer_parallel'``:
             the scheme of the layer-parallel papers - Glorot opening and closing
             layers and residual weights ``inner_scale * U(-1, 1)`` (zero by
-            default). Biases are zero in every scheme.
+            default). Biases are zero in these three schemes. ``'box'``: every
+            hidden neuron's hyperplane cuts the box its inputs live in (Cyr,
+            Gulian, Patel, Perego and Trask 2020); see :func:`box_layer` and the
+            Notes. The closing layer is Glorot in every scheme.
         inner_scale : float
             Magnitude of the residual weights for ``'layer_parallel'``.
+        box : (lo, hi), optional
+            Only with ``scheme='box'``: the input box, ``lo`` and ``hi`` scalars or
+            arrays of length ``n_in`` with ``lo < hi`` (default the unit box
+            [0, 1]^n_in). Scale it to the data, e.g. ``(X.min(0), X.max(0))``.
+
+        Notes
+        -----
+        Box initialisation. A neuron ``z = w . x + b`` on inputs from the box
+        [0, m]^d gets a direction n drawn uniformly on the unit sphere and a point p
+        drawn uniformly in the box; with ``p_max = m max(0, sign(n))`` (the corner
+        of the box furthest along n) and ``k = 1 / ((p_max - p) . n)`` it is
+        ``w = k n``, ``b = -k n . p``. Its hyperplane ``w . x + b = 0`` passes
+        through p, so it cuts the box, and ``z`` is 1 at ``p_max``, its maximum
+        over the box. With ReLU the neuron's output lies in [0, 1] on the box.
+
+        - Opening layer: the box ``[lo, hi]`` is mapped affinely onto [0, 1]^n_in
+          (``w_j = k n_j / (hi_j - lo_j)``), so the opened states lie in
+          [0, 1]^width (with a ReLU opening activation).
+        - Residual layer n = 0..N-1 (the seed paper's layer l = n + 2 of
+          L = N + 1): inputs from [0, m_n]^width with ``m_n = (1 + h)^n``. The
+          paper writes ``m = (1 + 1/(L-1))^(l-2)`` and divides k by L - 1 to keep
+          the residual updates small; in mgnn that factor is the step h = T/N of
+          ``u + h sigma(W u + b)``, so k is not divided again and, for T = 1 and
+          ReLU, the network is the paper's. The boxes nest: an update adds at
+          most h per component, so the states stay in [0, 1 + n h], inside
+          [0, (1 + h)^n].
+
+        The construction is exact for ReLU (and smoothed ReLU up to its
+        smoothing); for other activations the hyperplanes still cut the boxes,
+        but the states need not stay inside them.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> net = ResNet(1, 4, 2, 1, activation="relu", task="regression")
+        >>> theta = net.init(0, "box", box=(-1.0, 1.0))
+        >>> p = net.unpack(theta)
+        >>> z = np.array([[-1.0], [1.0]]) @ p.W_open.T + p.b_open   # at the box's ends
+        >>> bool(np.all(z.max(axis=0) > 0.999999) and np.all(z.min(axis=0) <= 0))
+        True
         """
         check_choice(scheme, "scheme", INIT_SCHEMES)
         inner_scale = check_scalar(inner_scale, "inner_scale", low=0.0)
+        if box is not None and scheme != "box":
+            raise ValueError(f"box has no effect with scheme={scheme!r}; use scheme='box'")
         rng = np.random.default_rng(rng)
         theta = np.zeros(self.n_params, dtype=self.dtype)
         p = self.unpack(theta)
@@ -258,6 +303,15 @@ class ResNet:
             lim = np.sqrt(6.0 / (fan_in + fan_out))
             return rng.uniform(-lim, lim, size=shape)
 
+        if scheme == "box":
+            lo, hi = self._check_box(box)
+            p.W_open[...], p.b_open[...] = box_layer(rng, self.width, lo, hi)
+            zero, w = np.zeros(self.width), self.width
+            for n in range(self.depth):
+                m = (1.0 + self.h) ** n
+                p.W[n], p.b[n] = box_layer(rng, w, zero, np.full(w, m))
+            p.W_close[...] = draw(p.W_close.shape)
+            return theta
         p.W_open[...] = draw(p.W_open.shape)
         p.W_close[...] = draw(p.W_close.shape)
         if scheme == "layer_parallel":
@@ -265,6 +319,19 @@ class ResNet:
         else:
             p.W[...] = draw(p.W.shape)
         return theta
+
+    def _check_box(self, box):
+        if box is None:
+            return np.zeros(self.n_in), np.ones(self.n_in)
+        if not isinstance(box, (tuple, list)) or len(box) != 2:
+            raise TypeError(f"box must be a pair (lo, hi), got {box!r}")
+        lo, hi = (np.full(self.n_in, b, dtype=np.float64) if np.ndim(b) == 0
+                  else np.asarray(b, dtype=np.float64) for b in box)
+        check_array(lo, "box lo", shape=(self.n_in,))
+        check_array(hi, "box hi", shape=(self.n_in,))
+        if not np.all(lo < hi):
+            raise ValueError(f"box must have lo < hi in every coordinate, got lo={lo}, hi={hi}")
+        return lo, hi
 
     def workspace(self, s, xp=np):
         """Preallocated buffers for a batch of ``s`` samples."""
@@ -348,3 +415,50 @@ class ResNet:
         if self.task == "classification":
             return Y.argmax(axis=1)
         return Y
+
+
+def box_layer(rng, n_neurons, lo, hi):
+    """Weights and biases of a dense layer whose neurons' hyperplanes cut a box.
+
+    For each neuron: a direction ``n`` uniform on the unit sphere and a point
+    ``p`` uniform in the unit box; with ``p_max = max(0, sign(n))`` and
+    ``k = 1 / ((p_max - p) . n)`` the neuron on the unit box is
+    ``z = k n . (x - p)``, which vanishes at p and reaches its maximum 1 at
+    ``p_max``. The box ``[lo, hi]`` is mapped onto the unit box, so the neuron on
+    the input ``x`` has ``W = k n / (hi - lo)`` and ``b = -k n . (p + lo / (hi - lo))``.
+    Seed: Cyr, Gulian, Patel, Perego, Trask (2020), "Robust training and
+    initialization of deep neural networks: an adaptive basis viewpoint".
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n_neurons : int
+    lo, hi : (d,) arrays
+        Corners of the input box, ``lo < hi``.
+
+    Returns
+    -------
+    W : (n_neurons, d) array
+    b : (n_neurons,) array
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> W, b = box_layer(np.random.default_rng(0), 3, np.zeros(2), np.full(2, 2.0))
+    >>> corners = np.array([[0, 0], [0, 2], [2, 0], [2, 2]], float)
+    >>> z = corners @ W.T + b
+    >>> np.allclose(z.max(axis=0), 1.0), bool(np.all(z.min(axis=0) < 0))
+    (True, True)
+    """
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    d = lo.shape[0]
+    n = rng.standard_normal((n_neurons, d))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    pt = rng.uniform(0.0, 1.0, size=(n_neurons, d))
+    p_max = (n > 0).astype(np.float64)
+    k = 1.0 / np.einsum("ij,ij->i", p_max - pt, n)
+    scale = hi - lo
+    W = (k[:, None] * n) / scale
+    b = -k * np.einsum("ij,ij->i", n, pt + lo / scale)
+    return W, b
