@@ -318,3 +318,58 @@ class Objective:
         X, Y = self._eval_data(X, Y)
         err = abs(self.net.forward(theta, X) - Y)
         return float(err.mean()), float(err.max())
+
+    # ------------------------------------------------------ adaptive basis
+    def features(self, theta, batch=None, out=None):
+        """The last hidden states of a forward sweep and the matching targets.
+
+        The rows of ``A = U_N`` are the adaptive basis that the closing layer
+        combines: the output is ``A W_close^T + b_close``. Used by
+        :func:`mgnn.optim.lsgd.minimize_lsgd` to fit the closing layer by least
+        squares. Charged as one value evaluation (the sweep is the same).
+
+        Parameters
+        ----------
+        theta : (n_params,) array
+        batch : 1-D integer array, optional
+            Sample indices (default all data).
+        out : (s, width) array, optional
+            Written with the states (any float dtype, may be a strided view);
+            default a new array of the network's dtype.
+
+        Returns
+        -------
+        A : (s, width) array
+            ``out`` when given.
+        Y : array
+            The targets of the same samples (not a copy for all data).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mgnn.nets import ResNet
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((6, 2)); Y = rng.standard_normal((6, 1))
+        >>> net = ResNet(2, 3, 4, 1, task="regression")
+        >>> obj = Objective(net, X, Y)
+        >>> theta = net.init(rng)
+        >>> A, T = obj.features(theta, batch=np.array([0, 2]))
+        >>> A.shape, bool(np.array_equal(T, Y[[0, 2]]))
+        ((2, 3), True)
+        >>> p = net.unpack(theta)
+        >>> np.allclose(A @ p.W_close.T + p.b_close, net.forward(theta, X[[0, 2]]))
+        True
+        """
+        theta = self.net.check_theta(theta)
+        X, Y, share = self._data(batch)
+        ws = self._workspace(X.shape[0])
+        self._forward(theta, X, ws)
+        self.counter.charge("value", share)
+        self._charge_propagation()
+        if out is None:
+            return ws.U[-1].copy(), Y
+        if tuple(out.shape) != (X.shape[0], self.net.width):
+            raise ValueError(f"out must have shape ({X.shape[0]}, {self.net.width}), got "
+                             f"{tuple(out.shape)}")
+        out[...] = ws.U[-1]
+        return out, Y
