@@ -324,6 +324,84 @@ class LayerParallelObjective:
             "hessp is not distributed over layers yet; use a quasi-Newton or first-order "
             "method (lbfgs, adam, sgd) or trust-region with hess='lsr1'")
 
+    def features(self, theta, batch=None, out=None):
+        """The last hidden states of a forward sweep and the matching targets.
+
+        Collective over both communicators: every rank sweeps its layers. On the
+        last layer rank the states of all samples of ``batch`` (default all data)
+        are gathered over the data communicator (data blocks in rank order, each
+        block's samples in batch order) and returned with their targets; on the
+        other ranks the result is ``(None, None)``. Charged like :meth:`value`.
+        See :meth:`mgnn.objective.Objective.features`.
+
+        Parameters
+        ----------
+        theta : (n_local,) array
+            This rank's slice.
+        batch : 1-D integer array, optional
+        out : (s, width) array, optional
+            Receives the states on the last layer rank (any float dtype).
+
+        Returns
+        -------
+        A : (s, width) array or None
+        Y : (s, n_out) array or None
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mgnn.nets import ResNet
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((5, 2)); Y = rng.standard_normal((5, 1))
+        >>> net = ResNet(2, 3, 4, 1, task="regression")
+        >>> obj = LayerParallelObjective(net, X, Y)
+        >>> A, T = obj.features(obj.scatter(net.init(rng)))
+        >>> A.shape, T.shape
+        ((5, 3), (5, 1))
+        """
+        theta = self._check_local(theta)
+        net = self.net
+        Xl, Yl, s, total = self._local_data(batch)
+        A = None
+        extra = 0.0
+        if s:
+            bufs = self._bufs(s)
+            blocks = theta[self._res].reshape(-1, net.block_size)
+            if self.first:
+                nw = net.width * net.n_in
+                kernels_for(np).forward_step(
+                    Xl, theta[:nw].reshape(net.width, net.n_in), theta[nw:net.n_open], 1.0,
+                    net.act_open, bufs["S_open"], bufs["U0"], skip=False)
+            eng = self.propagation._forward_local(net, blocks, bufs["U0"], s, np)
+            A = eng.Uloc[-1]
+            extra = self.propagation.take_extra_work(net, self.n_samples)
+        if self.data_comm.size > 1:
+            extra = self.data_comm.allreduce(extra)
+        share = 1.0 if batch is None else len(batch) / self.n_samples
+        self.counter.charge("value", share)
+        self.counter.work += self.counter.scale * extra
+        if not self.last:
+            return None, None
+        n_rows = total  # the samples of the batch over all data blocks
+        if out is None:
+            out = np.empty((n_rows, net.width), net.dtype)
+        elif tuple(out.shape) != (n_rows, net.width):
+            raise ValueError(f"out must have shape ({n_rows}, {net.width}), got "
+                             f"{tuple(out.shape)}")
+        if self.data_comm.size == 1:
+            out[...] = A
+            return out, Yl
+        D = self.data_comm.size
+        counts = self.data_comm.allreduce(np.eye(D)[self.data_comm.rank] * s)
+        counts = counts.astype(np.int64).tolist()
+        A_all = np.empty((n_rows, net.width), net.dtype)
+        Y_all = np.empty((n_rows,) + self.Y.shape[1:], self.Y.dtype)
+        mine = A if s else np.empty((0, net.width), net.dtype)
+        self.data_comm.allgatherv(mine, A_all, counts)
+        self.data_comm.allgatherv(np.ascontiguousarray(Yl), Y_all, counts)
+        out[...] = A_all
+        return out, Y_all
+
     def accuracy(self, theta, X=None, Y=None):
         """Classification accuracy of the full network (gathered theta, serial sweep)."""
         from mgnn.objective import Objective
