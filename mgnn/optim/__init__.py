@@ -1,8 +1,9 @@
 """Single-level optimizers on raw parameter vectors.
 
 ``minimize(objective, theta0, method=..., options=..., callback=...)`` runs SGD,
-Adam, L-BFGS or a trust-region method (exact Hessian-vector products or L-SR1;
-Steihaug–Toint CG, Cauchy point or dogleg) and returns a
+Adam, L-BFGS, a trust-region method (exact Hessian-vector products or L-SR1;
+Steihaug–Toint CG, Cauchy point or dogleg) or LSGD (least-squares closing layer
+alternating with Adam/SGD on the hidden layers) and returns a
 :class:`scipy.optimize.OptimizeResult` with the work spent (fine-gradient
 equivalents, see :mod:`mgnn.work`) and a per-iteration :class:`History`.
 All inner products go through the objective's vector space.
@@ -27,6 +28,7 @@ from ._common import History
 from .function import FunctionObjective
 from .lbfgs import LBFGSMemory, lbfgs_step, minimize_lbfgs
 from .linesearch import LineSearchResult, armijo, strong_wolfe
+from .lsgd import ClosingSolver, LSGDState, minimize_lsgd, solve_closing
 from .lsr1 import LSR1
 from .minimize import METHODS, minimize
 from .stochastic import minimize_adam, minimize_sgd
@@ -53,6 +55,10 @@ __all__ = [
     "minimize_adam",
     "minimize_lbfgs",
     "minimize_trust_region",
+    "minimize_lsgd",
+    "ClosingSolver",
+    "LSGDState",
+    "solve_closing",
     "LBFGSMemory",
     "lbfgs_step",
     "LSR1",

@@ -6,6 +6,7 @@ from scipy.optimize import OptimizeResult
 
 from .function import FunctionObjective
 from .lbfgs import minimize_lbfgs
+from .lsgd import minimize_lsgd
 from .stochastic import minimize_adam, minimize_sgd
 from .trust_region import minimize_trust_region
 
@@ -17,6 +18,7 @@ METHODS = {
     "adam": minimize_adam,
     "lbfgs": minimize_lbfgs,
     "trust-region": minimize_trust_region,
+    "lsgd": minimize_lsgd,
 }
 
 
@@ -39,14 +41,15 @@ def minimize(objective, theta0, method="lbfgs", options=None, callback=None, *, 
     theta0 : ndarray
         Initial guess, 1-D; never modified.
     method : str or callable, default 'lbfgs'
-        'sgd', 'adam', 'lbfgs' or 'trust-region' (case-insensitive), or a
+        'sgd', 'adam', 'lbfgs', 'trust-region' or 'lsgd' (case-insensitive), or a
         callable ``method(objective, theta0, options, callback)`` returning an
         ``OptimizeResult``.
     options : dict, optional
         Method options; see :func:`~mgnn.optim.stochastic.minimize_sgd`,
         :func:`~mgnn.optim.stochastic.minimize_adam`,
         :func:`~mgnn.optim.lbfgs.minimize_lbfgs`,
-        :func:`~mgnn.optim.trust_region.minimize_trust_region`. Unknown names
+        :func:`~mgnn.optim.trust_region.minimize_trust_region`,
+        :func:`~mgnn.optim.lsgd.minimize_lsgd`. Unknown names
         raise ``TypeError``; values out of range or options that would have no
         effect raise ``ValueError``.
     callback : callable, optional
