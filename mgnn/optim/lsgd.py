@@ -28,7 +28,7 @@ iterate, the update rule's moments, the batch generators and counters) is one
 **The solver.** The solve never forms the normal equations (that would square the
 condition number of the basis, which box-initialised ReLU features make large).
 It computes the R factor of the QR factorisation of ``M = [A 1 Y]`` (Householder,
-LAPACK ``geqrf`` through :func:`scipy.linalg.qr` with ``mode='r'``): its leading
+LAPACK ``geqrf`` through :mod:`scipy.linalg.lapack`, in place): its leading
 block ``R11`` is the R of ``[A 1]``, the block beside it is ``Q^T Y``, and the
 block below the residual, so ``Q`` is never formed. The small ``R11`` is then
 decomposed by the SVD (``gesdd``) and the solution written with filter factors::
@@ -68,10 +68,11 @@ layer communicator, so every rank records the same history.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 
 from mgnn._validation import check_choice, check_positive_int, check_scalar
 
@@ -153,9 +154,13 @@ def _filtered_solution(R, n, s, reg, tau, rcond):
 
 
 def _qr_r(M, xp):
-    """The R factor of ``M`` (s x k) on the host, ``min(s, k)`` rows."""
+    """The R factor of ``M`` (s x k, float64, Fortran order; overwritten), ``min(s, k)``
+    rows, on the host."""
     if xp is np:
-        return scipy.linalg.qr(M, mode="r", overwrite_a=True, check_finite=False)[0]
+        qr, _, _, info = scipy.linalg.lapack.dgeqrf(M, overwrite_a=1)
+        if info != 0:  # pragma: no cover - only for invalid arguments
+            raise RuntimeError(f"LAPACK dgeqrf failed with info={info}")
+        return np.triu(qr[: min(M.shape)])
     R = xp.linalg.qr(M, mode="r")  # pragma: no cover - needs CUDA
     return xp.asnumpy(R)  # pragma: no cover
 
@@ -221,7 +226,8 @@ def solve_closing(A, Y, reg=0.0, tau=None, rcond=None):
 class ClosingSolver:
     """Fits the closing layer of an objective's network by least squares.
 
-    Keeps one preallocated ``[A 1 Y]`` buffer per batch size. ``solve(theta,
+    Keeps one preallocated ``[A 1 Y]`` buffer (reallocated when the batch size
+    changes). ``solve(theta,
     batch)`` returns a copy of ``theta`` whose closing layer is the exact
     minimiser of the objective over the closing layer with the hidden
     parameters fixed (plus ``reg/2 ||xi||^2``); see the module docstring.
@@ -368,7 +374,6 @@ class LSGDState:
     n_steps: int = 0
     n_solves: int = 0
     nit: int = 0
-    last: dict = field(default_factory=dict)
 
     def solve(self, batch=None):
         """Replace the closing layer of ``x`` by the least-squares fit; return the stats."""
