@@ -345,7 +345,7 @@ def check_lsgd_objective(objective):
 
 
 # ----------------------------------------------------------------------------- the method
-@dataclass
+@dataclass(repr=False)
 class LSGDState:
     """Everything an LSGD run carries from one cycle to the next.
 
@@ -374,6 +374,11 @@ class LSGDState:
     n_steps: int = 0
     n_solves: int = 0
     nit: int = 0
+
+    def __repr__(self):
+        rule = type(self.update).__name__.replace("Update", "").lower()
+        return (f"LSGDState({self.nit} cycles, {self.n_solves} solves, {self.n_steps} "
+                f"{rule} steps, {self.x.size} parameters, {self.solver!r})")
 
     def solve(self, batch=None):
         """Replace the closing layer of ``x`` by the least-squares fit; return the stats."""
