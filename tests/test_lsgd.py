@@ -215,7 +215,8 @@ def test_convergence_history_and_result():
     assert res.fun < 0.5 * ClosingSolver(obj).solve(theta)[1]["ls_loss"]
     # gtol stops a full-batch run after a solve
     res = minimize(obj, theta, "lsgd", {"maxiter": 10, "gtol": 1e3})
-    assert res.success and res.nit == 0 and "gtol" in res.message
+    assert res.success and res.nit == 1 and "gtol" in res.message and res.n_steps == 0
+    assert len(res.history["ls_rank"]) == 1 and res.history["step_norm"][0] > 0
 
 
 def test_descent_batches_are_those_of_adam():

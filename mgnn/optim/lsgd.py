@@ -574,11 +574,11 @@ def minimize_lsgd(objective, theta0, options=None, callback=None):
                 new[:n_hidden] -= step
                 state.x = new
                 state.n_steps += 1
-            if converged:
-                break
             run.nit = state.nit = c + 1
             run.record(fun=f, grad_norm=gnorm, step_norm=space.norm(state.x - start), lr=lr,
                        ls_work=stats["ls_work"], **row)
+            if converged:  # after the solve of this cycle, before its descent steps
+                break
             if run.notify(state.x, f, g, lr=lr):
                 return run.callback_result(state.x, f, None, n_solves=state.n_solves,
                                            n_steps=state.n_steps)
