@@ -55,7 +55,18 @@ value evaluation (on its share of the data); the QR and SVD are charged by flop
 count relative to one value-and-gradient sweep of the network on all data
 (:meth:`mgnn.nets.ResNet.flops`): ``2 s k^2 - 2 k^3 / 3`` for the QR and
 ``22 (width + 1)^3`` for the SVD (Golub & Van Loan's count with both singular
-vector sets). The history column ``ls_work`` shows the solve's share.
+vector sets). The history column ``ls_work`` shows the solve's share. The QR of a
+tall, narrow matrix is memory bound (Householder reflections are BLAS-2), so per
+flop it runs several times slower than the GEMMs of a sweep: at s >> 1000 its time
+exceeds its charge by that factor (``benchmarks/lsgd_solve.py`` measures both);
+``ls_batch_size`` bounds it.
+
+**Generalisation.** The solve gives every feature the coefficient that fits the
+training data best, also to a feature the data hardly constrain (a steep ReLU
+neuron whose support holds few or no training points) and that gradient descent
+would have left alone. Draw the box initialisation on the training points'
+bounding box, not a larger domain, and regularise (``ls_reg`` or the objective's
+``tikhonov``) when the history shows a large ``ls_cond``.
 
 **Distributed networks.** On a :class:`~mgnn.mgrit.LayerParallelObjective` every
 rank takes part in the forward sweep, the last layer rank (which owns the
