@@ -8,6 +8,7 @@ import pathlib
 import runpy
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "lsgd_regression.py"
@@ -35,8 +36,12 @@ def test_quick_run(tmp_path, capsys):
                 assert np.all(np.diff(work) > 0) and np.all(np.isfinite(loss))
         best = min(("glorot+adam", "he+adam"), key=lambda m: rows[m]["val_mean"])
         assert r["ratio_mean"] == rows[best]["val_mean"] / rows["box+lsgd"]["val_mean"]
+        assert r["ratio_train"] == rows[best]["train_mean"] / rows["box+lsgd"]["train_mean"]
+        # training MSE and curves in the same units (one solve: the same iterate)
+        for run in rows["box+ls"]["runs"]:
+            assert run["train"] == pytest.approx(run["curve"][1][-1], rel=1e-12)
     md = (tmp_path / "lsgd_regression.md").read_text()
-    assert "| kink-1d | box+lsgd |" in md and "mean-MSE ratio" in md
+    assert "| kink-1d | box+lsgd |" in md and "validation MSE: mean" in md
     assert "| smooth-2d | glorot+adam |" in capsys.readouterr().out
     saved = json.loads((tmp_path / "lsgd_regression.json").read_text())
     assert saved["arguments"]["quick"] and len(saved["results"]) == 2
