@@ -2,33 +2,85 @@
 
 Every method in :mod:`mgnn.optim` runs through one :class:`Run`: it validates the
 options, evaluates the objective (checking for NaN/inf), keeps the
-:class:`History`, calls the user's callback and builds the
-:class:`scipy.optimize.OptimizeResult`. A new method only writes its loop.
+:class:`History`, calls the user's callback, prints progress, writes checkpoints
+and resumes from them, and builds the :class:`scipy.optimize.OptimizeResult`. A
+new method only writes its loop.
+
+**Run services** (:data:`RUN_OPTIONS`, adopted by a method by merging them into
+its defaults and passing the parsed options to :class:`Run`):
+
+``disp`` (bool, default False) and ``disp_every`` (int, default 1)
+    progress lines through :mod:`logging` (:mod:`mgnn.runs.progress`).
+``checkpoint`` (a :class:`~mgnn.runs.Checkpointer` or a directory; default None)
+    write the run's whole state every k iterations / t seconds and on SIGINT or
+    SIGTERM (then the run returns with status 4, "interrupted").
+``resume`` (a checkpoint file or directory, or a :class:`~mgnn.runs.Checkpoint`)
+    continue the run a checkpoint holds, bit for bit.
+
+The loop of a method, in the protocol of :mod:`mgnn.runs`::
+
+    opts, given = parse_options(name, options, DEFAULTS)      # DEFAULTS has RUN_OPTIONS
+    run = Run(objective, callback, name, opts)
+    x = prepare_theta0(theta0)
+    ...                                                        # build the method's state
+    saved = run.restore(x)                                     # None, or the method's dict
+    if saved is not None:
+        x = saved["x"]; memory.load_state_dict(saved["memory"]); ...
+    try:
+        while ...:
+            ...                                                # one iteration
+            run.nit += 1
+            run.record(fun=f, grad_norm=gnorm, ...)
+            if run.notify(x, f, g):
+                return run.callback_result(x, f, g)
+            if run.boundary(lambda: {"x": x, "memory": memory.state_dict(), ...}):
+                return run.interrupted_result(x, f, g)
+    finally:
+        run.close()
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 
 import numpy as np
 from scipy.optimize import OptimizeResult
 
 from mgnn._validation import check_array, check_positive_int, check_scalar
+from mgnn.runs.checkpoint import (
+    STATUS_INTERRUPTED,
+    as_checkpoint,
+    as_checkpointer,
+    interrupted_message,
+)
+from mgnn.runs.progress import Progress
+from mgnn.runs.state import (
+    components_state,
+    counter_state,
+    load_components_state,
+    set_counter_state,
+    stateful_components,
+)
 from mgnn.vectorspace import EuclideanSpace
 from mgnn.work import WorkCounter
 
-__all__ = ["History", "Run", "Diverged", "parse_options"]
+__all__ = ["History", "Run", "Diverged", "parse_options", "RUN_OPTIONS", "STATUS_INTERRUPTED"]
 
 # termination status codes shared by all methods
 STATUS_CONVERGED = 0
 STATUS_MAXITER = 1
 STATUS_STALLED = 2  # line search failed, trust radius collapsed, precision loss
-STATUS_DIVERGED = 3  # NaN or inf in the loss or gradient
+STATUS_DIVERGED = 3  # NaN or inf in the loss or gradient, or sustained growth
+# STATUS_INTERRUPTED = 4: SIGINT/SIGTERM, checkpoint written (mgnn.runs.checkpoint)
 STATUS_CALLBACK = 99  # the callback raised StopIteration (scipy's convention)
 
 CALLBACK_MESSAGE = "`callback` raised `StopIteration`."
+
+#: Options every method that adopts the run services accepts (see the module docstring).
+RUN_OPTIONS = {"disp": False, "disp_every": 1, "checkpoint": None, "resume": None}
 
 
 class Diverged(Exception):
@@ -100,6 +152,17 @@ class History:
         """Value of ``key`` in the last row."""
         col = self._cols.get(key)
         return col[-1] if col else default
+
+    def state_dict(self):
+        """The table as plain data (for checkpoints): ``{"n": rows, "columns": {...}}``."""
+        return {"n": self._n, "columns": {k: np.asarray(v, dtype=float)
+                                          for k, v in self._cols.items()}}
+
+    def load_state_dict(self, d):
+        """Replace the table by :meth:`state_dict`'s output (values bit for bit)."""
+        self._n = int(d["n"])
+        self._cols = {k: [float(v) for v in np.asarray(col, dtype=float)]
+                      for k, col in d["columns"].items()}
 
     def __repr__(self):
         return f"History({self._n} rows; columns: {', '.join(self._cols)})"
@@ -200,7 +263,7 @@ class _CountingProxy:
 
 
 class Run:
-    """State shared by every method: evaluations, history, callback, result.
+    """State shared by every method: evaluations, history, callback, services, result.
 
     Parameters
     ----------
@@ -210,21 +273,120 @@ class Run:
     callback : callable or None
         The user's callback (scipy convention).
     method : str
-        Name used in messages.
+        Name used in messages, progress lines and checkpoints.
+    options : dict, optional
+        The method's parsed options; the :data:`RUN_OPTIONS` among them
+        (``disp``, ``disp_every``, ``checkpoint``, ``resume``) configure the
+        services. Without them the run has no progress, checkpoints or resume.
+    counters : list of WorkCounter, optional
+        The counters a checkpoint saves and a resume restores (default: the
+        objective's counter).
+    components : list, optional
+        Stateful components (``state_dict``/``load_state_dict``) a checkpoint
+        holds (default: the objective and its propagation, where they have them).
     """
 
-    def __init__(self, objective, callback, method):
+    def __init__(self, objective, callback, method, options=None, *, counters=None,
+                 components=None):
+        user_objective = objective
         if getattr(objective, "counter", None) is None:
             objective = _CountingProxy(objective)
         self.obj = objective
         self.counter = objective.counter
         self.space = getattr(objective, "space", None) or EuclideanSpace()
+        self.comm = getattr(self.space, "comm", None)
         self.method = method
         self.callback = wrap_callback(callback)
         self.history = History()
         self._start = self.counter.snapshot()
         self._t0 = time.perf_counter()
         self.nit = 0
+        opts = {} if options is None else options
+        self.progress = Progress(method, opts.get("disp", False), opts.get("disp_every", 1))
+        self.checkpointer = as_checkpointer(opts.get("checkpoint"))
+        self._resume = opts.get("resume")
+        if self._resume is not None and not isinstance(self._resume, (str, os.PathLike)):
+            as_checkpoint(self._resume)  # type check now
+        self.counters = [self.counter] if counters is None else list(counters)
+        self.components = (stateful_components(user_objective) if components is None
+                           else list(components))
+        self.checkpoint_path = None
+        self.resumed_from = None
+        self._active = False
+        if self.checkpointer is not None:
+            self.checkpointer.activate()
+            self._active = True
+
+    def close(self):
+        """End the run's services (restores signal handlers); idempotent."""
+        if self._active:
+            self._active = False
+            self.checkpointer.release()
+
+    # -- checkpoint and resume ----------------------------------------------
+    def state(self, method_state):
+        """The whole state of the run: the method's dict plus the run's own."""
+        return {
+            "solver": self.method,
+            "run": {"nit": self.nit, "history": self.history.state_dict(),
+                    "counters": [counter_state(c) for c in self.counters],
+                    "start": list(self._start),
+                    "elapsed": time.perf_counter() - self._t0},
+            "method": method_state,
+            "components": components_state(self.components),
+        }
+
+    def restore(self, x0):
+        """Resume from the ``resume`` option: restore the run's own state and the
+        stateful components, and return the method's dict (None when not resuming).
+
+        ``x0`` (the prepared ``theta0``) must match the checkpoint's iterate in
+        shape and dtype.
+        """
+        ck = as_checkpoint(self._resume, self.checkpointer.root.comm
+                           if self.checkpointer is not None else None)
+        if ck is None:
+            return None
+        st = ck.state
+        where = f" {ck.path}" if ck.path else ""
+        if st.get("solver") != self.method:
+            raise ValueError(f"resume: the checkpoint{where} was written by "
+                             f"{st.get('solver')!r}, this run is {self.method!r}")
+        saved = st["method"]
+        x = saved.get("x")
+        if x is not None and (x.shape != x0.shape or x.dtype != x0.dtype):
+            raise ValueError(f"resume: the checkpoint's iterate has shape {x.shape} and dtype "
+                             f"{x.dtype}; theta0 has shape {x0.shape} and dtype {x0.dtype}")
+        r = st["run"]
+        if len(r["counters"]) != len(self.counters):
+            raise ValueError(f"resume: the checkpoint holds {len(r['counters'])} work "
+                             f"counter(s), this run has {len(self.counters)}")
+        load_components_state(self.components, st["components"])
+        self.nit = int(r["nit"])
+        self.history.load_state_dict(r["history"])
+        for c, v in zip(self.counters, r["counters"], strict=True):
+            set_counter_state(c, v)
+        self._start = tuple(r["start"])
+        self._t0 = time.perf_counter() - float(r["elapsed"])
+        self.resumed_from = ck.path
+        return saved
+
+    def boundary(self, state_fn):
+        """At the end of an iteration: write a checkpoint when one is due or a signal
+        asked the run to stop (``state_fn()`` gives the method's dict); return True
+        when the run must stop (then return :meth:`interrupted_result`)."""
+        ck = self.checkpointer
+        if ck is None:
+            return False
+        due, stop = ck.poll(self.nit)
+        if due or stop:
+            self.checkpoint_path = ck.save(self.state(state_fn()), self.nit, self.method)
+        return stop
+
+    def interrupted_result(self, x, fun, jac, **extra):
+        """The result of a run stopped by SIGINT/SIGTERM after its checkpoint was written."""
+        msg = interrupted_message(self.checkpointer, self.nit, self.checkpoint_path)
+        return self.result(x, fun, jac, STATUS_INTERRUPTED, msg, success=False, **extra)
 
     # -- counting ---------------------------------------------------------
     def counts(self):
@@ -280,7 +442,8 @@ class Run:
 
     # -- history and callback ---------------------------------------------
     def record(self, **row):
-        """Append a history row (counts, work and time are added here)."""
+        """Append a history row (counts, work and time are added here) and print it
+        when progress lines are on."""
         row.setdefault("nit", self.nit)
         row.update(self.counts())
         # a propagation with statistics (MGRIT) adds its columns (mgrit_fwd_nit, ...)
@@ -288,17 +451,22 @@ class Run:
         if callable(stats):
             row.update(stats())
         self.history.append(**row)
+        self.progress.row(row)
 
     def notify(self, x, fun, jac=None, **extra):
-        """Call the callback; return True if it asked to stop."""
+        """Call the callback; return True if it asked to stop (on several ranks: if it
+        asked on any rank, so that all ranks stop together)."""
         if self.callback is None:
             return False
         res = OptimizeResult(x=x, fun=fun, jac=jac, nit=self.nit, **self.counts(), **extra)
+        stop = False
         try:
             self.callback(res)
         except StopIteration:
-            return True
-        return False
+            stop = True
+        if self.comm is not None and self.comm.size > 1:
+            stop = self.comm.allreduce(float(stop), op="max") > 0
+        return stop
 
     def result(self, x, fun, jac, status, message, success=None, **extra):
         """Build the final :class:`~scipy.optimize.OptimizeResult`."""
@@ -321,7 +489,12 @@ class Run:
             method=self.method,
             history=self.history,
         )
+        if self.checkpointer is not None:
+            res["checkpoint"] = self.checkpoint_path
         res.update(extra)
+        f = f"f {fun:.6e}, " if isinstance(fun, (int, float)) and fun is not None else ""
+        self.progress.final(f"{message} ({f}{self.nit} iterations, work {res.work:.4g}, "
+                            f"{res.time:.1f} s)")
         return res
 
     def callback_result(self, x, fun, jac, **extra):

@@ -8,6 +8,7 @@ from mgnn._validation import check_positive_int, check_scalar
 
 from ._common import (
     CALLBACK_MESSAGE,
+    RUN_OPTIONS,
     STATUS_CALLBACK,
     STATUS_CONVERGED,
     STATUS_MAXITER,
@@ -32,6 +33,7 @@ LBFGS_DEFAULTS = {
     "c1": 1e-4,
     "c2": 0.9,
     "maxls": 20,
+    **RUN_OPTIONS,
 }
 
 
@@ -77,6 +79,19 @@ class LBFGSMemory:
         self.pairs.append((s, y, 1.0 / sy))
         self.gamma = sy / yy
         return True
+
+    def state_dict(self):
+        """The stored pairs (oldest first) and ``gamma``."""
+        return {"pairs": [(s, y, rho) for s, y, rho in self.pairs], "gamma": self.gamma}
+
+    def load_state_dict(self, d):
+        if len(d["pairs"]) > self.m:
+            raise ValueError(f"the saved memory holds {len(d['pairs'])} pairs, more than "
+                             f"memory = {self.m}")
+        self.pairs.clear()
+        for s, y, rho in d["pairs"]:
+            self.pairs.append((s, y, float(rho)))
+        self.gamma = float(d["gamma"])
 
     def apply(self, g):
         """``H g`` by the two-loop recursion (inner products through the space)."""
@@ -183,6 +198,9 @@ def minimize_lbfgs(objective, theta0, options=None, callback=None):
         Strong-Wolfe constants (``0 < c1 < c2 < 1``).
     maxls : int, default 20
         Maximum number of trial steps per line search.
+    disp, disp_every, checkpoint, resume
+        Progress lines, checkpoints and resuming (:mod:`mgnn.runs`; see
+        :func:`~mgnn.optim.stochastic.minimize_sgd`).
 
     Examples
     --------
@@ -196,8 +214,15 @@ def minimize_lbfgs(objective, theta0, options=None, callback=None):
     >>> bool(res.history['work'][-1] == res.work)
     True
     """
-    run = Run(objective, callback, "lbfgs")
     opts, _ = parse_options("lbfgs", options, LBFGS_DEFAULTS)
+    run = Run(objective, callback, "lbfgs", opts)
+    try:
+        return _lbfgs(run, opts, theta0)
+    finally:
+        run.close()
+
+
+def _lbfgs(run, opts, theta0):
     maxiter = check_maxiter(opts["maxiter"])
     gtol = check_tol(opts["gtol"], "gtol")
     ftol = check_tol(opts["ftol"], "ftol")
@@ -211,11 +236,19 @@ def minimize_lbfgs(objective, theta0, options=None, callback=None):
     def fg(z):
         return run.value_and_grad(z, what="a line-search trial point")
 
+    def state():
+        return {"x": x, "f": f, "g": g, "gnorm": gnorm, "memory": mem.state_dict()}
+
     f = g = None
     try:
-        f, g = run.value_and_grad(x, what="the initial point")
-        gnorm = space.norm(g)
-        run.record(fun=f, grad_norm=gnorm, step_norm=0.0)
+        saved = run.restore(x)
+        if saved is None:
+            f, g = run.value_and_grad(x, what="the initial point")
+            gnorm = space.norm(g)
+            run.record(fun=f, grad_norm=gnorm, step_norm=0.0)
+        else:
+            x, f, g, gnorm = saved["x"], saved["f"], saved["g"], saved["gnorm"]
+            mem.load_state_dict(saved["memory"])
         while True:
             if gnorm <= gtol:
                 msg = f"Optimization terminated successfully: gradient norm {gnorm:.3e} <= gtol."
@@ -241,5 +274,7 @@ def minimize_lbfgs(objective, theta0, options=None, callback=None):
             if ftol > 0 and f_old - f <= ftol * max(abs(f_old), abs(f), 1.0):
                 msg = "Optimization terminated successfully: relative reduction <= ftol."
                 return run.result(x, f, g, STATUS_CONVERGED, msg)
+            if run.boundary(state):
+                return run.interrupted_result(x, f, g)
     except Diverged as exc:
         return run.diverged_result(x, f, g, exc)

@@ -157,5 +157,20 @@ class LSR1:
         self.n_updates += 1
         return True
 
+    def state_dict(self):
+        """Pairs, the compact representation's matrices and counters (plain data)."""
+        return {"S": list(self.S), "Y": list(self.Y), "SY": self._SY, "SS": self._SS,
+                "psi": list(self._psi), "Minv": self._Minv, "gamma": self.gamma,
+                "n_updates": self.n_updates, "n_skipped": self.n_skipped}
+
+    def load_state_dict(self, d):
+        if len(d["S"]) > self.memory:
+            raise ValueError(f"the saved L-SR1 matrix holds {len(d['S'])} pairs, more than "
+                             f"memory = {self.memory}")
+        self.S, self.Y, self._psi = list(d["S"]), list(d["Y"]), list(d["psi"])
+        self._SY, self._SS, self._Minv = d["SY"], d["SS"], d["Minv"]
+        self.gamma = float(d["gamma"])
+        self.n_updates, self.n_skipped = int(d["n_updates"]), int(d["n_skipped"])
+
     def __repr__(self):
         return f"LSR1(memory={self.memory}, pairs={len(self)}, gamma={self.gamma:.3g})"

@@ -16,9 +16,12 @@ import math
 import numpy as np
 
 from mgnn._validation import check_positive_int, check_scalar
+from mgnn.runs.checkpoint import rng_state, set_rng_state
 
 from ._common import (
+    RUN_OPTIONS,
     STATUS_CONVERGED,
+    STATUS_DIVERGED,
     Diverged,
     Run,
     check_maxiter,
@@ -27,6 +30,7 @@ from ._common import (
     prepare_theta0,
     reject_unused,
 )
+from .divergence import DIVERGENCE_DEFAULTS, DivergenceMonitor
 from .schedules import make_schedule
 
 __all__ = ["minimize_sgd", "minimize_adam", "SGD_DEFAULTS", "ADAM_DEFAULTS", "SGDUpdate",
@@ -45,6 +49,8 @@ _COMMON = {
     "drop_last": False,
     "rng": None,
     "gtol": 1e-5,
+    **DIVERGENCE_DEFAULTS,
+    **RUN_OPTIONS,
 }
 
 #: Options of ``method='sgd'`` and their defaults (``lr=0.01``; ``maxiter`` is
@@ -76,6 +82,15 @@ class Batches:
         if j == 0:
             self._perm = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         return self._perm[j * self.bs:(j + 1) * self.bs], epoch
+
+    def state_dict(self):
+        """The generator's state and the current epoch's permutation."""
+        return {"rng": None if self.rng is None else rng_state(self.rng), "perm": self._perm}
+
+    def load_state_dict(self, d):
+        if d["rng"] is not None:
+            set_rng_state(self.rng, d["rng"])
+        self._perm = d["perm"]
 
 
 def _setup(run, opts, given, name):
@@ -126,18 +141,37 @@ def _setup(run, opts, given, name):
 
 
 def _run_stochastic(name, objective, theta0, options, callback, defaults, make_update):
-    run = Run(objective, callback, name)
     opts, given = parse_options(name, options, defaults)
+    run = Run(objective, callback, name, opts)
+    try:
+        return _stochastic_loop(run, name, opts, given, theta0, make_update)
+    finally:
+        run.close()
+
+
+def _stochastic_loop(run, name, opts, given, theta0, make_update):
     x = prepare_theta0(theta0)
     batches, total, sched, full = _setup(run, opts, given, name)
     update = make_update(opts, x)
+    monitor = DivergenceMonitor(opts["divergence_factor"], opts["divergence_patience"])
     gtol = opts["gtol"]
     space = run.space
+    saved = run.restore(x)
+    if saved is not None:
+        x = saved["x"]
+        update.load_state_dict(saved["update"])
+        batches.load_state_dict(saved["batches"])
+        monitor.load_state_dict(saved["monitor"])
     x_prev = x  # last iterate whose evaluation was finite
     f = g = None
     converged = False
+
+    def state():
+        return {"x": x, "update": update.state_dict(), "batches": batches.state_dict(),
+                "monitor": monitor.state_dict()}
+
     try:
-        for k in range(total):
+        for k in range(run.nit, total):
             batch, epoch = batches(k)
             f, g = run.value_and_grad(x, batch, what="the mini-batch loss" if batch is not None
                                       else "the loss")
@@ -151,9 +185,15 @@ def _run_stochastic(name, objective, theta0, options, callback, defaults, make_u
             x = x - step
             run.nit = k + 1
             run.record(fun=f, grad_norm=gnorm, step_norm=space.norm(step), lr=lr, epoch=epoch)
+            if monitor.update(f, x_prev, run.nit):
+                return run.result(monitor.best_x, monitor.best, None, STATUS_DIVERGED,
+                                  f"Diverged: {monitor.message()}. x is the iterate of the "
+                                  "lowest loss; fun its (mini-batch) loss.", success=False)
             if run.notify(x, f, g, lr=lr, epoch=epoch):
                 # the loss at the new x is unknown; report the last one seen
                 return run.callback_result(x, f, None)
+            if run.boundary(state):
+                return run.interrupted_result(x, f, None)
     except Diverged as exc:
         return run.diverged_result(x_prev, f, g, exc)
     if converged:
@@ -200,6 +240,12 @@ class SGDUpdate:
         self.v = g.copy() if self.v is None else mu * self.v + g
         return lr * (g + mu * self.v) if self.nesterov else lr * self.v
 
+    def state_dict(self):
+        return {"v": self.v}
+
+    def load_state_dict(self, d):
+        self.v = d["v"]
+
     def transferred(self, restrict):
         """A copy whose buffer is mapped by the linear ``restrict`` (e.g. to a coarse level)."""
         new = SGDUpdate(self.momentum, self.nesterov)
@@ -241,6 +287,12 @@ class AdamUpdate:
         mhat = self.m / (1.0 - b1**self.t)
         vhat = self.v / (1.0 - b2**self.t)
         return lr * mhat / (vhat**0.5 + self.eps)
+
+    def state_dict(self):
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load_state_dict(self, d):
+        self.m, self.v, self.t = d["m"], d["v"], int(d["t"])
 
     def transferred(self, restrict):
         """A copy with moments mapped by ``restrict``: ``m -> R m`` and
@@ -293,6 +345,17 @@ def minimize_sgd(objective, theta0, options=None, callback=None):
         Seed of the batch permutations.
     gtol : float, default 1e-5
         Full batch only: stop when the gradient norm is <= gtol.
+    divergence_factor, divergence_patience : float or None, int, default 10.0, 20
+        Stop with ``success=False`` (status 3) when the loss stays more than
+        ``divergence_factor * max(|f_first|, |f_best|)`` above the best loss seen
+        for ``divergence_patience`` consecutive iterations; ``x`` is then the
+        iterate of the lowest loss (:class:`~mgnn.optim.divergence.DivergenceMonitor`).
+        ``divergence_factor=None`` turns the test off.
+    disp, disp_every, checkpoint, resume
+        Progress lines, checkpoints and resuming (:mod:`mgnn.runs`): ``disp=True``
+        prints a line every ``disp_every`` iterations; ``checkpoint`` is a
+        :class:`~mgnn.runs.Checkpointer` or a directory; ``resume`` a checkpoint
+        file or directory to continue from, bit for bit.
 
     Examples
     --------
@@ -320,7 +383,8 @@ def minimize_adam(objective, theta0, options=None, callback=None):
     eps : float, default 1e-8
         Added to the root of the second moment.
     schedule, decay_rate, decay_steps, lr_min, batch_size, epochs, maxiter,
-    shuffle, drop_last, rng, gtol
+    shuffle, drop_last, rng, gtol, divergence_factor, divergence_patience, disp,
+    disp_every, checkpoint, resume
         As for :func:`minimize_sgd`.
 
     Examples

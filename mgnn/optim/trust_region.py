@@ -27,6 +27,7 @@ from mgnn.vectorspace import EuclideanSpace
 
 from ._common import (
     CALLBACK_MESSAGE,
+    RUN_OPTIONS,
     STATUS_CALLBACK,
     STATUS_CONVERGED,
     STATUS_MAXITER,
@@ -522,6 +523,7 @@ TR_DEFAULTS = {
     "memory": 10,
     "sr1_gamma": "auto",
     "sr1_skip": 1e-8,
+    **RUN_OPTIONS,
 }
 
 #: The options that only ``hessian='lsr1'`` uses.
@@ -569,6 +571,9 @@ def minimize_trust_region(objective, theta0, options=None, callback=None):
         L-SR1 initial matrix ``gamma I`` (see :class:`LSR1`).
     sr1_skip : float, default 1e-8
         L-SR1 skipping constant.
+    disp, disp_every, checkpoint, resume
+        Progress lines, checkpoints and resuming (:mod:`mgnn.runs`; see
+        :func:`~mgnn.optim.stochastic.minimize_sgd`).
 
     Examples
     --------
@@ -581,8 +586,15 @@ def minimize_trust_region(objective, theta0, options=None, callback=None):
     >>> res.success, np.allclose(res.x, 1.0), res.nhev
     (True, True, 0)
     """
-    run = Run(objective, callback, "trust-region")
     opts, given = parse_options("trust-region", options, TR_DEFAULTS)
+    run = Run(objective, callback, "trust-region", opts)
+    try:
+        return _trust_region(run, objective, opts, given, theta0)
+    finally:
+        run.close()
+
+
+def _trust_region(run, objective, opts, given, theta0):
     maxiter = check_maxiter(opts["maxiter"])
     gtol = check_tol(opts["gtol"], "gtol")
     hessian = check_choice(opts["hessian"], "hessian", ("exact", "lsr1"))
@@ -619,11 +631,24 @@ def minimize_trust_region(objective, theta0, options=None, callback=None):
     def fg(z):
         return run.value_and_grad(z, what="a trial point")
 
+    def state():
+        return {"x": x, "f": f, "g": g, "gnorm": gnorm, "radius": radius,
+                "lsr1": None if B is None else B.state_dict()}
+
     f = g = None
     try:
-        f, g = run.value_and_grad(x, what="the initial point")
-        gnorm = space.norm(g)
-        run.record(fun=f, grad_norm=gnorm, step_norm=0.0, radius=radius)
+        saved = run.restore(x)
+        if saved is None:
+            f, g = run.value_and_grad(x, what="the initial point")
+            gnorm = space.norm(g)
+            run.record(fun=f, grad_norm=gnorm, step_norm=0.0, radius=radius)
+        else:
+            x, f, g, gnorm, radius = (saved[k] for k in ("x", "f", "g", "gnorm", "radius"))
+            if (saved["lsr1"] is None) != (B is None):
+                raise ValueError("resume: the checkpoint was written with another 'hessian' "
+                                 "option")
+            if B is not None:
+                B.load_state_dict(saved["lsr1"])
         while True:
             if gnorm <= gtol:
                 msg = f"Optimization terminated successfully: gradient norm {gnorm:.3e} <= gtol."
@@ -656,6 +681,8 @@ def minimize_trust_region(objective, theta0, options=None, callback=None):
             if run.notify(x, f, g, radius=radius, rho=st.rho, accepted=st.accepted):
                 return run.result(x, f, g, STATUS_CALLBACK, CALLBACK_MESSAGE, success=False,
                                   radius=radius)
+            if run.boundary(state):
+                return run.interrupted_result(x, f, g, radius=radius)
     except NotImplementedError as exc:
         raise ValueError(
             f"hessian='exact' needs objective.hessp ({exc}); use options={{'hessian': 'lsr1'}}"
