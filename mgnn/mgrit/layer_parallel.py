@@ -584,6 +584,7 @@ class MGRITPropagation(Propagation):
         self._boosted = False
         self._extra_flops = 0.0
         self._serial = SerialPropagation()
+        self._pending = {}  # engine states loaded before their engine exists
 
     def __repr__(self):
         return (f"MGRITPropagation(levels={self.levels}, cf={self.cf}, relax={self.relax!r}, "
@@ -629,6 +630,49 @@ class MGRITPropagation(Propagation):
         extra, self._extra_flops = self._extra_flops, 0.0
         return extra / net.flops(n_samples)
 
+    # -- checkpoints (the resumable-state protocol of mgnn.runs) ---------------------
+    def state_dict(self):
+        """The one-shot state as plain data: per engine (network shape and batch size)
+        the warm-start flags and this rank's warm-start states of the forward and
+        adjoint solves, and the boost counters. With it a resumed run continues bit
+        for bit."""
+        engines = []
+        for key, eng in self._engines.items():
+            engines.append({"key": list(key), "warm_f": eng.warm_f, "warm_b": eng.warm_b,
+                            "u_f": eng.fwd.u.copy() if eng.warm_f else None,
+                            "u_b": eng.bwd.u.copy() if eng.warm_b else None})
+        for key, e in self._pending.items():  # loaded, not used yet: keep them
+            if key not in self._engines:
+                engines.append(e)
+        return {"engines": engines, "boost_iters": self._boost_iters,
+                "boost_left": self._boost_left, "boosted": self._boosted}
+
+    def load_state_dict(self, d):
+        """Restore :meth:`state_dict`'s output (engines are rebuilt on first use)."""
+        self._boost_iters = int(d["boost_iters"])
+        self._boost_left = int(d["boost_left"])
+        self._boosted = bool(d["boosted"])
+        self._pending = {tuple(e["key"]): e for e in d["engines"]}
+        for key in list(self._engines):
+            eng = self._engines[key]
+            e = self._pending.pop(key, None)
+            if e is None:
+                eng.warm_f = eng.warm_b = False
+            else:
+                self._apply_engine_state(eng, e)
+
+    def _apply_engine_state(self, eng, e):
+        xp = eng.xp
+        for flag, solver, u in (("warm_f", eng.fwd, e["u_f"]), ("warm_b", eng.bwd, e["u_b"])):
+            warm = bool(e[flag]) and u is not None
+            if warm:
+                if tuple(u.shape) != tuple(solver.u.shape):
+                    raise ValueError(f"the saved MGRIT warm start has shape {tuple(u.shape)}, "
+                                     f"this rank's solver holds {tuple(solver.u.shape)} (same "
+                                     "network, batch size and number of ranks needed)")
+                solver.u[...] = xp.asarray(u)
+            setattr(eng, flag, warm)
+
     # -- engines ---------------------------------------------------------------
     def _engine(self, net, s, xp):
         key = (net.depth, net.width, net.h, net.act, np.dtype(net.dtype).str, s)
@@ -638,6 +682,9 @@ class MGRITPropagation(Propagation):
             self._engines[key] = eng
             while len(self._engines) > 4:
                 self._engines.popitem(last=False)
+            e = self._pending.pop(key, None)
+            if e is not None:
+                self._apply_engine_state(eng, e)
         else:
             self._engines.move_to_end(key)
         eng.net = net
