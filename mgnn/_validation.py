@@ -41,6 +41,8 @@ def check_array(x, name, *, ndim=None, shape=None, dtype=None, finite=True, xp=n
     dtype : dtype, optional
         Required floating dtype. Arrays of another float dtype raise
         ``TypeError`` (no silent casts); integer and bool input raise too.
+        Without it any real floating dtype passes; complex arrays raise
+        ``TypeError`` (a cast to real would drop the imaginary part).
     finite : bool
         Reject NaN and inf.
     xp : module
@@ -74,8 +76,9 @@ def check_array(x, name, *, ndim=None, shape=None, dtype=None, finite=True, xp=n
         dt = np.dtype(dtype)
         if x.dtype != dt:
             raise TypeError(f"{name} must have dtype {dt}, got {x.dtype}")
-    elif x.dtype.kind not in "fc":
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    elif x.dtype.kind != "f":
+        extra = " (complex values are not supported)" if x.dtype.kind == "c" else ""
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}{extra}")
     if finite and x.size and not bool(xp.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
     return x
@@ -154,3 +157,46 @@ def per_level(value, n, name, check=None, allow_longer=False):
     if check is not None:
         vals = [check(v, f"{name}[{i}]" if len(vals) > 1 else name) for i, v in enumerate(vals)]
     return (vals + [vals[-1]] * n)[:n]
+
+
+def check_validation(validation, net, name="validation"):
+    """Validate a ``(X_val, Y_val)`` pair for ``net``; return it as arrays (or None).
+
+    ``X_val`` gets the network's dtype (a real float array is converted);
+    ``Y_val`` must be targets for ``net.task`` with one row per sample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.nets import ResNet
+    >>> check_validation((np.zeros((3, 2)),), ResNet(2, 3, 2, 2))
+    Traceback (most recent call last):
+    ...
+    ValueError: validation must be a pair (X_val, Y_val), got a tuple of length 1
+    """
+    if validation is None:
+        return None
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        what = (f"a {type(validation).__name__} of length {len(validation)}"
+                if isinstance(validation, (tuple, list)) else type(validation).__name__)
+        raise ValueError(f"{name} must be a pair (X_val, Y_val), got {what}")
+    from mgnn.objective import check_targets
+
+    X = check_array(validation[0], f"{name}[0] (X_val)", shape=(None, net.n_in))
+    if X.shape[0] == 0:
+        raise ValueError(f"{name}[0] (X_val) must hold at least one sample")
+    X = np.ascontiguousarray(X, dtype=net.dtype)
+    Y = check_targets(net, validation[1], f"{name}[1] (Y_val)", n=X.shape[0])
+    return X, Y
+
+
+def check_seed(seed, name="seed"):
+    """Return ``seed`` if it is None, an int >= 0 or a NumPy ``Generator``, else raise."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be None, an int or a numpy Generator, got "
+                        f"{type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{name} must be >= 0, got {seed}")
+    return int(seed)

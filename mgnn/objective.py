@@ -99,6 +99,9 @@ class Objective:
         self.net = net
         xp = get_namespace(X)
         X = check_array(X, "X", shape=(None, net.n_in), xp=xp)
+        if X.shape[0] == 0:
+            raise ValueError("X must hold at least one sample, got shape "
+                             f"{tuple(X.shape)}")
         self.X = xp.ascontiguousarray(X, dtype=net.dtype)
         self.Y = check_targets(net, Y, "Y", n=X.shape[0])
         if loss is None:

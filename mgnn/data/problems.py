@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mgnn._validation import check_dtype, check_positive_int
+from mgnn._validation import check_dtype, check_positive_int, check_scalar, check_seed
 
 #: Level-set thresholds that cut MATLAB's ``peaks`` into five classes.
 PEAKS_LEVELS = (-1.5, -0.25, 0.25, 1.5)
@@ -70,7 +70,7 @@ def peaks(n_train=5000, n_val=1000, seed=0, dtype=np.float64):
     n_train = check_positive_int(n_train, "n_train")
     n_val = check_positive_int(n_val, "n_val")
     dtype = check_dtype(dtype)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     X = rng.uniform(-3.0, 3.0, size=(n_train + n_val, 2))
     y = np.digitize(peaks_function(X[:, 0], X[:, 1]), PEAKS_LEVELS).astype(np.int64)
     X = X.astype(dtype)
@@ -94,8 +94,9 @@ def smooth_regression(n_train=2000, n_val=500, n_in=2, noise=0.0, seed=0, dtype=
     n_train = check_positive_int(n_train, "n_train")
     n_val = check_positive_int(n_val, "n_val")
     n_in = check_positive_int(n_in, "n_in")
+    noise = check_scalar(noise, "noise", low=0.0)
     dtype = check_dtype(dtype)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     X = rng.uniform(-1.0, 1.0, size=(n_train + n_val, n_in))
     f = np.sin(np.pi * X[:, 0]) + 0.5 * np.exp(-np.sum(X ** 2, axis=1))
     if n_in > 1:

@@ -44,10 +44,34 @@ import time
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from mgnn._validation import check_array, check_choice, check_positive_int, per_level
+from mgnn._validation import (
+    check_array,
+    check_choice,
+    check_positive_int,
+    check_scalar,
+    check_seed,
+    check_validation,
+    per_level,
+)
 from mgnn.optim import minimize
-from mgnn.optim._common import History, parse_options, wrap_callback
+from mgnn.optim._common import STATUS_INTERRUPTED, History, parse_options, wrap_callback
+from mgnn.optim.divergence import DivergenceMonitor
 from mgnn.optim.stochastic import AdamUpdate, Batches, SGDUpdate
+from mgnn.runs.checkpoint import (
+    as_checkpoint,
+    as_checkpointer,
+    interrupted_message,
+    rng_state,
+    set_rng_state,
+)
+from mgnn.runs.progress import Progress
+from mgnn.runs.state import (
+    components_state,
+    counter_state,
+    load_components_state,
+    set_counter_state,
+    stateful_components,
+)
 
 TAUS = ("none", "full", "minibatch")
 STATEFUL = ("sgd", "adam")
@@ -138,6 +162,7 @@ class _Smoother:
             return
         self.kind = method.lower()
         opts, _ = parse_options(self.kind, self.options, _STATE_OPTIONS[self.kind])
+        opts["lr"] = check_scalar(opts["lr"], "smoother_options['lr']", low=0.0, low_open=True)
         self.opts = opts
         bs = opts["batch_size"]
         if bs is not None:
@@ -148,6 +173,21 @@ class _Smoother:
                 bs = None
         self.batches = Batches(n_samples, bs, True, False, np.random.default_rng(seed))
         self.k = 0
+
+    def state_dict(self):
+        """Batch generator and position (stateful), or the generator a fresh-run smoother
+        passes to its runs."""
+        if self.stateful:
+            return {"batches": self.batches.state_dict(), "k": self.k}
+        gen = self.options.get("rng")
+        return {"rng": rng_state(gen) if isinstance(gen, np.random.Generator) else None}
+
+    def load_state_dict(self, d):
+        if self.stateful:
+            self.batches.load_state_dict(d["batches"])
+            self.k = int(d["k"])
+        elif d["rng"] is not None:
+            set_rng_state(self.options["rng"], d["rng"])
 
     def new_state(self):
         """A fresh update rule (with empty momentum / moments), or None."""
@@ -188,18 +228,38 @@ def _finite(x, where):
 
 
 class _Meter:
-    """Work spent since the start, summed over every objective seen (no double counting)."""
+    """Work spent since the start, summed over the level objectives (no double counting);
+    the work of objectives dropped by a re-matching is kept in ``retired``."""
 
     def __init__(self):
         self._seen = {}
+        self.retired = 0.0
 
     def watch(self, hierarchy):
-        for lvl in hierarchy.levels:
-            c = lvl.objective.counter
-            self._seen.setdefault(id(c), (c, c.work))
+        current = {id(lvl.objective.counter): lvl.objective.counter for lvl in hierarchy.levels}
+        for key in list(self._seen):
+            if key not in current:
+                c, w0 = self._seen.pop(key)
+                self.retired += c.work - w0
+        for key, c in current.items():
+            self._seen.setdefault(key, (c, c.work))
 
     def work(self):
-        return sum(c.work - w0 for c, w0 in self._seen.values())
+        return self.retired + sum(c.work - w0 for c, w0 in self._seen.values())
+
+    def state_dict(self):
+        return {"retired": self.retired,
+                "counters": [[counter_state(c), w0] for c, w0 in self._seen.values()]}
+
+    def load_state_dict(self, d):
+        if len(d["counters"]) != len(self._seen):
+            raise ValueError("resume: the checkpoint's hierarchy has another number of level "
+                             "objectives")
+        self.retired = d["retired"]
+        for key, (st, w0) in zip(list(self._seen), d["counters"], strict=True):
+            c = self._seen[key][0]
+            set_counter_state(c, st)
+            self._seen[key] = (c, w0)
 
 
 def _uncharged(obj, fn):
@@ -214,7 +274,8 @@ def _uncharged(obj, fn):
 def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1, post=1,
           coarse_iters=None, tau="full", line_search=False, cycles=10, max_work=None,
           validation=None, callback=None, rematch_every=None, tau_batch_size=None,
-          carry_state=True, rng=None):
+          carry_state=True, rng=None, *, divergence_factor=10.0, divergence_patience=3,
+          disp=False, disp_every=1, checkpoint=None, resume=None):
     """MG/OPT V-cycles on a hierarchy (width, depth, or both); see module docstring.
 
     Parameters
@@ -261,6 +322,19 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
     rng : int or Generator, optional
         Seed of the smoothers' batches (unless their options give ``rng``) and of
         the tau batches.
+    divergence_factor, divergence_patience : float or None, int, default 10.0, 3
+        Stop (status 3, ``x`` the iterate of the lowest fine loss) when the fine
+        loss after a cycle stays more than ``divergence_factor * max(|f_0|,
+        |f_best|)`` above the best for ``divergence_patience`` consecutive cycles
+        (:class:`~mgnn.optim.divergence.DivergenceMonitor`; None turns it off).
+    disp, disp_every : bool, int
+        A progress line every ``disp_every`` cycles (:mod:`mgnn.runs.progress`).
+    checkpoint : Checkpointer or str, optional
+        Checkpoints at cycle boundaries (:class:`~mgnn.runs.Checkpointer`); on
+        SIGINT/SIGTERM the run stops after the current cycle, writes one and
+        returns with status 4.
+    resume : str or Checkpoint, optional
+        Continue the run a checkpoint holds, bit for bit.
 
     Returns
     -------
@@ -319,6 +393,7 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
         if not isinstance(o, dict):
             raise TypeError("smoother_options must be a dict or a list of dicts, got "
                             f"{type(o).__name__}")
+    rng = check_seed(rng, "rng")
     if not (callable(smoother) or isinstance(smoother, str)):
         raise TypeError(f"smoother must be a method name or a callable, got {smoother!r}")
     fine_obj = hierarchy[0].objective
@@ -337,8 +412,26 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
     user_cb = wrap_callback(callback)
     x = hierarchy[0].net.init(0) if theta0 is None else hierarchy[0].net.check_theta(
         theta0, "theta0").copy()
-    val = None if validation is None else (np.asarray(validation[0]),
-                                           np.asarray(validation[1]))
+    val = check_validation(validation, hierarchy[0].net)
+    monitor = DivergenceMonitor(divergence_factor, divergence_patience)
+    progress = Progress("mgopt", disp, disp_every)
+    ck = as_checkpointer(checkpoint)
+    if ck is not None:
+        ck.activate()
+    try:
+        return _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search,
+                      cycles, max_work, val, user_cb, rematch_every, tau_batch_size, tau_rng,
+                      monitor, progress, ck, resume)
+    finally:
+        if ck is not None:
+            ck.release()
+
+
+def _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search, cycles,
+           max_work, val, user_cb, rematch_every, tau_batch_size, tau_rng, monitor, progress,
+           ck, resume):
+    L = hierarchy.n_levels
+    n = hierarchy[0].objective.n_samples
     H = hierarchy
     meter = _Meter()
     meter.watch(H)
@@ -399,14 +492,62 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
         return xl
 
     level0_row = {}
-    f = level_fun(0, x)
-    hist.append(cycle=0, work=0.0, fun=f, time=0.0, **metrics(0, x))
-    lhist.append(cycle=0, level=0, work=0.0, fun=f, **metrics(0, x))
     state0 = smoothers[0].new_state()
     status, message = 0, f"completed {cycles} V-cycles"
     nit = 0
-    for cycle in range(1, cycles + 1):
+    rematch_x = None
+    first = 1
+    saved = as_checkpoint(resume, None if ck is None else ck.root.comm)
+    if saved is None:
+        f = level_fun(0, x)
+        hist.append(cycle=0, work=0.0, fun=f, time=0.0, **metrics(0, x))
+        lhist.append(cycle=0, level=0, work=0.0, fun=f, **metrics(0, x))
+        monitor.update(f, x, 0)
+    else:
+        st = saved.state
+        if st.get("solver") != "mgopt":
+            raise ValueError(f"resume: the checkpoint was written by {st.get('solver')!r}, "
+                             "not by mgopt")
+        if st["rematch_x"] is not None:
+            rematch_x = st["rematch_x"]
+            H = H.rematch(rematch_x)
+            meter.watch(H)
+        x, f, nit = st["x"], st["f"], st["nit"]
+        if x.shape != (H[0].net.n_params,) or x.dtype != H[0].net.dtype:
+            raise ValueError(f"resume: the checkpoint's iterate has shape {x.shape}, the fine "
+                             f"network {H[0].net.n_params} parameters")
+        hist.load_state_dict(st["history"])
+        lhist.load_state_dict(st["level_history"])
+        meter.load_state_dict(st["meter"])
+        set_rng_state(tau_rng, st["tau_rng"])
+        for sm, d in zip(smoothers, st["smoothers"], strict=True):
+            sm.load_state_dict(d)
+        if (state0 is None) != (st["state0"] is None):
+            raise ValueError("resume: the checkpoint was written with another smoother or "
+                             "carry_state")
+        if state0 is not None:
+            state0.load_state_dict(st["state0"])
+        monitor.load_state_dict(st["monitor"])
+        load_components_state(stateful_components(*(lv.objective for lv in H.levels)),
+                              st["components"])
+        t0 = time.perf_counter() - st["elapsed"]
+        first = nit + 1
+
+    def state():
+        return {"solver": "mgopt", "x": x, "f": f, "nit": nit, "rematch_x": rematch_x,
+                "history": hist.state_dict(), "level_history": lhist.state_dict(),
+                "meter": meter.state_dict(), "tau_rng": rng_state(tau_rng),
+                "smoothers": [sm.state_dict() for sm in smoothers],
+                "state0": None if state0 is None else state0.state_dict(),
+                "monitor": monitor.state_dict(),
+                "components": components_state(stateful_components(
+                    *(lv.objective for lv in H.levels))),
+                "elapsed": time.perf_counter() - t0}
+
+    best = None
+    for cycle in range(first, cycles + 1):
         if rematch_every is not None and cycle > 1 and (cycle - 1) % rematch_every == 0:
+            rematch_x = x
             H = H.rematch(x)
             meter.watch(H)
         try:
@@ -420,9 +561,16 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
         x, f, nit = x_new, f_new, cycle
         m = metrics(0, x)
         w = meter.work()
-        hist.append(cycle=cycle, work=w, fun=f, time=time.perf_counter() - t0, **m,
-                    **level0_row)
+        row = dict(cycle=cycle, work=w, fun=f, time=time.perf_counter() - t0, **m,
+                   **level0_row)
+        hist.append(**row)
         lhist.append(cycle=cycle, level=0, work=w, fun=f, **m, **level0_row)
+        progress.row(row, key="cycle")
+        if monitor.update(f, x, cycle):
+            best = (monitor.best_x, monitor.best)
+            status, message = 3, (f"Diverged: {monitor.message()}. x is the iterate of the "
+                                  f"lowest fine loss (cycle {monitor.best_nit})")
+            break
         if user_cb is not None:
             try:
                 user_cb(OptimizeResult(x=x, fun=f, nit=cycle, work=w))
@@ -432,9 +580,23 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
         if max_work is not None and w >= max_work:
             message = f"work budget {max_work:g} reached after {cycle} V-cycles"
             break
-    return OptimizeResult(x=x, fun=f, nit=nit, work=meter.work(), history=hist,
-                          level_history=lhist, hierarchy=H, success=status == 0,
-                          status=status, message=message, time=time.perf_counter() - t0)
+        if ck is not None:
+            due, stop = ck.poll(cycle)
+            if due or stop:
+                ck.save(state(), cycle, "mgopt")
+            if stop:
+                status = STATUS_INTERRUPTED
+                message = interrupted_message(ck, cycle, ck.last_path)
+                break
+    if best is not None:
+        x, f = best
+    progress.final(f"{message} (f {f:.6e}, {nit} cycles, work {meter.work():.4g})")
+    res = OptimizeResult(x=x, fun=f, nit=nit, work=meter.work(), history=hist,
+                         level_history=lhist, hierarchy=H, success=status == 0,
+                         status=status, message=message, time=time.perf_counter() - t0)
+    if ck is not None:
+        res["checkpoint"] = ck.last_path
+    return res
 
 
 __all__ = ["TauCorrected", "mgopt"]

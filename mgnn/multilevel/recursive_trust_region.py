@@ -77,6 +77,7 @@ iterates, bit for bit.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ from mgnn.multilevel.coarse_models import MODELS, GramSpace, make_coarse_model
 from mgnn.multilevel.nested import _per_level
 from mgnn.optim._common import (
     CALLBACK_MESSAGE,
+    RUN_OPTIONS,
+    STATUS_INTERRUPTED,
     STATUS_CALLBACK,
     STATUS_CONVERGED,
     STATUS_MAXITER,
@@ -112,6 +115,8 @@ from mgnn.optim.trust_region import (
     trust_region_step,
     update_radius,
 )
+from mgnn.runs.checkpoint import rng_state, set_rng_state
+from mgnn.runs.state import stateful_components
 from mgnn.vectorspace import EuclideanSpace
 
 __all__ = ["rmtr", "RMTR_DEFAULTS", "LevelStatistics", "RMTRStatistics"]
@@ -136,6 +141,7 @@ RMTR_DEFAULTS = dict(
     growth_patience=3,
     rng=None,
     max_work=None,
+    **RUN_OPTIONS,
 )
 
 _BATCH_ONLY = ("batch_growth", "growth_patience", "rng")
@@ -537,6 +543,10 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
             Seed of the batch draws.
         max_work : float or None
             Stop (status 1) once the work of all levels reaches it.
+        disp, disp_every, checkpoint, resume
+            Progress lines (one per cycle), checkpoints at cycle boundaries and
+            resuming bit for bit (:mod:`mgnn.runs`; as for
+            :func:`~mgnn.optim.stochastic.minimize_sgd`).
 
     callback : callable, optional
         ``callback(intermediate_result)`` after every cycle (scipy convention,
@@ -585,8 +595,17 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
     objs = [lv.objective for lv in hierarchy.levels]
     counters = [o.counter for o in objs]
     starts = [c.snapshot() for c in counters]
-    run = Run(_FineView(objs[0], _TotalCounter(counters)), callback, "rmtr")
     opts, given = parse_options("rmtr", options, RMTR_DEFAULTS)
+    total = _TotalCounter(counters)
+    run = Run(_FineView(objs[0], total), callback, "rmtr", opts, counters=total.unique,
+              components=stateful_components(*objs))
+    try:
+        return _rmtr(hierarchy, theta0, run, opts, given, L, objs, counters, starts)
+    finally:
+        run.close()
+
+
+def _rmtr(hierarchy, theta0, run, opts, given, L, objs, counters, starts):
     maxiter = check_maxiter(opts["maxiter"])
     check_tol(opts["gtol"], "gtol")
     hessian = check_choice(opts["hessian"], "hessian", ("exact", "lsr1"))
@@ -672,7 +691,7 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
 
     def finish(status, message, success=None):
         nonlocal f, g
-        if not eng.full and status != 3:  # report the loss on all data
+        if not eng.full and status not in (3, STATUS_INTERRUPTED):  # the loss on all data
             f, g = run.value_and_grad(x, None, what="the final iterate")
         works = level_work()
         for l, st in enumerate(eng.stats):
@@ -684,16 +703,43 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
                   batch_size=n if eng.full and n is not None else bs)
         if status == 3:
             return run.diverged_result(x, f, g, message, **kw)
+        if status == STATUS_INTERRUPTED:
+            return run.interrupted_result(x, f, g, **kw)
         return run.result(x, f, g, status, message, success=success, **kw)
+
+    def state():
+        return {"x": x, "f": f, "g": g, "gnorm": gnorm, "radius": radius, "bs": bs,
+                "best": best, "fails": fails, "batch": eng.batch, "full": eng.full,
+                "rng": rng_state(rng), "starts": [list(st) for st in starts],
+                "lsr1": [None if B is None else B.state_dict() for B in eng.B],
+                "statistics": [dataclasses.asdict(st) for st in eng.stats]}
 
     f = g = None
     best, fails = math.inf, 0
     try:
-        fine = draw()
-        f, g = run.value_and_grad(x, eng.batch, what="the initial point")
-        gnorm = space.norm(g)
-        run.record(fun=f, grad_norm=gnorm, radius=radius, batch_size=n if bs is None else bs,
-                   coarse_accepted=0, **level_work())
+        saved = run.restore(x)
+        if saved is None:
+            fine = draw()
+            f, g = run.value_and_grad(x, eng.batch, what="the initial point")
+            gnorm = space.norm(g)
+            run.record(fun=f, grad_norm=gnorm, radius=radius,
+                       batch_size=n if bs is None else bs, coarse_accepted=0, **level_work())
+        else:
+            x, f, g, gnorm, radius = (saved[k] for k in ("x", "f", "g", "gnorm", "radius"))
+            bs, best, fails = saved["bs"], saved["best"], saved["fails"]
+            eng.batch, eng.full = saved["batch"], saved["full"]
+            set_rng_state(rng, saved["rng"])
+            starts[:] = [tuple(st) for st in saved["starts"]]
+            if [B is None for B in eng.B] != [b is None for b in saved["lsr1"]]:
+                raise ValueError("resume: the checkpoint was written with other 'hessian' / "
+                                 "'coarse_hessian' options")
+            for B, b in zip(eng.B, saved["lsr1"], strict=True):
+                if B is not None:
+                    B.load_state_dict(b)
+            for st, d in zip(eng.stats, saved["statistics"], strict=True):
+                for key, val in d.items():
+                    setattr(st, key, val)
+            fine = _FineModel(run, eng.batch)
         while True:
             if eng.full and gnorm <= opts["gtol"]:
                 return finish(STATUS_CONVERGED, "Optimization terminated successfully: "
@@ -725,6 +771,8 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
                        coarse_accepted=eng.stats[0].coarse_accepted - acc0, **level_work())
             if run.notify(x, f, g, radius=radius, batch_size=bs):
                 return finish(STATUS_CALLBACK, CALLBACK_MESSAGE, success=False)
+            if run.boundary(state):
+                return finish(STATUS_INTERRUPTED, None, success=False)
     except NotImplementedError as exc:
         raise ValueError(f"hessian='exact' needs every level objective's hessp ({exc}); "
                          "use options={'hessian': 'lsr1'}") from exc
