@@ -98,12 +98,40 @@ class FunctionObjective:
             raise ValueError("batch must not be empty")
         return (batch,), batch.size / self.n_samples
 
+    @staticmethod
+    def _scalar(f, what="fun"):
+        """The loss as a float; a vector or a non-number is a named error."""
+        a = np.asarray(f)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{what} must return a real number, got {type(f).__name__}"
+                            + (f" of dtype {a.dtype}" if hasattr(f, "dtype") else ""))
+        if a.size != 1:
+            raise ValueError(f"{what} must return a scalar, got an array of shape {a.shape}")
+        return float(a.reshape(()))
+
+    @staticmethod
+    def _vector(g, theta, what):
+        """``g`` as an array of ``theta``'s shape and dtype, or a named error."""
+        a = np.asarray(g)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{what} must return a real array, got dtype {a.dtype}")
+        if a.shape != theta.shape:
+            raise ValueError(f"{what} must return an array of shape {theta.shape} (the shape "
+                             f"of theta), got {a.shape}")
+        return np.asarray(a, dtype=theta.dtype)
+
+    def _split(self, out):
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("with jac=True, fun must return a pair (loss, gradient), got "
+                            f"{type(out).__name__}")
+        return out
+
     def value(self, theta, batch=None):
         """Loss at ``theta`` on ``batch`` (all data when ``None``)."""
         args, share = self._args(batch)
         self.counter.charge("value", share)
         out = self._fun(theta, *args)
-        return float(out[0] if self._jac is True else out)
+        return self._scalar(self._split(out)[0] if self._jac is True else out)
 
     def value_and_grad(self, theta, batch=None):
         """``(loss, gradient)`` at ``theta``; charged as one gradient."""
@@ -112,10 +140,10 @@ class FunctionObjective:
             raise NotImplementedError("this FunctionObjective has no jac")
         self.counter.charge("grad", share)
         if self._jac is True:
-            f, g = self._fun(theta, *args)
-        else:
-            f, g = self._fun(theta, *args), self._jac(theta, *args)
-        return float(f), np.asarray(g, dtype=theta.dtype)
+            f, g = self._split(self._fun(theta, *args))
+            return self._scalar(f), self._vector(g, theta, "fun (its gradient)")
+        f, g = self._fun(theta, *args), self._jac(theta, *args)
+        return self._scalar(f), self._vector(g, theta, "jac")
 
     def grad(self, theta, batch=None):
         """Gradient at ``theta``; charged as one gradient."""
@@ -125,7 +153,7 @@ class FunctionObjective:
         if self._jac is None:
             raise NotImplementedError("this FunctionObjective has no jac")
         self.counter.charge("grad", share)
-        return np.asarray(self._jac(theta, *args), dtype=theta.dtype)
+        return self._vector(self._jac(theta, *args), theta, "jac")
 
     def hessp(self, theta, v, batch=None):
         """Hessian at ``theta`` applied to ``v``."""
@@ -133,7 +161,7 @@ class FunctionObjective:
         if self._hessp is None:
             raise NotImplementedError("this FunctionObjective has no hessp")
         self.counter.charge("hessp", share)
-        return np.asarray(self._hessp(theta, v, *args), dtype=theta.dtype)
+        return self._vector(self._hessp(theta, v, *args), theta, "hessp")
 
     def __repr__(self):
         name = getattr(self._fun, "__name__", type(self._fun).__name__)

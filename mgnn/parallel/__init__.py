@@ -10,7 +10,14 @@ Examples
 (513, 1025)
 """
 
-from mgnn.parallel.comm import Comm, MPIComm, SerialComm, get_comm
+from mgnn.parallel.comm import (
+    Comm,
+    MPIComm,
+    SerialComm,
+    get_comm,
+    install_abort_handler,
+    uninstall_abort_handler,
+)
 from mgnn.parallel.grid import process_grid, reversed_comm, split_comm
 from mgnn.parallel.partition import block_offsets, block_owner, block_range
 from mgnn.parallel.space import DistributedSpace
@@ -20,6 +27,8 @@ __all__ = [
     "MPIComm",
     "SerialComm",
     "get_comm",
+    "install_abort_handler",
+    "uninstall_abort_handler",
     "block_offsets",
     "block_owner",
     "block_range",

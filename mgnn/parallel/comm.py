@@ -8,6 +8,14 @@ Point-to-point traffic is buffer based (``Send``/``Recv``/``Isend``/``Irecv``
 on contiguous NumPy arrays, never pickled objects); reductions act on floats or
 arrays.
 
+**Faults.** An exception on one rank of an MPI job would leave the other ranks
+waiting in their next collective forever. As soon as mgnn wraps a communicator of
+a job with more than one process (:class:`MPIComm`), it installs
+:func:`install_abort_handler`: an uncaught exception is printed (traceback, then
+one line naming the rank) and ``MPI_Abort`` ends the whole job with a non-zero
+status, as ``python -m mpi4py script.py`` does. :func:`uninstall_abort_handler`
+removes it.
+
 Examples
 --------
 >>> import numpy as np
@@ -26,7 +34,8 @@ import numpy as np
 
 from mgnn._validation import check_choice
 
-__all__ = ["Comm", "SerialComm", "MPIComm", "get_comm"]
+__all__ = ["Comm", "SerialComm", "MPIComm", "get_comm", "install_abort_handler",
+           "uninstall_abort_handler"]
 
 _OPS = ("sum", "max", "min")
 
@@ -71,6 +80,10 @@ class Comm:
 
     def barrier(self):
         """Synchronise all ranks."""
+
+    def Bcast(self, buf, root=0):  # noqa: N802
+        """Broadcast the contiguous array ``buf`` of rank ``root`` into ``buf`` on every rank."""
+        raise NotImplementedError
 
     def allgatherv(self, sendbuf, recvbuf, counts):
         """Gather blocks of rows: rank r sends ``counts[r]`` rows of ``sendbuf``.
@@ -152,6 +165,9 @@ class SerialComm(Comm):
         self._check_peer(source, "source")
         return _DoneRequest(lambda: self.Recv(buf, source, tag))
 
+    def Bcast(self, buf, root=0):  # noqa: N802
+        self._check_peer(root, "root")
+
     def allgatherv(self, sendbuf, recvbuf, counts):
         if len(counts) != 1 or counts[0] != len(sendbuf):
             raise ValueError(f"counts must be [{len(sendbuf)}] on a SerialComm, got {counts}")
@@ -175,6 +191,8 @@ class MPIComm(Comm):
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+        if MPI.COMM_WORLD.Get_size() > 1:
+            install_abort_handler()
 
     def __repr__(self):
         return f"MPIComm(rank={self.rank}, size={self.size})"
@@ -206,11 +224,64 @@ class MPIComm(Comm):
     def barrier(self):
         self.comm.Barrier()
 
+    def Bcast(self, buf, root=0):  # noqa: N802
+        self.comm.Bcast(buf, root=root)
+
     def allgatherv(self, sendbuf, recvbuf, counts):
         row = int(np.prod(recvbuf.shape[1:], dtype=np.int64))
         counts = np.asarray(counts, dtype=np.int64) * row
         displs = np.concatenate(([0], np.cumsum(counts)[:-1]))
         self.comm.Allgatherv(np.ascontiguousarray(sendbuf), [recvbuf, (counts, displs)])
+
+
+_previous_hook = None
+
+
+def _abort_hook(etype, value, tb):
+    """``sys.excepthook`` of an MPI job: print the error, then abort every rank."""
+    import sys
+
+    try:
+        (_previous_hook or sys.__excepthook__)(etype, value, tb)
+    finally:
+        try:
+            from mpi4py import MPI
+
+            world = MPI.COMM_WORLD
+            rank, size = world.Get_rank(), world.Get_size()
+            sys.stderr.write(f"mgnn: uncaught {etype.__name__} on rank {rank} of {size}; "
+                             "calling MPI_Abort to end the whole job\n")
+            sys.stderr.flush()
+            if size > 1:
+                world.Abort(1)
+        except Exception:  # pragma: no cover - MPI already gone
+            pass
+
+
+def install_abort_handler():
+    """Make an uncaught exception on any rank end the whole MPI job (``MPI_Abort``).
+
+    Installs a ``sys.excepthook`` that first runs the previous hook (the traceback
+    is printed), then writes which rank failed and calls ``MPI_Abort`` on
+    ``COMM_WORLD`` when more than one process runs. Idempotent; mgnn calls it when
+    it wraps a communicator of a multi-process job.
+    """
+    import sys
+
+    global _previous_hook
+    if sys.excepthook is not _abort_hook:
+        _previous_hook = sys.excepthook
+        sys.excepthook = _abort_hook
+
+
+def uninstall_abort_handler():
+    """Restore the ``sys.excepthook`` that :func:`install_abort_handler` replaced."""
+    import sys
+
+    global _previous_hook
+    if sys.excepthook is _abort_hook:
+        sys.excepthook = _previous_hook or sys.__excepthook__
+        _previous_hook = None
 
 
 def get_comm(comm=None):

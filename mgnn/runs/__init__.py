@@ -75,7 +75,9 @@ from mgnn.runs.checkpoint import (
     list_checkpoints,
     load_checkpoint,
 )
+from mgnn.runs.network import SavedNetwork, attach_objective, load_network, save_network
 from mgnn.runs.progress import Progress, logger
 
-__all__ = ["Checkpoint", "Checkpointer", "Progress", "STATUS_INTERRUPTED", "list_checkpoints",
-           "load_checkpoint", "logger", "read_archive", "write_archive"]
+__all__ = ["Checkpoint", "Checkpointer", "Progress", "STATUS_INTERRUPTED", "SavedNetwork",
+           "attach_objective", "list_checkpoints", "load_checkpoint", "load_network", "logger",
+           "read_archive", "save_network", "write_archive"]

@@ -176,9 +176,11 @@ def write_archive(path, meta, tree=None):
 def read_archive(path):
     """Read an archive written by :func:`write_archive`: ``(meta, tree)``.
 
-    Raises ``ValueError`` naming the file when it is not such an archive.
+    ``path`` may also be a binary file object. Raises ``ValueError`` naming the
+    file when it is not such an archive.
     """
-    path = os.fspath(path)
+    if not hasattr(path, "read"):
+        path = os.fspath(path)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
