@@ -699,7 +699,7 @@ class MGRIT:
 
     # ------------------------------------------------------------------ solve
     def solve(self, u0, u_guess=None, *, tol=None, rtol=None, max_iter=20, residuals=True,
-              callback=None):
+              callback=None, divtol=1e4):
         """Solve for all fine-grid states from the initial value ``u0``.
 
         Parameters
@@ -723,6 +723,12 @@ class MGRIT:
         callback : callable, optional
             ``callback(intermediate_result)`` after each iteration, with an
             :class:`MGRITResult`; raising ``StopIteration`` ends the solve.
+        divtol : float or None, default 1e4
+            Divergence test (PETSc's ``divtol``): stop with ``success=False`` as soon
+            as a residual norm exceeds ``divtol`` times the first one computed,
+            also with a fixed iteration count. The states returned are those of
+            that iteration (no earlier copy is kept). Needs residuals (with a fixed
+            count and ``residuals=False`` nothing is tested); ``None`` turns it off.
 
         Returns
         -------
@@ -740,6 +746,8 @@ class MGRIT:
         if rtol is not None:
             rtol = check_scalar(rtol, "rtol", low=0.0)
         max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
+        if divtol is not None:
+            divtol = check_scalar(divtol, "divtol", low=1.0)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         if not self._checked:
@@ -821,6 +829,10 @@ class MGRIT:
                 hist.append(self._residual())
                 if not math.isfinite(hist[-1]):
                     done, message = True, f"residual is not finite at iteration {nit}"
+                elif divtol is not None and hist[-1] > divtol * hist[0]:
+                    done, success = True, False
+                    message = (f"diverged: residual {hist[-1]:.3e} at iteration {nit} exceeds "
+                               f"divtol = {divtol:g} times the first residual {hist[0]:.3e}")
                 elif not fixed and hist[-1] <= target():
                     success, done = True, True
                     message = f"residual {hist[-1]:.3e} <= tolerance {target():.3e}"
