@@ -413,7 +413,7 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
     x = hierarchy[0].net.init(0) if theta0 is None else hierarchy[0].net.check_theta(
         theta0, "theta0").copy()
     val = check_validation(validation, hierarchy[0].net)
-    monitor = DivergenceMonitor(divergence_factor, divergence_patience)
+    monitor = DivergenceMonitor(divergence_factor, divergence_patience, unit="cycle")
     progress = Progress("mgopt", disp, disp_every)
     ck = as_checkpointer(checkpoint)
     if ck is not None:

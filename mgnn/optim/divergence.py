@@ -38,6 +38,8 @@ class DivergenceMonitor:
         turns the test off.
     patience : int, default 20
         Consecutive iterations above the threshold that count as divergence.
+    unit : str, default 'iteration'
+        What an update is called in the message ('cycle' for MG/OPT).
 
     Examples
     --------
@@ -52,10 +54,11 @@ class DivergenceMonitor:
      and divergence_patience set this test'
     """
 
-    def __init__(self, factor=10.0, patience=20):
+    def __init__(self, factor=10.0, patience=20, unit="iteration"):
         self.factor = None if factor is None else check_scalar(
             factor, "divergence_factor", low=0.0, low_open=True)
         self.patience = check_positive_int(patience, "divergence_patience")
+        self.unit = unit
         self.first = None
         self.best = math.inf
         self.best_x = None
@@ -85,9 +88,10 @@ class DivergenceMonitor:
         return self.count >= self.patience
 
     def message(self):
+        u = self.unit
         return (f"the loss stayed more than {self.factor:g} x {self.scale:.3g} above its best "
-                f"value {self.best:.6e} (iteration {self.best_nit}) for {self.count} "
-                f"consecutive iterations (now {self.last:.6e} at iteration {self.last_nit}); "
+                f"value {self.best:.6e} ({u} {self.best_nit}) for {self.count} "
+                f"consecutive {u}s (now {self.last:.6e} at {u} {self.last_nit}); "
                 "divergence_factor and divergence_patience set this test")
 
     def state_dict(self):

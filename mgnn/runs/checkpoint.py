@@ -136,6 +136,11 @@ def load_checkpoint(path, prefix="ckpt", comm=None):
     comm = _world() if comm is None else comm
     path = os.fspath(path)
     r, p = comm.rank, comm.size
+    if p > 1 and not os.path.isdir(path) and "-rank" not in os.path.basename(path):
+        base, ext = os.path.splitext(path)
+        path = f"{base}-rank{r}of{p}{ext}"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint file or folder {path}")
     if os.path.isdir(path):
         found = list_checkpoints(path, prefix, r, p)
         nit = found[-1][0] if found else -1
@@ -149,9 +154,6 @@ def load_checkpoint(path, prefix="ckpt", comm=None):
             raise FileNotFoundError(f"no checkpoint '{prefix}-*.npz' for rank {r} of {p} in "
                                     f"{path}")
         path = dict(found)[nit]
-    elif p > 1 and "-rank" not in os.path.basename(path):
-        base, ext = os.path.splitext(path)
-        path = f"{base}-rank{r}of{p}{ext}"
     meta, tree = read_archive(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mgnn checkpoint (format {meta.get('format')!r})")
