@@ -278,12 +278,26 @@ def cmd_train(args, world):
             track["work"].append(res.get("work", math.nan))
             track["val"].append(v)
 
+    handler = None
+    if disp:  # the command line is the application: its progress lines go to stdout
+        import logging
+
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress_log = logging.getLogger("mgnn.progress")
+        progress_log.addHandler(handler)
+        progress_log.setLevel(logging.INFO)
+        saved_propagate, progress_log.propagate = progress_log.propagate, False
     t0 = time.perf_counter()
     try:
         res = run_solver(cfg, setup, callback=callback, disp=disp, disp_every=disp_every,
                          checkpoint=checkpointer, resume=resume)
     finally:
         bar.close()
+        if handler is not None:
+            progress_log.removeHandler(handler)
+            progress_log.propagate = saved_propagate
+            progress_log.setLevel(logging.NOTSET)
     wall = time.perf_counter() - t0
     summary = summarize(setup, res, wall)
     theta = final_theta(setup, res)

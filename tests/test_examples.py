@@ -1,22 +1,12 @@
-"""The README quick start and the examples run and keep their promises."""
+"""The examples run and keep their promises (the README: tests/test_readme.py)."""
 
 import pathlib
-import re
 import runpy
 import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def test_readme_quick_start_runs(capsys):
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"## Quick start.*?```python\n(.*?)```", text, re.S).group(1)
-    ns = {}
-    exec(compile(block, "README quick start", "exec"), ns)
-    assert ns["res"].success
-    assert ns["obj"].accuracy(ns["res"].x, ns["data"].X_val, ns["data"].Y_val) > 0.9
 
 
 def example_main(name):
