@@ -3,10 +3,10 @@ import os
 import signal
 import subprocess
 import sys
-import tomllib
 
 import numpy as np
 import pytest
+import tomllib
 
 from mgnn.cli import load_config, main
 from mgnn.runs import load_checkpoint, load_network

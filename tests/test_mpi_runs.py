@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import _mpi_available
 
 pytestmark = pytest.mark.mpi

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 from scipy.optimize import OptimizeResult
 
 from mgnn._validation import check_positive_int, check_validation, per_level
@@ -235,7 +234,7 @@ def _nested(hierarchy, schedule, method, opts, x, callback, val, eval_every,
             start = obj.counter.work  # the initial evaluation is not part of the training
         base_work, base_nit = work_done, nit_total
         if ck is not None:
-            def wrap(inner, i=i, start=start, x0=x):
+            def wrap(inner, i=i, start=start, x0=x, work_done=work_done, nit_total=nit_total):
                 return {"solver": "nested_iteration", "n_levels": L, "level_index": i,
                         "start": start, "x0": x0, "inner": inner, "history": hist.state_dict(),
                         "results": [result_state(r) for r in results],

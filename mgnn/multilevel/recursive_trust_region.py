@@ -90,9 +90,9 @@ from mgnn.multilevel.nested import _per_level
 from mgnn.optim._common import (
     CALLBACK_MESSAGE,
     RUN_OPTIONS,
-    STATUS_INTERRUPTED,
     STATUS_CALLBACK,
     STATUS_CONVERGED,
+    STATUS_INTERRUPTED,
     STATUS_MAXITER,
     STATUS_STALLED,
     Diverged,

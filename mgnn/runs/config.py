@@ -134,7 +134,7 @@ def load_config(path=None, overrides=(), base=None):
     >>> load_config(overrides=["net.widht=3"])
     Traceback (most recent call last):
     ...
-    ValueError: unknown setting 'net.widht'; expected one of T, activation, depth, dtype, init, inner_scale, seed, width
+    ValueError: unknown setting 'net.widht'; expected one of T, activation, depth, ...
     """
     import tomllib
 

@@ -229,11 +229,11 @@ def save_network(path, net, theta, *, objective=None, hierarchy=None, metadata=N
     >>> loaded = load_network(path)
     >>> loaded.net
     ResNet(n_in=2, width=4, depth=8, n_out=3, T=2.0, h=0.25, activation='relu',
-           n_params=171, dtype=float64)
+           n_params=187, dtype=float64)
     >>> bool(np.array_equal(loaded.theta, theta)), loaded.metadata
     (True, {'accuracy': 0.97})
     >>> np.load(path)["theta"].shape        # readable without mgnn
-    (171,)
+    (187,)
     """
     import mgnn
 
