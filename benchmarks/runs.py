@@ -9,8 +9,8 @@ One command prints Markdown tables of medians and writes JSON:
    null handler), and with a checkpoint every 1, 10 and 100 iterations; the
    ratio is to the plain run measured in the same round (rounds interleave the
    variants, so the machine's load hits them alike).
-2. One checkpoint write and read (``Checkpointer.save`` / ``load_checkpoint``, fsync
-   included) and ``save_network``/``load_network`` for networks of 10^4 to 10^6
+2. One checkpoint write and read (``Checkpointer.save`` / ``load_checkpoint``, with
+   and without fsync) and ``save_network``/``load_network`` for networks of 10^4 to 10^6
    parameters, with the bytes written and the rate.
 
 The ``busy`` column is the share of the run's wall time the process spent on a CPU
@@ -44,10 +44,6 @@ def _median_time(fn, repeats):
 
 def training_overhead(quick):
     from mgnn.data import peaks
-    from mgnn.nets import ResNet
-    from mgnn.objective import Objective
-    from mgnn.optim import minimize
-    from mgnn.runs import Checkpointer
 
     log = logging.getLogger("mgnn.progress")
     log.addHandler(logging.NullHandler())
@@ -59,70 +55,87 @@ def training_overhead(quick):
     shapes = [(8, 16)] if quick else [(8, 16), (32, 64)]
     rows = []
     for width, depth in shapes:
-        net = ResNet(2, width, depth, 5, T=5.0)
-        obj = Objective(net, d.X_train, d.Y_train, tikhonov=1e-6)
-        theta0 = net.init(0)
-        base = {"lr": 1e-2, "batch_size": 250, "maxiter": iters, "rng": 0, "gtol": 0.0}
-        folder = tempfile.mkdtemp()
-        variants = {
-            "plain": lambda: {},
-            "disp every 10": lambda: {"disp": True, "disp_every": 10},
-            "checkpoint every 100": lambda: {"checkpoint": Checkpointer(folder, every=100)},
-            "checkpoint every 10": lambda: {"checkpoint": Checkpointer(folder, every=10)},
-            "checkpoint every 1": lambda: {"checkpoint": Checkpointer(folder, every=1)},
-        }
-        minimize(obj, theta0, method="adam", options=dict(base, maxiter=5))  # warm up
-        samples = {k: [] for k in variants}
-        busy = {k: [] for k in variants}
-        for _ in range(rounds):
-            for name, extra in variants.items():
-                opts = dict(base, **extra())
-                w0, c0 = time.perf_counter(), time.process_time()
-                minimize(obj, theta0, method="adam", options=opts)
-                w = time.perf_counter() - w0
-                samples[name].append(w)
-                busy[name].append((time.process_time() - c0) / w)
-        shutil.rmtree(folder, ignore_errors=True)
-        ref = float(np.median(samples["plain"]))
-        for name in variants:
-            med = float(np.median(samples[name]))
-            rows.append({"width": width, "depth": depth, "n_params": net.n_params,
-                         "variant": name, "iterations": iters,
-                         "ms_per_iteration": 1e3 * med / iters, "ratio": med / ref,
-                         "busy": float(np.median(busy[name]))})
+        rows += _overhead_rows(d, width, depth, iters, rounds)
+    return rows
+
+
+def _overhead_rows(d, width, depth, iters, rounds):
+    from mgnn.nets import ResNet
+    from mgnn.objective import Objective
+    from mgnn.optim import minimize
+    from mgnn.runs import Checkpointer
+
+    rows = []
+    net = ResNet(2, width, depth, 5, T=5.0)
+    obj = Objective(net, d.X_train, d.Y_train, tikhonov=1e-6)
+    theta0 = net.init(0)
+    base = {"lr": 1e-2, "batch_size": 250, "maxiter": iters, "rng": 0}
+    folder = tempfile.mkdtemp()
+    variants = {
+        "plain": lambda: {},
+        "disp every 10": lambda: {"disp": True, "disp_every": 10},
+        "checkpoint every 100": lambda: {"checkpoint": Checkpointer(folder, every=100)},
+        "checkpoint every 10": lambda: {"checkpoint": Checkpointer(folder, every=10)},
+        "checkpoint every 1": lambda: {"checkpoint": Checkpointer(folder, every=1)},
+        "checkpoint every 1, no fsync": lambda: {
+            "checkpoint": Checkpointer(folder, every=1, fsync=False)},
+    }
+    minimize(obj, theta0, method="adam", options=dict(base, maxiter=5))  # warm up
+    samples = {k: [] for k in variants}
+    busy = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, extra in variants.items():
+            opts = dict(base, **extra())
+            w0, c0 = time.perf_counter(), time.process_time()
+            minimize(obj, theta0, method="adam", options=opts)
+            w = time.perf_counter() - w0
+            samples[name].append(w)
+            busy[name].append((time.process_time() - c0) / w)
+    shutil.rmtree(folder, ignore_errors=True)
+    ref = float(np.median(samples["plain"]))
+    for name in variants:
+        med = float(np.median(samples[name]))
+        rows.append({"width": width, "depth": depth, "n_params": net.n_params,
+                     "variant": name, "iterations": iters,
+                     "ms_per_iteration": 1e3 * med / iters, "ratio": med / ref,
+                     "busy": float(np.median(busy[name]))})
     return rows
 
 
 def file_costs(quick):
+    sizes = [(32, 8), (128, 32)] if quick else [(32, 8), (128, 32), (256, 64), (512, 64)]
+    repeats = 3 if quick else 7
+    return [_file_row(width, depth, repeats) for width, depth in sizes]
+
+
+def _file_row(width, depth, repeats):
     from mgnn.nets import ResNet
     from mgnn.runs import Checkpointer, load_checkpoint, load_network, save_network
 
-    sizes = [(32, 8), (128, 32)] if quick else [(32, 8), (128, 32), (256, 64), (512, 64)]
-    repeats = 3 if quick else 7
-    rows = []
-    for width, depth in sizes:
-        net = ResNet(2, width, depth, 5)
-        theta = net.init(0)
-        folder = tempfile.mkdtemp()
-        ck = Checkpointer(folder, keep=1)
-        # an Adam-like state: iterate and two moments, plus a small history
-        state = {"solver": "adam", "run": {"nit": 1, "history": {"n": 1, "columns": {}}},
-                 "method": {"x": theta, "m": theta.copy(), "v": theta.copy()},
-                 "components": []}
-        t_ck, b_ck = _median_time(lambda: ck.save(state, 1, "adam"), repeats)
-        path = ck.last_path
-        t_lck, _ = _median_time(lambda: load_checkpoint(path), repeats)
-        npath = os.path.join(folder, "net.npz")
-        t_sn, b_sn = _median_time(lambda: save_network(npath, net, theta), repeats)
-        t_ln, _ = _median_time(lambda: load_network(npath), repeats)
-        size_ck, size_n = os.path.getsize(path), os.path.getsize(npath)
-        shutil.rmtree(folder, ignore_errors=True)
-        rows.append({"n_params": net.n_params, "checkpoint_bytes": size_ck,
-                     "checkpoint_write_ms": 1e3 * t_ck, "checkpoint_read_ms": 1e3 * t_lck,
-                     "checkpoint_write_MBps": size_ck / t_ck / 1e6,
-                     "network_bytes": size_n, "save_network_ms": 1e3 * t_sn,
-                     "load_network_ms": 1e3 * t_ln, "busy": b_ck})
-    return rows
+    net = ResNet(2, width, depth, 5)
+    theta = net.init(0)
+    folder = tempfile.mkdtemp()
+    ck = Checkpointer(folder, keep=1)
+    # an Adam-like state: iterate and two moments, plus a small history
+    state = {"solver": "adam", "run": {"nit": 1, "history": {"n": 1, "columns": {}}},
+             "method": {"x": theta, "m": theta.copy(), "v": theta.copy()},
+             "components": []}
+    t_ck, b_ck = _median_time(lambda: ck.save(state, 1, "adam"), repeats)
+    path = ck.last_path
+    nosync = Checkpointer(folder, keep=1, prefix="nosync", fsync=False)
+    t_ns, _ = _median_time(lambda: nosync.save(state, 1, "adam"), repeats)
+    t_lck, _ = _median_time(lambda: load_checkpoint(path), repeats)
+    npath = os.path.join(folder, "net.npz")
+    t_sn, b_sn = _median_time(lambda: save_network(npath, net, theta), repeats)
+    t_ln, _ = _median_time(lambda: load_network(npath), repeats)
+    size_ck, size_n = os.path.getsize(path), os.path.getsize(npath)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"n_params": net.n_params, "checkpoint_bytes": size_ck,
+                 "checkpoint_write_ms": 1e3 * t_ck, "checkpoint_read_ms": 1e3 * t_lck,
+                 "checkpoint_write_nofsync_ms": 1e3 * t_ns,
+                 "checkpoint_write_MBps": size_ck / t_ck / 1e6,
+                 "network_bytes": size_n, "save_network_ms": 1e3 * t_sn,
+                 "load_network_ms": 1e3 * t_ln, "busy": b_ck}
 
 
 def main(argv=None):
@@ -140,11 +153,12 @@ def main(argv=None):
         print(f"| {r['width']} | {r['depth']} | {r['n_params']} | {r['variant']} | "
               f"{r['ms_per_iteration']:.3f} | {r['ratio']:.3f} | {r['busy']:.2f} |")
     print()
-    print("| parameters | checkpoint bytes | write ms | read ms | write MB/s | network bytes "
-          "| save_network ms | load_network ms | busy |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| parameters | checkpoint bytes | write ms | write ms, no fsync | read ms | "
+          "write MB/s | network bytes | save_network ms | load_network ms | busy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in files:
         print(f"| {r['n_params']} | {r['checkpoint_bytes']} | {r['checkpoint_write_ms']:.2f} | "
+              f"{r['checkpoint_write_nofsync_ms']:.2f} | "
               f"{r['checkpoint_read_ms']:.2f} | {r['checkpoint_write_MBps']:.0f} | "
               f"{r['network_bytes']} | {r['save_network_ms']:.2f} | "
               f"{r['load_network_ms']:.2f} | {r['busy']:.2f} |")

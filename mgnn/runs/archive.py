@@ -109,11 +109,13 @@ def decode_tree(tree, arrays):
     return tree
 
 
-def atomic_write(path, write):
+def atomic_write(path, write, durable=True):
     """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it.
 
-    The temporary file is flushed and ``fsync``-ed before ``os.replace``; on any
-    error it is removed and ``path`` is untouched.
+    With ``durable`` the temporary file is ``fsync``-ed before ``os.replace`` and the
+    folder after it (the file survives a power cut, at the cost of waiting for the
+    disk); without, the rename is still atomic for readers and for a killed process.
+    On any error the temporary file is removed and ``path`` is untouched.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -122,7 +124,8 @@ def atomic_write(path, write):
         with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -130,6 +133,8 @@ def atomic_write(path, write):
         except OSError:
             pass
         raise
+    if not durable:
+        return
     try:  # make the rename durable where the platform allows it
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -140,8 +145,9 @@ def atomic_write(path, write):
         pass
 
 
-def write_archive(path, meta, tree=None):
-    """Write ``meta`` (JSON-able dict) and the state tree ``tree`` to ``path`` atomically.
+def write_archive(path, meta, tree=None, durable=True):
+    """Write ``meta`` (JSON-able dict) and the state tree ``tree`` to ``path`` atomically
+    (``durable``: ``fsync`` too, see :func:`atomic_write`).
 
     The tree is stored under ``meta["tree"]``; each array of the tree is the member
     ``<its path>.npy`` (e.g. ``theta.npy`` for ``tree["theta"]`` at the top level).
@@ -170,7 +176,7 @@ def write_archive(path, meta, tree=None):
                 np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
                 zf.writestr(name + ".npy", buf.getvalue())
 
-    atomic_write(path, write)
+    atomic_write(path, write, durable)
 
 
 def read_archive(path):

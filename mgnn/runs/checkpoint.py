@@ -213,6 +213,11 @@ class Checkpointer:
         iteration, only on several ranks).
     metadata : dict, optional
         JSON-able data stored in every checkpoint (``Checkpoint.meta["metadata"]``).
+    fsync : bool, default True
+        Wait until each checkpoint is on disk (``fsync``) before renaming it into
+        place: it then survives a crash of the machine. The rename is atomic either
+        way; ``fsync=False`` saves the disk wait (about 20 ms per write on this
+        project's test machine), which matters when writing every few iterations.
 
     Examples
     --------
@@ -233,7 +238,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory, *, every=None, seconds=None, keep=3, prefix="ckpt",
-                 signals=True, comm=None, metadata=None):
+                 signals=True, comm=None, metadata=None, fsync=True):
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"directory must be a path, got {type(directory).__name__}")
         self.directory = os.fspath(directory)
@@ -251,6 +256,9 @@ class Checkpointer:
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
         self.metadata = metadata
+        if not isinstance(fsync, bool):
+            raise TypeError(f"fsync must be bool, got {fsync!r}")
+        self.fsync = fsync
         self.signal_received = None  # name of the signal that asked the run to stop
         self.last_path = None
         self._depth = 0
@@ -348,7 +356,7 @@ class Checkpointer:
                 "written": datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds"),
                 "metadata": self.metadata}
-        write_archive(path, meta, state)
+        write_archive(path, meta, state, durable=self.fsync)
         if comm.size > 1:
             comm.barrier()  # every rank's file is in place before any is pruned
         self._prune()
