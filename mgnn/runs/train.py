@@ -113,8 +113,11 @@ def run_solver(cfg, setup, *, callback=None, disp=False, disp_every=1, checkpoin
     solver = cfg["solver"]["name"]
     method = cfg["optimizer"]["method"]
     opts = dict(cfg["optimizer"]["options"])
-    services = {"disp": disp, "disp_every": disp_every, "checkpoint": checkpoint,
-                "resume": resume}
+    # only the services asked for: a method that has not adopted them still runs
+    services = {k: v for k, v in (("disp", disp), ("checkpoint", checkpoint),
+                                  ("resume", resume)) if v}
+    if disp:
+        services["disp_every"] = disp_every
     cb = None
     if solver == "minimize":
         if callback is not None:
