@@ -4,7 +4,7 @@ One command prints Markdown tables of medians and writes JSON:
 
     python benchmarks/runs.py [--quick] [--json out.json]
 
-1. Training overhead: Adam on peaks (width 8/32, depth 16/64, batch 250) for a fixed
+1. Training overhead: Adam on peaks (width 8/32, depth 16/32, batch 250) for a fixed
    number of iterations, plain, with ``disp`` lines every 10 iterations (to a
    null handler), and with a checkpoint every 1, 10 and 100 iterations; the
    ratio is to the plain run measured in the same round (rounds interleave the
@@ -50,9 +50,9 @@ def training_overhead(quick):
     log.setLevel(logging.INFO)
     log.propagate = False
     d = peaks(2000, 10, seed=0)
-    iters = 100 if quick else 400
-    rounds = 3 if quick else 7
-    shapes = [(8, 16)] if quick else [(8, 16), (32, 64)]
+    iters = 100 if quick else 200
+    rounds = 3 if quick else 5
+    shapes = [(8, 16)] if quick else [(8, 16), (32, 32)]
     rows = []
     for width, depth in shapes:
         rows += _overhead_rows(d, width, depth, iters, rounds)
@@ -103,8 +103,8 @@ def _overhead_rows(d, width, depth, iters, rounds):
 
 
 def file_costs(quick):
-    sizes = [(32, 8), (128, 32)] if quick else [(32, 8), (128, 32), (256, 64), (512, 64)]
-    repeats = 3 if quick else 7
+    sizes = [(32, 8), (128, 32)] if quick else [(32, 8), (128, 32), (512, 16)]
+    repeats = 3 if quick else 5
     return [_file_row(width, depth, repeats) for width, depth in sizes]
 
 
