@@ -152,6 +152,9 @@ def test_out_dir_and_resume(tmp_path, capsys):
     ("nested_iteration", ["--set", "nested_iteration.schedule=[4,3,2]"]),
     ("rmtr", ["--set", "rmtr.options.maxiter=2"]),
     ("mgopt", ["--set", "mgopt.cycles=2"]),
+    ("apts", ["--set", "dd.options.maxiter=2", "--set", "dd.two_level=true"]),
+    ("spqn", ["--set", "dd.options.maxiter=2", "--set", "dd.decomposition=data",
+              "--set", "dd.overlap=0.1", "--set", "dd.two_level=true"]),
 ])
 def test_multilevel_solvers(tmp_path, solver, extra):
     out = tmp_path / "o"

@@ -47,6 +47,6 @@ def test_readme_domain_decomposition_block_runs(capsys):
     block = re.search(r"\*\*Domain decomposition\*\*.*?```python\n(.*?)```", text, re.S).group(1)
     ns = {}
     exec(compile(block, "README domain decomposition", "exec"), ns)
-    res = ns["res"]
-    assert res.nit == 20 and res.fun < ns["obj"].value(ns["theta0"])
+    res = ns["res_dd"]
+    assert res.nit == 20 and res.fun < ns["robj"].value(ns["rtheta0"])
     assert "subdomain" in capsys.readouterr().out

@@ -357,3 +357,47 @@ def test_resume_checks(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="is not an mgnn archive"):
         load_checkpoint(tmp_path / "junk.npz")
+
+
+DD_CASES = {
+    "spqn-data": ("spqn", "data", {"local_iters": 2, "maxiter": 8}, False),
+    "apts-layers-multiplicative": ("apts", "layers", {"maxiter": 8,
+                                                      "variant": "multiplicative"}, False),
+    "spqn-layers-two-level": ("spqn", "layers", {"maxiter": 8}, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DD_CASES))
+@settings(max_examples=3)
+@given(at=st.integers(1, 7))
+def test_domain_decomposition_resumes_from_a_file_bit_for_bit(case, at, tmp_path_factory):
+    """The DD solvers' SchwarzState travels in a checkpoint file as plain data."""
+    from mgnn import dd
+
+    name, kind, opts, two = DD_CASES[case]
+    net = ResNet(2, 4, 8, 1, T=2.0, task="regression")
+    theta0 = net.init(0)
+
+    def run(**kw):
+        obj = Objective(net, REG.X_train, REG.Y_train, tikhonov=1e-6)
+        dec = dd.by_data(obj, 3, overlap=0.1) if kind == "data" else dd.by_layers(net, 2)
+        fn = dd.apts if name == "apts" else dd.spqn
+        return fn(obj, theta0, dec, hierarchy=depth_hierarchy(obj, 2) if two else None, **kw)
+
+    full = run(options=opts)
+    folder = tmp_path_factory.mktemp("ck")
+
+    def interrupted_run(ck, stop):
+        def cb(intermediate_result):
+            stop(intermediate_result.nit)
+        return run(options=dict(opts, checkpoint=ck), callback=cb)
+
+    interrupted(interrupted_run, folder, at)
+    res = run(options=dict(opts, resume=folder))
+    assert np.array_equal(res.x, full.x) and res.work == full.work
+    assert res.parallel_work == full.parallel_work and res.nit == full.nit
+    assert repr(res.statistics) == repr(full.statistics)
+    same_history(res.history, full.history)
+    with pytest.raises(ValueError, match="either as theta0"):
+        dd.spqn(Objective(net, REG.X_train, REG.Y_train), full.state, dd.by_layers(net, 2),
+                options={"resume": folder})

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from contextlib import contextmanager
@@ -217,6 +218,52 @@ class SchwarzState:
     def copy(self):
         """A deep copy (memories, history and ledger included)."""
         return copy.deepcopy(self)
+
+    def state_dict(self):
+        """The state as plain data (for checkpoint files, :mod:`mgnn.runs`): memories by
+        their ``state_dict`` (None where a run keeps none), statistics as dicts."""
+        def mem(m):
+            return None if m is None else m.state_dict()
+
+        return {"method": self.method, "options": dict(self.options), "x": self.x,
+                "f": self.f, "g": self.g, "radius": self.radius, "nit": self.nit,
+                "local": {str(s): mem(m) for s, m in self.local.items()},
+                "global_memory": mem(self.global_memory),
+                "coarse_memory": mem(self.coarse_memory), "ledger": dict(self.ledger),
+                "statistics": [dataclasses.asdict(t) for t in self.statistics],
+                "history": self.history.state_dict(), "elapsed": self.elapsed,
+                "n_params": self.n_params, "decomposition": self.decomposition,
+                "ranks": list(getattr(self, "ranks", (1, 0))),
+                "two_level": bool(getattr(self, "two_level", False))}
+
+    @classmethod
+    def from_state_dict(cls, d):
+        """A state from :meth:`state_dict`'s output; its memories stay plain dicts until a
+        solver gives them their objects (``materialize``)."""
+        st = cls(d["method"], d["options"], d["x"], d["decomposition"])
+        st.f, st.g, st.radius, st.nit = d["f"], d["g"], d["radius"], int(d["nit"])
+        st.local = {int(s): m for s, m in d["local"].items()}
+        st.global_memory, st.coarse_memory = d["global_memory"], d["coarse_memory"]
+        st.ledger = dict(d["ledger"])
+        st.statistics = DDStatistics(SubdomainStatistics(**t) for t in d["statistics"])
+        st.history = History()
+        st.history.load_state_dict(d["history"])
+        st.elapsed, st.n_params = d["elapsed"], int(d["n_params"])
+        st.ranks, st.two_level = tuple(d["ranks"]), bool(d["two_level"])
+        return st
+
+    def materialize(self, new_local, new_global, new_coarse):
+        """Turn memories held as plain dicts into objects made by the given factories."""
+        def build(m, make):
+            if not isinstance(m, dict):
+                return m
+            obj = make()
+            obj.load_state_dict(m)
+            return obj
+
+        self.local = {s: build(m, new_local) for s, m in self.local.items()}
+        self.global_memory = build(self.global_memory, new_global)
+        self.coarse_memory = build(self.coarse_memory, new_coarse)
 
     def __repr__(self):
         f = "None" if self.f is None else f"{self.f:.6g}"

@@ -82,6 +82,7 @@ import numpy as np
 from mgnn._validation import check_choice, check_positive_int, check_scalar
 from mgnn.optim._common import (
     CALLBACK_MESSAGE,
+    RUN_OPTIONS,
     STATUS_CALLBACK,
     STATUS_CONVERGED,
     STATUS_MAXITER,
@@ -107,6 +108,8 @@ from mgnn.optim.trust_region import (
     trust_region_step,
     update_radius,
 )
+from mgnn.runs.checkpoint import STATUS_INTERRUPTED, as_checkpoint
+from mgnn.runs.state import load_components_state, stateful_components
 from mgnn.vectorspace import EuclideanSpace
 
 from ._engine import (
@@ -192,6 +195,23 @@ class _Solver:
         decomposition.check_objective(objective)
         self.obj, self.space, self.dec = objective, space, decomposition
         self.S = decomposition.n_subdomains
+        # the run services (progress, checkpoint files, resume from a file) are not options
+        # of the algorithm: they are neither validated against nor stored in the state
+        self.run_options, from_file = {}, None
+        if isinstance(options, dict):
+            options = dict(options)
+            self.run_options = {k: options.pop(k) for k in RUN_OPTIONS if k in options}
+            from_file = self.run_options.pop("resume", None)
+        if from_file is not None:
+            if isinstance(theta0, SchwarzState):
+                raise ValueError("give the state to continue from either as theta0 (a "
+                                 "SchwarzState) or as the 'resume' option, not both")
+            ck = as_checkpoint(from_file)
+            if ck.state.get("solver") != self.method:
+                raise ValueError(f"resume: the checkpoint was written by "
+                                 f"{ck.state.get('solver')!r}, this run is {self.method!r}")
+            theta0 = SchwarzState.from_state_dict(ck.state["method"]["dd"])
+            self._components_saved = ck.state["components"]
         resume = isinstance(theta0, SchwarzState)
         opts, given = parse_options(self.method, options, self.defaults)
         if resume:
@@ -315,8 +335,12 @@ class _Solver:
 
         st = state.copy()
         st.options = dict(self.opts, _raw=self.raw_options)
+        st.materialize(self._new_memory, self._new_global_memory, self._new_coarse_memory)
         self.state = st
         self.run = self._make_run()
+        saved = getattr(self, "_components_saved", None)
+        if saved is not None:  # resumed from a checkpoint file
+            load_components_state(self.run.components, saved)
         self._initial_failure = None
 
     def _dec_key(self):
@@ -331,7 +355,8 @@ class _Solver:
 
     def _make_run(self):
         st = self.state
-        run = Run(FineView(self.obj, st.ledger, self.space), self.callback, self.method)
+        run = Run(FineView(self.obj, st.ledger, self.space), self.callback, self.method,
+                  self.run_options, counters=[], components=stateful_components(self.obj))
         run.history = st.history
         run._start = (0, 0, 0, 0.0)  # counts are the run's totals (cumulative over resumes)
         run._t0 = time.perf_counter() - st.elapsed
@@ -489,6 +514,12 @@ class _Solver:
         return None
 
     def solve(self):
+        try:
+            return self._loop()
+        finally:
+            self.run.close()
+
+    def _loop(self):
         st, run = self.state, self.run
         opts = self.opts
         if self._initial_failure is not None:
@@ -516,6 +547,8 @@ class _Solver:
                     return self._finish(STATUS_CALLBACK, CALLBACK_MESSAGE, success=False)
                 if stalled:
                     return self._finish(STATUS_STALLED, stalled)
+                if run.boundary(lambda: {"x": st.x, "dd": st.state_dict()}):
+                    return self._finish(STATUS_INTERRUPTED, None)
         except Diverged as exc:
             return self._finish(3, exc)
 
@@ -537,6 +570,8 @@ class _Solver:
         extra["state"] = st.copy()
         if status == 3:
             return run.diverged_result(st.x, st.f, st.g, message, **extra)
+        if status == STATUS_INTERRUPTED:
+            return run.interrupted_result(st.x, st.f, st.g, **extra)
         return run.result(st.x, st.f, st.g, status, message, success=success, **extra)
 
 
@@ -868,6 +903,12 @@ def apts(objective, theta0, decomposition, options=None, callback=None, *, hiera
             With a ``hierarchy``: the coarse level and its steps per iteration.
         max_work : float or None
             Stop (status 1) when the total work reaches it.
+        disp, disp_every, checkpoint, resume
+            Progress lines, checkpoint files (the whole :class:`SchwarzState`, as
+            plain data, every k outer iterations / t seconds and on
+            SIGINT/SIGTERM: status 4) and resuming from such a file, bit for bit
+            (:mod:`mgnn.runs`). ``resume`` is the file form of passing a state as
+            ``theta0``.
 
     callback : callable, optional
         ``callback(intermediate_result)`` after every outer iteration (with
@@ -931,8 +972,8 @@ def spqn(objective, theta0, decomposition, options=None, callback=None, *, hiera
     options : dict, optional
         ``maxiter`` (100), ``gtol`` (1e-5), ``variant`` ('additive'),
         ``local_iters`` (3), ``local_gtol``, ``first_order_consistency``,
-        ``coarse_level`` (1), ``coarse_iters`` (5), ``max_work`` as for
-        :func:`apts`, and
+        ``coarse_level`` (1), ``coarse_iters`` (5), ``max_work``, ``disp``,
+        ``disp_every``, ``checkpoint``, ``resume`` as for :func:`apts`, and
 
         global_iters : int, default 1
             Global L-BFGS steps per outer iteration.

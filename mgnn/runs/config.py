@@ -14,7 +14,8 @@ and unknown sections or keys are errors, never ignored:
     process) or ``"layer_parallel"`` (``LayerParallelObjective``: layers over the
     MPI ranks, run under ``mpiexec``), with the MGRIT settings.
 ``[solver]``
-    ``name = "minimize"``, ``"nested_iteration"``, ``"rmtr"`` or ``"mgopt"``.
+    ``name = "minimize"``, ``"nested_iteration"``, ``"rmtr"``, ``"mgopt"``, or the
+    domain-decomposition methods ``"apts"`` and ``"spqn"``.
 ``[optimizer]``
     ``method`` of :func:`mgnn.optim.minimize` (the level optimizer of nested
     iteration, the smoother of MG/OPT) and its ``options``. The options' defaults
@@ -24,6 +25,11 @@ and unknown sections or keys are errors, never ignored:
     ``pre``/``post``/``cycles`` set the iterations).
 ``[hierarchy]``, ``[nested_iteration]``, ``[rmtr]``, ``[mgopt]``
     the multilevel solvers' settings.
+``[dd]``
+    APTS/SPQN: the decomposition (``layers``, ``neurons``, ``tensors``, ``data``),
+    the number of subdomains, the overlap (layers for ``layers``, a fraction for
+    ``data``), ``two_level`` (a coarse correction from ``[hierarchy]``), the seed of
+    ``tensors`` and the method's ``options``.
 ``[checkpoint]``, ``[progress]``
     checkpoint interval (iterations and/or seconds; 0 = off) and how many to
     keep; progress-line interval (0 = about 20 lines per run).
@@ -41,7 +47,7 @@ import math
 __all__ = ["DEFAULTS", "METHOD_DEFAULTS", "load_config", "resolve", "to_toml", "parse_set",
            "SOLVERS", "PROPAGATIONS"]
 
-SOLVERS = ("minimize", "nested_iteration", "rmtr", "mgopt")
+SOLVERS = ("minimize", "nested_iteration", "rmtr", "mgopt", "apts", "spqn")
 PROPAGATIONS = ("serial", "mgrit", "layer_parallel")
 
 DEFAULTS = {
@@ -59,6 +65,8 @@ DEFAULTS = {
     "rmtr": {"options": {"maxiter": 50, "hessian": "lsr1"}},
     "mgopt": {"cycles": 20, "pre": 1, "post": 1, "tau": "full", "line_search": False,
               "rng": 0},
+    "dd": {"decomposition": "layers", "subdomains": 2, "overlap": 0, "two_level": False,
+           "seed": 0, "options": {"maxiter": 50}},
     "checkpoint": {"every": 0, "seconds": 0.0, "keep": 3},
     "progress": {"every": 0},
 }
@@ -72,7 +80,7 @@ METHOD_DEFAULTS = {
 }
 
 # tables whose keys are free (the options of a method), not checked against defaults
-_FREE = {("optimizer", "options"), ("rmtr", "options")}
+_FREE = {("optimizer", "options"), ("rmtr", "options"), ("dd", "options")}
 
 
 def _merge(base, new, where=()):
@@ -158,7 +166,7 @@ def resolve(cfg):
     if not isinstance(method, str):
         raise ValueError(f"optimizer.method must be a string, got {method!r}")
     opts = dict(METHOD_DEFAULTS.get(method.lower(), {}))
-    if out["solver"]["name"] != "minimize":  # iterations come from the solver's settings
+    if out["solver"]["name"] not in ("minimize",):  # iterations come from the solver
         opts.pop("maxiter", None)
     opts.update(out["optimizer"]["options"])
     out["optimizer"]["options"] = opts

@@ -82,7 +82,8 @@ def build(cfg):
     obj = Objective(net, data.X_train, data.Y_train, tikhonov=o["tikhonov"],
                     smoothness=o["smoothness"], propagation=prop)
     hierarchy = None
-    if solver != "minimize":
+    if solver in ("nested_iteration", "rmtr", "mgopt") or (
+            solver in ("apts", "spqn") and cfg["dd"]["two_level"]):
         from mgnn.multilevel import depth_hierarchy, width_hierarchy
 
         h = cfg["hierarchy"]
@@ -148,6 +149,30 @@ def run_solver(cfg, setup, *, callback=None, disp=False, disp_every=1, checkpoin
                 callback(intermediate_result.nit, intermediate_result)
         return rmtr(H, setup.theta0, options=dict(cfg["rmtr"]["options"], **services),
                     callback=cb)
+    if solver in ("apts", "spqn"):
+        from mgnn import dd as ddm
+
+        d = cfg["dd"]
+        kind = _choice(d["decomposition"], "dd.decomposition",
+                       ("layers", "neurons", "tensors", "data"))
+        S, net, obj = d["subdomains"], setup.net, setup.objective
+        if kind == "layers":
+            dec = ddm.by_layers(net, S, overlap=d["overlap"])
+        elif kind == "neurons":
+            dec = ddm.by_neurons(net, S, theta=setup.theta0)
+        elif kind == "tensors":
+            dec = ddm.by_tensors(net, S, rng=d["seed"])
+        else:
+            dec = ddm.by_data(obj, S, overlap=d["overlap"])
+        if kind != "layers" and kind != "data" and d["overlap"]:
+            raise ValueError(f"dd.overlap applies to 'layers' and 'data' decompositions, "
+                             f"not {kind!r}")
+        if callback is not None:
+            def cb(intermediate_result):
+                callback(intermediate_result.nit, intermediate_result)
+        fn = ddm.apts if solver == "apts" else ddm.spqn
+        return fn(obj, setup.theta0, dec, options=dict(d["options"], **services), callback=cb,
+                  hierarchy=H)
     from mgnn.multilevel import mgopt
 
     m = cfg["mgopt"]
@@ -169,6 +194,8 @@ def planned_iterations(cfg):
         return int(sum(cfg["nested_iteration"]["schedule"]))
     if solver == "rmtr":
         return cfg["rmtr"]["options"].get("maxiter", 100)
+    if solver in ("apts", "spqn"):
+        return cfg["dd"]["options"].get("maxiter", 100)
     return cfg["mgopt"]["cycles"]
 
 
