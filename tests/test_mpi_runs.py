@@ -45,12 +45,13 @@ def mpiexec(n, *args, timeout=60):
 ])
 def test_a_fault_on_one_rank_ends_the_job(case, error):
     proc, wall = mpiexec(2, sys.executable, str(HERE / "faults.py"), case, timeout=60)
-    assert proc.returncode != 0
-    assert error in proc.stderr
-    assert "Traceback" in proc.stderr
-    assert "mgnn: uncaught" in proc.stderr and "on rank 1 of 2" in proc.stderr
-    assert "finished" not in proc.stdout
-    assert wall < 45
+    said = f"status {proc.returncode} after {wall:.1f} s\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode != 0, said
+    assert error in proc.stderr, said
+    assert "Traceback" in proc.stderr, said
+    assert "mgnn: uncaught" in proc.stderr and "on rank 1 of 2" in proc.stderr, said
+    assert "finished" not in proc.stdout, said
+    assert wall < 45, said
 
 
 @pytest.fixture(scope="module")

@@ -253,6 +253,9 @@ def _abort_hook(etype, value, tb):
                              "calling MPI_Abort to end the whole job\n")
             sys.stderr.flush()
             if size > 1:
+                import time
+
+                time.sleep(0.5)  # let the launcher forward the message before the abort
                 world.Abort(1)
         except Exception:  # pragma: no cover - MPI already gone
             pass
