@@ -222,3 +222,13 @@ def test_console_script_entry_point():
     res = subprocess.run([sys.executable, "-m", "mgnn.cli", "info"], capture_output=True,
                          text=True, check=True)
     assert "numba" in res.stdout
+
+
+def test_lsgd_from_the_command_line(tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["train", "--set", "data.problem=smooth_regression", "--set", "data.n_train=200",
+                 "--set", "net.activation=relu", "--set", "net.init=box",
+                 "--set", "optimizer.method=lsgd", "--set", "optimizer.options.maxiter=4",
+                 "--json", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert res["nit"] == 4 and "ls_rank" in res["history"]

@@ -61,7 +61,7 @@ def test_readme_lsgd_block_runs(capsys):
     block = re.search(r"\*\*Adaptive basis.*?```python\n(.*?)```", text, re.S).group(1)
     ns = {}
     exec(compile(block, "README LSGD", "exec"), ns)
-    res = ns["res"]
+    res = ns["res_ls"]
     assert res.success and 0 < res.nit <= 200
     assert 2 * res.fun < 1e-6  # the MSE the block prints
     assert res.history["ls_rank"][-1] == 17

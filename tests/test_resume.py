@@ -401,3 +401,30 @@ def test_domain_decomposition_resumes_from_a_file_bit_for_bit(case, at, tmp_path
     with pytest.raises(ValueError, match="either as theta0"):
         dd.spqn(Objective(net, REG.X_train, REG.Y_train), full.state, dd.by_layers(net, 2),
                 options={"resume": folder})
+
+
+@settings(max_examples=3)
+@given(at=st.integers(1, 9))
+def test_lsgd_resumes_bit_for_bit(at, tmp_path_factory):
+    net = ResNet(2, 6, 3, 1, activation="relu", task="regression")
+    theta0 = net.init(0, "box", box=(-1, 1))
+    opts = {"maxiter": 10, "gd_steps": 2, "lr": 1e-3, "batch_size": 12, "ls_batch_size": 24,
+            "rng": 5}
+
+    def obj():
+        return Objective(net, REG.X_train, REG.Y_train, tikhonov=1e-6)
+
+    full = minimize(obj(), theta0, method="lsgd", options=opts)
+    folder = tmp_path_factory.mktemp("ck")
+
+    def run(ck, stop):
+        def cb(intermediate_result):
+            stop(intermediate_result.nit)
+        return minimize(obj(), theta0, method="lsgd", options=dict(opts, checkpoint=ck),
+                        callback=cb)
+
+    interrupted(run, folder, at)
+    res = minimize(obj(), theta0, method="lsgd", options=dict(opts, resume=folder))
+    assert np.array_equal(res.x, full.x) and res.work == full.work
+    assert (res.n_solves, res.n_steps) == (full.n_solves, full.n_steps)
+    same_history(res.history, full.history)

@@ -88,6 +88,7 @@ import scipy.linalg.lapack
 from mgnn._validation import check_choice, check_positive_int, check_scalar
 
 from ._common import (
+    RUN_OPTIONS,
     STATUS_CONVERGED,
     Diverged,
     Run,
@@ -127,6 +128,7 @@ LSGD_DEFAULTS = {
     "final_solve": True,
     "rng": None,
     "gtol": 1e-5,
+    **RUN_OPTIONS,
 }
 
 _ADAM_ONLY = ("beta1", "beta2", "eps")
@@ -391,6 +393,22 @@ class LSGDState:
         return (f"LSGDState({self.nit} cycles, {self.n_solves} solves, {self.n_steps} "
                 f"{rule} steps, {self.x.size} parameters, {self.solver!r})")
 
+    def state_dict(self):
+        """The state as plain data (for checkpoints, :mod:`mgnn.runs`); the solver's
+        buffers are scratch and not part of it."""
+        return {"x": self.x, "update": self.update.state_dict(),
+                "gd_batches": self.gd_batches.state_dict(),
+                "ls_batches": self.ls_batches.state_dict(), "n_steps": self.n_steps,
+                "n_solves": self.n_solves, "nit": self.nit}
+
+    def load_state_dict(self, d):
+        self.x = d["x"]
+        self.update.load_state_dict(d["update"])
+        self.gd_batches.load_state_dict(d["gd_batches"])
+        self.ls_batches.load_state_dict(d["ls_batches"])
+        self.n_steps, self.n_solves, self.nit = (int(d[k]) for k in
+                                                  ("n_steps", "n_solves", "nit"))
+
     def solve(self, batch=None):
         """Replace the closing layer of ``x`` by the least-squares fit; return the stats."""
         self.x, stats = self.solver.solve(self.x, batch)
@@ -508,6 +526,9 @@ def minimize_lsgd(objective, theta0, options=None, callback=None):
         with the same seed).
     gtol : float, default 1e-5
         Full batch only: stop when the gradient norm after a solve is <= gtol.
+    disp, disp_every, checkpoint, resume
+        Progress lines, checkpoints (the whole :class:`LSGDState`) and resuming,
+        bit for bit (:mod:`mgnn.runs`; see :func:`~mgnn.optim.stochastic.minimize_sgd`).
 
     Returns
     -------
@@ -537,10 +558,20 @@ def minimize_lsgd(objective, theta0, options=None, callback=None):
     >>> bool(res.fun < 1e-3), bool(res.history["ls_rank"][0] == 13)
     (True, True)
     """
-    run = Run(objective, callback, "lsgd")
     opts, given = parse_options("lsgd", options, LSGD_DEFAULTS)
+    run = Run(objective, callback, "lsgd", opts)
+    try:
+        return _lsgd(run, objective, opts, given, theta0)
+    finally:
+        run.close()
+
+
+def _lsgd(run, objective, opts, given, theta0):
     x = prepare_theta0(theta0)
     state, maxiter, k, sched, full = _setup(run, opts, given, x)
+    saved = run.restore(x)
+    if saved is not None:
+        state.load_state_dict(saved["lsgd"])
     space = run.space
     gtol = opts["gtol"]
     x_prev = state.x  # the last iterate whose loss was finite
@@ -557,7 +588,7 @@ def minimize_lsgd(objective, theta0, options=None, callback=None):
 
     n_hidden = None
     try:
-        for c in range(maxiter):
+        for c in range(state.nit, maxiter):
             start = state.x
             ls_batch, _ = state.ls_batches(state.n_solves)
             stats = solve(ls_batch)
@@ -593,6 +624,9 @@ def minimize_lsgd(objective, theta0, options=None, callback=None):
             if run.notify(state.x, f, g, lr=lr):
                 return run.callback_result(state.x, f, None, n_solves=state.n_solves,
                                            n_steps=state.n_steps)
+            if run.boundary(lambda: {"x": state.x, "lsgd": state.state_dict()}):
+                return run.interrupted_result(state.x, f, None, n_solves=state.n_solves,
+                                              n_steps=state.n_steps)
         if converged:
             msg = f"Optimization terminated successfully: gradient norm {gnorm:.3e} <= gtol."
             return run.result(state.x, f, g, STATUS_CONVERGED, msg, n_solves=state.n_solves,

@@ -8,9 +8,9 @@ writes; on load rank 0 reads and broadcasts, and any number of ranks can scatter
 it again (``LayerParallelObjective.scatter``).
 
 **Checkpoints** (:class:`Checkpointer`, :func:`load_checkpoint`): every solver of
-mgnn (``minimize`` with every method, ``nested_iteration``, ``rmtr``, ``mgopt``,
-``mgnn.dd.apts`` and ``spqn``, and layer-parallel training with its MGRIT warm
-starts) writes its whole state
+mgnn (``minimize`` with every method, LSGD included, ``nested_iteration``,
+``rmtr``, ``mgopt``, ``mgnn.dd.apts`` and ``spqn``, and layer-parallel training with
+its MGRIT warm starts) writes its whole state
 every ``every`` iterations or ``seconds`` seconds and when SIGINT/SIGTERM arrives,
 atomically (temporary file, then ``os.replace``), keeping the newest ``keep``.
 Given the checkpoint as ``resume``, the solver continues **bit for bit** as the
@@ -34,10 +34,11 @@ What a solver (or a stateful piece of one) does to be checkpointed:
    :class:`~mgnn.optim.LSR1`, :class:`~mgnn.optim.divergence.DivergenceMonitor`,
    :class:`~mgnn.mgrit.MGRITPropagation` (warm-start states per batch size,
    boost counters), :class:`~mgnn.dd.SchwarzState` (``from_state_dict`` builds it
-   back). An **objective and its** ``propagation`` that have the two
-   methods are saved and restored by the checkpoint machinery without the solver
-   doing anything (:func:`mgnn.runs.state.stateful_components`): a PINN objective
-   that resamples collocation points, or a propagation with warm starts, only
+   back), :class:`~mgnn.optim.lsgd.LSGDState`. An **objective and its**
+   ``propagation`` that have the two methods are saved and restored by the
+   checkpoint machinery without the solver doing anything
+   (:func:`mgnn.runs.state.stateful_components`): a PINN objective that
+   resamples collocation points, or a propagation with warm starts, only
    implements the pair.
 2. **A single-level method** (a function ``method(objective, theta0, options,
    callback)`` for :func:`mgnn.optim.minimize`) merges
