@@ -25,127 +25,27 @@ Activations are passed as integer codes (:data:`ACTIVATIONS`).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
-IDENTITY, TANH, RELU, SMOOTH_RELU = 0, 1, 2, 3
-ACTIVATIONS = {"identity": IDENTITY, "tanh": TANH, "relu": RELU, "smooth_relu": SMOOTH_RELU}
-#: Half-width of the quadratic piece of the smoothed ReLU (Guenther et al. 2020):
-#: sigma(z) = max(z, 0) for |z| > EPS and (z + EPS)^2 / (4 EPS) for |z| <= EPS.
-SMOOTH_RELU_EPS = 0.1
+from . import cpu_fused as _F
+from .cpu_activations import (  # noqa: F401  (re-exported: the codes are public)
+    ACTIVATIONS,
+    IDENTITY,
+    RELU,
+    SMOOTH_RELU,
+    SMOOTH_RELU_EPS,
+    TANH,
+    _c,
+    _d2sigma,
+    _dsigma,
+    _sigma,
+    _tanh,
+)
+from .cpu_fused import n_chunks  # noqa: F401  (public: how gradient sums are chunked)
+
 #: Layers narrower than this use a flat activation loop (see ``_forward_fuse``).
 _NARROW = 16
-
-
-# ----------------------------------------------------------------------------
-# scalar activation pieces (inlined into the loops below)
-#
-# Constants are cast to the type of the data (``_c(x, like)``) so that float32
-# loops stay in float32: a bare literal would promote them to float64 and halve
-# the SIMD width. All kernels use ``error_model='numpy'``: with Python's error
-# model every division carries a zero check that stops LLVM from vectorising.
-# ----------------------------------------------------------------------------
-def _c(x, like):
-    """``x`` as a constant of the floating type of ``like`` (Numba overload below)."""
-    return x
-
-
-@overload(_c, inline="always")
-def _c_impl(x, like):
-    if isinstance(like, types.Float) and like.bitwidth == 32:
-        return lambda x, like: np.float32(x)
-    return lambda x, like: np.float64(x)
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _tanh(x):
-    """tanh by a vectorisable expm1: a Taylor polynomial of expm1(2|x|/64) and six
-    doublings expm1(2a) = expm1(a) (expm1(a) + 2); then tanh = e / (e + 2).
-
-    Branch-free and free of cancellation (all terms positive); within a few ulp of
-    libm's tanh in float64 (checked in the tests). NumPy's SIMD ``np.tanh`` cannot
-    be fused with the bias and the axpy, this can.
-    """
-    ax = min(abs(x), _c(20.0, x))
-    a = ax * _c(2.0 / 64.0, x)
-    p = _c(1.0 / 20922789888000.0, x)
-    p = p * a + _c(1.0 / 1307674368000.0, x)
-    p = p * a + _c(1.0 / 87178291200.0, x)
-    p = p * a + _c(1.0 / 6227020800.0, x)
-    p = p * a + _c(1.0 / 479001600.0, x)
-    p = p * a + _c(1.0 / 39916800.0, x)
-    p = p * a + _c(1.0 / 3628800.0, x)
-    p = p * a + _c(1.0 / 362880.0, x)
-    p = p * a + _c(1.0 / 40320.0, x)
-    p = p * a + _c(1.0 / 5040.0, x)
-    p = p * a + _c(1.0 / 720.0, x)
-    p = p * a + _c(1.0 / 120.0, x)
-    p = p * a + _c(1.0 / 24.0, x)
-    p = p * a + _c(1.0 / 6.0, x)
-    p = p * a + _c(0.5, x)
-    p = p * a + _c(1.0, x)
-    e = p * a
-    two = _c(2.0, x)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    e = e * (e + two)
-    return math.copysign(e / (e + two), x)
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _sigma(z, act):
-    zero = _c(0.0, z)
-    eps = _c(SMOOTH_RELU_EPS, z)
-    # z != z only for NaN, which must propagate (a run that overflowed has to be seen)
-    if act == RELU:
-        return z if (z > zero or z != z) else zero
-    if act == SMOOTH_RELU:
-        if z <= -eps:
-            return zero
-        if z >= eps:
-            return z
-        return (z + eps) * (z + eps) * _c(0.25 / SMOOTH_RELU_EPS, z)
-    if act == TANH:
-        return _tanh(z)
-    return z
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _dsigma(r, act):
-    """sigma'(z) from the record r (A for tanh, Z otherwise)."""
-    zero, one = _c(0.0, r), _c(1.0, r)
-    eps = _c(SMOOTH_RELU_EPS, r)
-    if act == RELU:
-        return one if r > zero else zero
-    if act == SMOOTH_RELU:
-        if r <= -eps:
-            return zero
-        if r >= eps:
-            return one
-        return (r + eps) * _c(0.5 / SMOOTH_RELU_EPS, r)
-    if act == TANH:
-        return one - r * r
-    return one
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _d2sigma(r, act):
-    """sigma''(z) from the record r (A for tanh, Z otherwise)."""
-    zero, one = _c(0.0, r), _c(1.0, r)
-    eps = _c(SMOOTH_RELU_EPS, r)
-    if act == SMOOTH_RELU:
-        if r <= -eps or r >= eps:
-            return zero
-        return _c(0.5 / SMOOTH_RELU_EPS, r)
-    if act == TANH:
-        return _c(-2.0, r) * r * (one - r * r)
-    return zero
 
 
 # ----------------------------------------------------------------------------
@@ -264,10 +164,73 @@ def _soadjoint_fuse(S, dZ, L, dL, h, act, D, dD, gb, dgb, want_gb):
 
 
 # ----------------------------------------------------------------------------
-# layer steps (BLAS GEMMs + fused kernels); all outputs are caller buffers
+# which kernels a layer shape gets: fused Numba kernels for narrow layers, BLAS
+# GEMMs plus fused elementwise passes for wide ones
+# ----------------------------------------------------------------------------
+#: Widest layer (the larger of input and output width) that the fused kernels
+#: take, per dtype; wider layers use BLAS GEMMs. Measured on an AMD EPYC (Zen 4,
+#: AVX-512) with OpenBLAS 0.3.31: see ``benchmarks/step.py --crossover``.
+FUSED_MAX_WIDTH = {np.dtype(np.float64): 64, np.dtype(np.float32): 64}
+
+
+def uses_fused(w_in, w_out, dtype):
+    """True when a layer ``w_in -> w_out`` of ``dtype`` runs on the fused kernels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> uses_fused(32, 32, np.float64), uses_fused(512, 512, np.float64)
+    (True, False)
+    """
+    return max(w_in, w_out) <= FUSED_MAX_WIDTH.get(np.dtype(dtype), 0)
+
+
+def _cin(a):
+    """``a`` as a C-contiguous array (a view when it already is one)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+class _Out:
+    """A C-contiguous stand-in for an output buffer; ``done()`` copies it back."""
+
+    __slots__ = ("dst", "buf")
+
+    def __init__(self, dst):
+        self.dst = dst
+        self.buf = dst if dst.flags.c_contiguous else np.empty(dst.shape, dst.dtype)
+
+    def done(self):
+        if self.buf is not self.dst:
+            self.dst[...] = self.buf
+
+
+_DUMMY = {}
+
+
+def _dummy(dtype, ndim):
+    """A tiny array standing in for an output that is not wanted (never read or written)."""
+    key = (np.dtype(dtype).char, ndim)
+    d = _DUMMY.get(key)
+    if d is None:
+        d = _DUMMY[key] = np.zeros((1,) * ndim, dtype)
+    return d
+
+
+def _partials(s, w_out, w_in, dtype, shape_tail):
+    C = n_chunks(s, max(w_in, w_out))
+    return np.empty((max(C - 1, 1),) + shape_tail, dtype)
+
+
+# ----------------------------------------------------------------------------
+# layer steps; all outputs are caller buffers
 # ----------------------------------------------------------------------------
 def forward_step(U, W, b, h, act, S, out, skip=True):
     """One layer forward: ``out = skip*U + h*sigma(U W^T + b)``; ``S`` gets the record.
+
+    Narrow layers (:func:`uses_fused`) run one fused kernel (register-tiled GEMM,
+    bias, activation and skip per block of rows, threads over row chunks); wide
+    ones a BLAS GEMM and one fused elementwise pass. The result does not depend
+    on the number of threads.
 
     Parameters
     ----------
@@ -295,6 +258,13 @@ def forward_step(U, W, b, h, act, S, out, skip=True):
     >>> out[0]
     array([1.5, 1.5, 1.5])
     """
+    if uses_fused(W.shape[1], W.shape[0], S.dtype):
+        So, Oo = _Out(S), _Out(out)
+        _F.forward_layer(_cin(U), _cin(W), _cin(b), S.dtype.type(h), int(act), bool(skip),
+                         So.buf, Oo.buf)
+        So.done()
+        Oo.done()
+        return
     np.matmul(U, W.T, out=S)
     _forward_fuse(U, S, b, S.dtype.type(h), act, skip, out)
 
@@ -306,8 +276,32 @@ def adjoint_step(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True
     ``L = skip*L_next + D W`` (adjoint of the input states, skipped when ``L`` is
     None), ``gW = D^T U`` and ``gb = sum_rows(D)`` (the parameter gradient,
     skipped when None).
+
+    On the fused kernels the gradient sums run over
+    ``n_chunks(s, max(w_in, w_out))`` consecutive chunks of samples (each in row
+    order) added in chunk order: bit-identical for any number of threads, and to
+    the batched step and the whole-sweep kernels.
     """
-    h = S.dtype.type(h)
+    wo, wi = W.shape
+    dt = S.dtype
+    if uses_fused(wi, wo, dt):
+        want_g = gW is not None or gb is not None
+        Do = _Out(D)
+        Lo = _Out(L) if L is not None else None
+        gWo = _Out(gW if gW is not None else np.empty((wo, wi), dt)) if want_g else None
+        gbo = _Out(gb if gb is not None else np.empty(wo, dt)) if want_g else None
+        s = S.shape[0]
+        _F.adjoint_layer(_cin(L_next), _cin(U), _cin(W), _cin(S), dt.type(h), int(act), Do.buf,
+                         Lo.buf if Lo else _dummy(dt, 2), L is not None,
+                         gWo.buf if want_g else _dummy(dt, 2),
+                         gbo.buf if want_g else _dummy(dt, 1), want_g, bool(skip),
+                         _partials(s, wo, wi, dt, (wo, wi)) if want_g else _dummy(dt, 3),
+                         _partials(s, wo, wi, dt, (wo,)) if want_g else _dummy(dt, 2))
+        for o in (Do, Lo, gWo, gbo):
+            if o is not None:
+                o.done()
+        return
+    h = dt.type(h)
     _delta_fuse(S, L_next, h, act, D, gb if gb is not None else D[0], gb is not None)
     if L is not None:
         np.matmul(D, W, out=L)
@@ -324,9 +318,22 @@ def tangent_step(U, dU, W, dW, db, S, h, act, dZ, out, T=None, skip=True):
     ``out = skip*dU + h*sigma'(Z) * dZ``. Pass ``dU=None`` for a direction with no
     state part (the opening layer, whose input is data) and ``dW=None`` for one
     with no weight part; ``T`` is an (s, w_out) scratch buffer needed when both
-    are present.
+    are present (on the BLAS path; the fused kernels sum both products in one
+    running sum per entry and need no scratch).
     """
-    h = S.dtype.type(h)
+    wo, wi = W.shape
+    dt = S.dtype
+    if uses_fused(wi, wo, dt):
+        Zo, Oo = _Out(dZ), _Out(out)
+        Uc = _cin(U)
+        Wc = _cin(W)
+        _F.tangent_layer(Uc, _cin(dU) if dU is not None else Uc, Wc,
+                         _cin(dW) if dW is not None else Wc, _cin(db), _cin(S), dt.type(h),
+                         int(act), dU is not None, dW is not None, bool(skip), Zo.buf, Oo.buf)
+        Zo.done()
+        Oo.done()
+        return
+    h = dt.type(h)
     if dU is not None:
         np.matmul(dU, W.T, out=dZ)
     elif dW is None:
@@ -357,10 +364,43 @@ def soadjoint_step(L_next, dL_next, U, dU, W, dW, S, dZ, h, act, D, dD,
         dgW = dD^T U + D^T dU, dgb = sum_rows(dD)
 
     ``dU=None`` / ``dW=None`` mean zero directions. ``tmp`` (s, w_in) and
-    ``tmpW`` (w_out, w_in) are scratch buffers used when the two-term sums are
-    needed. Outputs left as None are not computed.
+    ``tmpW`` (w_out, w_in) are scratch buffers used on the BLAS path when the
+    two-term sums are needed. Outputs left as None are not computed. On the fused
+    kernels each two-term product is one running sum per entry and the sums over
+    samples are chunked as in :func:`adjoint_step`.
     """
-    h = S.dtype.type(h)
+    wo, wi = W.shape
+    dt = S.dtype
+    if uses_fused(wi, wo, dt):
+        s = S.shape[0]
+        want_g = gW is not None or gb is not None
+        want_dg = dgW is not None or dgb is not None
+        outs = {}
+
+        def o(name, a, shape):
+            if a is None:
+                a = np.empty(shape, dt)
+            outs[name] = _Out(a)
+            return outs[name].buf
+
+        Dd, dDd = o("D", D, None), o("dD", dD, None)
+        Lb = o("L", L, None) if L is not None else _dummy(dt, 2)
+        dLb = o("dL", dL, None) if dL is not None else _dummy(dt, 2)
+        Gb = o("gW", gW, (wo, wi)) if want_g else _dummy(dt, 2)
+        gbb = o("gb", gb, (wo,)) if want_g else _dummy(dt, 1)
+        dGb = o("dgW", dgW, (wo, wi)) if want_dg else _dummy(dt, 2)
+        dgbb = o("dgb", dgb, (wo,)) if want_dg else _dummy(dt, 1)
+        Uc, Wc = _cin(U), _cin(W)
+        _F.soadjoint_layer(_cin(L_next), _cin(dL_next), Uc, _cin(dU) if dU is not None else Uc,
+                           Wc, _cin(dW) if dW is not None else Wc, _cin(S), _cin(dZ),
+                           dt.type(h), int(act), Dd, dDd, Lb, dLb, Gb, gbb, dGb, dgbb,
+                           L is not None, dL is not None, want_g, want_dg, dU is not None,
+                           dW is not None, bool(skip),
+                           _partials(s, wo, wi, dt, (2, wo * wi + wo)))
+        for v in outs.values():
+            v.done()
+        return
+    h = dt.type(h)
     _soadjoint_fuse(S, dZ, L_next, dL_next, h, act, D, dD,
                     gb if gb is not None else dgb, dgb, gb is not None)
     if L is not None:
@@ -384,10 +424,94 @@ def soadjoint_step(L_next, dL_next, U, dU, W, dW, S, dZ, h, act, D, dD,
 
 
 # ----------------------------------------------------------------------------
+# whole sweeps over a contiguous range of residual layers (fused kernels only)
+# ----------------------------------------------------------------------------
+def _check_sweep(U, P, n0, n1, name="U"):
+    if U.ndim != 3 or not U.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous (N+1, s, w) stack of states")
+    w = U.shape[2]
+    if P.ndim != 1 or P.size % (w * w + w) or not P.flags.c_contiguous:
+        raise ValueError(f"parameters must be a contiguous 1-D array of blocks of "
+                         f"{w * w + w} (w^2 + w), got shape {P.shape}")
+    N = P.size // (w * w + w)
+    if not 0 <= n0 <= n1 <= N or U.shape[0] < n1 + 1 - 0:
+        raise ValueError(f"layer range [{n0}, {n1}) outside the {N} layers of the stack")
+    return w, N
+
+
+def forward_sweep(U, P, h, act, S, n0=0, n1=None):
+    """Residual layers ``n0 .. n1-1`` forward in one call (fused kernels).
+
+    ``U[n+1] = U[n] + h sigma(U[n] W_n^T + b_n)`` and ``S[n]`` = record, with
+    ``U`` (N+1, s, w) and ``S`` (N, s, w) C-contiguous and ``P`` the residual
+    parameters as N contiguous blocks ``[W_n (w*w), b_n (w)]``. Threads take
+    chunks of samples through all the layers; the result is bit-identical to
+    :func:`forward_step` layer by layer (and independent of the thread count).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> N, s, w = 3, 5, 4
+    >>> P = rng.standard_normal(N * (w * w + w))
+    >>> U = np.empty((N + 1, s, w)); U[0] = rng.standard_normal((s, w))
+    >>> S = np.empty((N, s, w))
+    >>> forward_sweep(U, P, 0.1, ACTIVATIONS["tanh"], S)
+    >>> V, S1 = U[0].copy(), np.empty((s, w))
+    >>> for n in range(N):
+    ...     blk = P[n * 20:(n + 1) * 20]
+    ...     out = np.empty((s, w))
+    ...     forward_step(V, blk[:16].reshape(4, 4), blk[16:], 0.1, ACTIVATIONS["tanh"], S1, out)
+    ...     V = out
+    >>> bool(np.array_equal(V, U[N]))
+    True
+    """
+    n1 = P.size // (U.shape[2] ** 2 + U.shape[2]) if n1 is None else n1
+    _check_sweep(U, P, n0, n1)
+    _F.forward_sweep_k(U, P, U.dtype.type(h), int(act), S, n0, n1)
+
+
+def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0=0, n1=None):
+    """Adjoint sweep with gradient from layer ``n1-1`` down to ``n0`` in one call.
+
+    ``L`` (2, s, w) holds ping-pong adjoints, ``L[cur]`` the adjoint of ``U[n1]``;
+    ``G`` (same layout as ``P``) receives the gradient blocks of layers
+    ``n0 .. n1-1``; ``D`` (s, w) is scratch. Returns the index of the buffer of
+    ``L`` that holds the adjoint of ``U[n0]``. Bit-identical to
+    :func:`adjoint_step` layer by layer, for any thread count.
+    """
+    n1 = P.size // (U.shape[2] ** 2 + U.shape[2]) if n1 is None else n1
+    _check_sweep(U, P, n0, n1)
+    return int(_F.adjoint_sweep_k(L, int(cur), U, P, S, U.dtype.type(h), int(act), D, G, n0, n1))
+
+
+def tangent_sweep(U, dU, P, dP, S, h, act, dZ, n0=0, n1=None):
+    """Tangent sweep over layers ``n0 .. n1-1`` in one call: fills ``dU[n0+1:n1+1]``
+    and the tangent records ``dZ``; bit-identical to :func:`tangent_step` layer by
+    layer."""
+    n1 = P.size // (U.shape[2] ** 2 + U.shape[2]) if n1 is None else n1
+    _check_sweep(U, P, n0, n1)
+    _F.tangent_sweep_k(U, dU, P, dP, S, U.dtype.type(h), int(act), dZ, n0, n1)
+
+
+def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0=0, n1=None):
+    """Second-order adjoint sweep from layer ``n1-1`` down to ``n0`` in one call.
+
+    ``H`` receives the Hessian-vector product blocks of the residual layers;
+    returns the index of the buffers of ``L``, ``dL`` holding the adjoint and its
+    derivative at ``U[n0]``. Bit-identical to :func:`soadjoint_step` layer by layer.
+    """
+    n1 = P.size // (U.shape[2] ** 2 + U.shape[2]) if n1 is None else n1
+    _check_sweep(U, P, n0, n1)
+    return int(_F.soadjoint_sweep_k(L, dL, int(cur), U, dU, P, dP, S, dZ, U.dtype.type(h),
+                                    int(act), D, dD, H, n0, n1))
+
+
+# ----------------------------------------------------------------------------
 # batched layer steps: k independent layers on stacks (k, s, w), e.g. the F-points
 # at one offset of every MGRIT interval. Per slice the arithmetic is exactly that of
-# the 2-D step (the same BLAS GEMM call per slice, the same fused loop), so a batched
-# sweep reproduces the unbatched one bit for bit. Stacks may be strided views.
+# the 2-D step, so a batched sweep reproduces the unbatched one bit for bit. Stacks
+# may be strided views.
 # ----------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
 def _forward_fuse_batch(U, S, b, h, act, skip, out):
@@ -424,22 +548,72 @@ def _contiguous(*arrays):
 
 
 def _check_stack(name, a, shape):
-    if a.ndim != 3 or a.shape != shape:
+    if a.ndim != len(shape) or a.shape != shape:
         raise ValueError(f"{name} must be a stack of shape {shape}, got {a.shape}")
+
+
+def _flat(a):
+    """``(flat, offsets)``: a 1-D view spanning the stack ``a`` and each slice's offset in
+    it (elements), when every slice of ``a`` is C-contiguous; else None.
+
+    Strided stacks such as ``U[c::m][:k]`` (or negative strides) keep their memory:
+    the view covers the span from the lowest to the highest slice inside the same
+    buffer, and only the slices are read or written.
+    """
+    k = a.shape[0]
+    isz = a.itemsize
+    n = 1
+    for d in range(a.ndim - 1, 0, -1):
+        if a.shape[d] != 1 and a.strides[d] != n * isz:
+            return None
+        n *= a.shape[d]
+    if k == 0 or n == 0:
+        return a.reshape(-1), np.zeros(k, np.int64)
+    st = a.strides[0] if k > 1 else n * isz
+    if st % isz:
+        return None
+    step = st // isz
+    offs = np.arange(k, dtype=np.int64) * step
+    lo = int(offs.min())
+    first = a[k - 1] if step < 0 else a[0]
+    flat = np.lib.stride_tricks.as_strided(first, shape=(int(offs.max()) - lo + n,),
+                                           strides=(isz,))
+    return flat, offs - lo
+
+
+class _FlatOut:
+    """Flat form of an output stack, through a contiguous copy when it has none."""
+
+    __slots__ = ("dst", "buf", "flat", "offs")
+
+    def __init__(self, dst):
+        self.dst = dst
+        f = _flat(dst)
+        self.buf = dst if f is not None else np.empty(dst.shape, dst.dtype)
+        self.flat, self.offs = f if f is not None else _flat(self.buf)
+
+    def done(self):
+        if self.buf is not self.dst:
+            self.dst[...] = self.buf
+
+
+def _flat_in(a):
+    f = _flat(a)
+    return f if f is not None else _flat(np.ascontiguousarray(a))
 
 
 def forward_step_batch(U, W, b, h, act, S, out, skip=True):
     """:func:`forward_step` on ``k`` independent layers at once.
 
     ``out[q] = skip*U[q] + h*sigma(U[q] W[q]^T + b[q])`` for ``q < k``; ``S[q]``
-    gets the record. One stacked GEMM (NumPy calls BLAS once per slice, with the
-    arguments of the 2-D call) and one fused pass over all slices: each slice is
-    bit-identical to :func:`forward_step`.
+    gets the record. Narrow layers: one fused kernel call, threads over slices and
+    row chunks, no per-slice Python work. Wide layers: one stacked BLAS GEMM and
+    fused passes. Each slice is bit-identical to :func:`forward_step`.
 
     Parameters
     ----------
     U : (k, s, w) array
-        Input states (strided views allowed, rows of a slice contiguous).
+        Input states (strided views allowed, e.g. ``V[c::m][:k]``).
     W : (k, w, w) array
         Weights of the ``k`` layers; ``b`` : (k, w) biases.
     h : float
@@ -464,11 +638,23 @@ def forward_step_batch(U, W, b, h, act, S, out, skip=True):
     >>> bool(np.array_equal(out[1], o1) and np.array_equal(S[1], S1))
     True
     """
-    k, s, w = U.shape
-    _check_stack("S", S, (k, s, W.shape[1]))
-    _check_stack("out", out, (k, s, W.shape[1]))
+    k, s, wi = U.shape
+    wo = W.shape[1]
+    _check_stack("W", W, (k, wo, wi))
+    _check_stack("b", b, (k, wo))
+    _check_stack("S", S, (k, s, wo))
+    _check_stack("out", out, (k, s, wo))
+    dt = S.dtype
+    if uses_fused(wi, wo, dt):
+        (Uf, uo), (Wf, wof), (bf, bo) = _flat_in(U), _flat_in(W), _flat_in(b)
+        So, Oo = _FlatOut(S), _FlatOut(out)
+        _F.forward_batch_k(Uf, uo, Wf, wof, bf, bo, dt.type(h), int(act), bool(skip),
+                           So.flat, So.offs, Oo.flat, Oo.offs, s, wi, wo)
+        So.done()
+        Oo.done()
+        return
     np.matmul(U, W.swapaxes(-1, -2), out=S)
-    h = S.dtype.type(h)
+    h = dt.type(h)
     if _contiguous(U, S, b, out):
         _forward_fuse_batch(U, S, b, h, act, skip, out)
     else:
@@ -483,7 +669,8 @@ def adjoint_step_batch(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, ski
 
     ``D[q] = h sigma'(S[q]) * L_next[q]``, ``L[q] = skip*L_next[q] + D[q] W[q]``,
     ``gW[q] = D[q]^T U[q]`` (k, w, w) and ``gb[q] = sum_rows D[q]`` (k, w); outputs
-    left as None are skipped. Each slice is bit-identical to :func:`adjoint_step`.
+    left as None are skipped. Each slice is bit-identical to :func:`adjoint_step`
+    (the same chunked sums over samples on the fused kernels).
 
     Examples
     --------
@@ -499,9 +686,29 @@ def adjoint_step_batch(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, ski
     >>> all(np.array_equal(a, b) for a, b in [(L[0], L1), (gW[0], gW1), (gb[0], gb1)])
     True
     """
-    k, s, w = L_next.shape
-    _check_stack("D", D, (k, s, w))
-    h = S.dtype.type(h)
+    k, s, wo = L_next.shape
+    wi = U.shape[2]
+    _check_stack("D", D, (k, s, wo))
+    dt = S.dtype
+    if uses_fused(wi, wo, dt):
+        want_g = gW is not None or gb is not None
+        Do = _FlatOut(D)
+        Lo = _FlatOut(L) if L is not None else None
+        gWo = _FlatOut(gW if gW is not None else np.empty((k, wo, wi), dt)) if want_g else None
+        gbo = _FlatOut(gb if gb is not None else np.empty((k, wo), dt)) if want_g else None
+        (Lnf, lno), (Uf, uo), (Wf, wof), (Sf, so) = (_flat_in(L_next), _flat_in(U), _flat_in(W),
+                                                     _flat_in(S))
+        d1, z1 = _dummy(dt, 1), np.zeros(k, np.int64)
+        _F.adjoint_batch_k(Lnf, lno, Uf, uo, Wf, wof, Sf, so, dt.type(h), int(act),
+                           Do.flat, Do.offs, Lo.flat if Lo else d1, Lo.offs if Lo else z1,
+                           L is not None, gWo.flat if want_g else d1, gWo.offs if want_g else z1,
+                           gbo.flat if want_g else d1, gbo.offs if want_g else z1, want_g,
+                           bool(skip), s, wi, wo)
+        for o in (Do, Lo, gWo, gbo):
+            if o is not None:
+                o.done()
+        return
+    h = dt.type(h)
     want_gb = gb is not None
     if _contiguous(S, L_next, D) and (not want_gb or gb.flags.c_contiguous):
         _delta_fuse_batch(S, L_next, h, act, D, gb if want_gb else D[:, 0], want_gb)

@@ -23,7 +23,10 @@ the opened states:
 
 from __future__ import annotations
 
+import numpy as np
+
 from mgnn.backend import kernels_for
+from mgnn.kernels.cpu import uses_fused
 
 
 class Propagation:
@@ -42,8 +45,21 @@ class Propagation:
         raise NotImplementedError
 
 
+def _fused_sweeps(net, ws):
+    """True when the whole-sweep kernels serve this network (CPU, narrow layers)."""
+    return ws.xp is np and uses_fused(net.width, net.width, net.dtype)
+
+
 class SerialPropagation(Propagation):
     """The exact sequential sweep through the layers, one step after another.
+
+    On the CPU, networks whose width takes the fused kernels
+    (:func:`mgnn.kernels.cpu.uses_fused`) run each sweep as one kernel call over
+    all residual layers (:func:`mgnn.kernels.cpu.forward_sweep` and its
+    adjoint, tangent and second-order twins); the results are bit-identical to
+    stepping layer by layer with the single-step kernels, which is what MGRIT's
+    relaxation does, and do not depend on the number of threads. Wider networks
+    (and the GPU) step layer by layer.
 
     Examples
     --------
@@ -58,6 +74,9 @@ class SerialPropagation(Propagation):
         k = kernels_for(ws.xp)
         p = net.unpack(theta)
         U, S, h, act = ws.U, ws.S, net.h, net.act
+        if _fused_sweeps(net, ws):
+            k.forward_sweep(U, p.residual, h, act, S)
+            return
         for n in range(net.depth):
             k.forward_step(U[n], p.W[n], p.b[n], h, act, S[n], U[n + 1])
 
@@ -71,6 +90,10 @@ class SerialPropagation(Propagation):
         cur = 0
         if lam_N is not L[0]:
             L[0][...] = lam_N
+        if _fused_sweeps(net, ws) and grad_blocks.flags.c_contiguous:
+            cur = k.adjoint_sweep(L, cur, ws.U, p.residual, ws.S, net.h, net.act, ws.D,
+                                  grad_blocks.reshape(-1))
+            return L[cur]
         for n in range(net.depth - 1, -1, -1):
             k.adjoint_step(L[cur], ws.U[n], p.W[n], ws.S[n], net.h, net.act, ws.D,
                            L=L[1 - cur], gW=gW[n], gb=gb[n])
@@ -81,6 +104,9 @@ class SerialPropagation(Propagation):
         k = kernels_for(ws.xp)
         p = net.unpack(theta)
         dp = net.unpack(dtheta)
+        if _fused_sweeps(net, ws):
+            k.tangent_sweep(ws.U, ws.dU, p.residual, dp.residual, ws.S, net.h, net.act, ws.dZ)
+            return
         for n in range(net.depth):
             k.tangent_step(ws.U[n], ws.dU[n], p.W[n], dp.W[n], dp.b[n], ws.S[n], net.h,
                            net.act, ws.dZ[n], ws.dU[n + 1], T=ws.tmp)
@@ -98,6 +124,10 @@ class SerialPropagation(Propagation):
             L[0][...] = lam_N
         if dlam_N is not dL[0]:
             dL[0][...] = dlam_N
+        if _fused_sweeps(net, ws) and hv_blocks.flags.c_contiguous:
+            cur = k.soadjoint_sweep(L, dL, cur, ws.U, ws.dU, p.residual, dp.residual, ws.S,
+                                    ws.dZ, net.h, net.act, ws.D, ws.dD, hv_blocks.reshape(-1))
+            return L[cur], dL[cur]
         for n in range(net.depth - 1, -1, -1):
             k.soadjoint_step(L[cur], dL[cur], ws.U[n], ws.dU[n], p.W[n], dp.W[n], ws.S[n],
                              ws.dZ[n], net.h, net.act, ws.D, ws.dD,

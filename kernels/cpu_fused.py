@@ -1,0 +1,590 @@
+"""Fused narrow-layer kernels (Numba, CPU): a block of samples through a whole layer step.
+
+For layers of width w <= :data:`mgnn.kernels.cpu.FUSED_MAX_WIDTH` the product
+with the weights, the bias, the activation, the skip connection (forward), and
+the delta, input adjoint and weight/bias gradient (adjoint) are computed block
+of rows by block of rows while the block is in the L1 cache, with the small
+GEMMs in register tiles (:mod:`mgnn.kernels.cpu_tiles`). Threads (``prange``)
+work on chunks of samples.
+
+Reproducibility
+---------------
+* Every output row is computed from its input rows alone, in the same order of
+  operations whatever the chunking: states, records, deltas and input adjoints
+  are bit-identical for any thread count, block size and path (single step,
+  batched step, whole sweep).
+* Weight and bias gradients are sums over samples. The samples are split into
+  ``C = n_chunks(s, w)`` consecutive chunks, a function of the batch size and the
+  layer width only (never of the thread count); chunk ``c`` sums its rows in
+  order into its own partial gradient, and the partials are added in chunk order
+  (0, then 1, ...). So gradients, too, are bit-identical for any thread count and
+  on every path (the sweep kernels call the same layer code as the single
+  steps).
+
+All kernels take C-contiguous arrays; :mod:`mgnn.kernels.cpu` checks shapes and
+brings strided arguments into that form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cpu_activations import IDENTITY, RELU, SMOOTH_RELU, TANH, _d2sigma, _dsigma, _sigma
+from .cpu_tiles import gemm_rows, gemm_tn_acc
+
+#: Largest number of sample chunks a gradient is split into (a power of two).
+MAX_CHUNKS = 16
+#: A chunk keeps at least this many rows, and at least 4 w (so that the partial
+#: gradients, C w^2 numbers, stay small next to the states, 2 s w numbers).
+MIN_CHUNK_ROWS = 64
+#: Rows per chunk of the forward and tangent sweeps (no reduction: any split
+#: gives the same bits; small chunks keep a chunk's states in cache across layers).
+SWEEP_ROWS = 128
+#: Elements of one row block (rows x width) processed while it sits in L1.
+BLOCK_ELEMS = 1024
+
+
+@njit(cache=True)
+def n_chunks(s, w):
+    """Number of sample chunks a weight gradient of an (s, w) layer is summed in.
+
+    The largest power of two ``C <= MAX_CHUNKS`` with ``s // C >= max(64, 4 w)``
+    (1 for small batches). Depends on ``s`` and ``w`` only, never on threads.
+    """
+    C = 1
+    least = max(MIN_CHUNK_ROWS, 4 * w)
+    while C < MAX_CHUNKS and s // (2 * C) >= least:
+        C *= 2
+    return C
+
+
+@njit(inline="always")
+def _block_rows(w):
+    return max(4, BLOCK_ELEMS // max(w, 1))
+
+
+@njit(inline="always")
+def _transpose(W, WT):
+    m, n = W.shape
+    for j in range(m):
+        for k in range(n):
+            WT[k, j] = W[j, k]
+
+
+# ----------------------------------------------------------------------------
+# elementwise passes over flat index ranges [lo, hi); the activation is a
+# constant inside each loop (dispatch outside), so that every loop vectorises
+# ----------------------------------------------------------------------------
+@njit(inline="always", error_model="numpy")
+def _ew_fwd_c(z_, o_, u_, lo, hi, h, act, skip):
+    # loops over slices from 0: a signed range(lo, hi) does not vectorise (Numba's
+    # negative-index wraparound)
+    keep_a = act == TANH
+    zs, os = z_[lo:hi], o_[lo:hi]
+    if skip:
+        us = u_[lo:hi]
+        for t in range(zs.size):
+            z = zs[t]
+            y = _sigma(z, act)
+            zs[t] = y if keep_a else z
+            os[t] = us[t] + h * y
+    else:
+        for t in range(zs.size):
+            z = zs[t]
+            y = _sigma(z, act)
+            zs[t] = y if keep_a else z
+            os[t] = h * y
+
+
+@njit(inline="always", error_model="numpy")
+def _ew_fwd(z_, o_, u_, lo, hi, h, act, skip):
+    """z <- record, out = skip*u + h sigma(z)."""
+    if act == TANH:
+        _ew_fwd_c(z_, o_, u_, lo, hi, h, TANH, skip)
+    elif act == RELU:
+        _ew_fwd_c(z_, o_, u_, lo, hi, h, RELU, skip)
+    elif act == SMOOTH_RELU:
+        _ew_fwd_c(z_, o_, u_, lo, hi, h, SMOOTH_RELU, skip)
+    else:
+        _ew_fwd_c(z_, o_, u_, lo, hi, h, IDENTITY, skip)
+
+
+@njit(inline="always", error_model="numpy")
+def _ew_delta_c(s_, l_, d_, lo, hi, h, act):
+    ss, ls, ds = s_[lo:hi], l_[lo:hi], d_[lo:hi]
+    for t in range(ds.size):
+        ds[t] = h * _dsigma(ss[t], act) * ls[t]
+
+
+@njit(inline="always", error_model="numpy")
+def _ew_delta(s_, l_, d_, lo, hi, h, act):
+    """d = h sigma'(s) l."""
+    if act == TANH:
+        _ew_delta_c(s_, l_, d_, lo, hi, h, TANH)
+    elif act == RELU:
+        _ew_delta_c(s_, l_, d_, lo, hi, h, RELU)
+    elif act == SMOOTH_RELU:
+        _ew_delta_c(s_, l_, d_, lo, hi, h, SMOOTH_RELU)
+    else:
+        _ew_delta_c(s_, l_, d_, lo, hi, h, IDENTITY)
+
+
+@njit(inline="always", error_model="numpy")
+def _ew_tan_c(z_, s_, o_, u_, lo, hi, h, act, use_u):
+    zs, ss, os = z_[lo:hi], s_[lo:hi], o_[lo:hi]
+    if use_u:
+        us = u_[lo:hi]
+        for t in range(os.size):
+            os[t] = us[t] + h * _dsigma(ss[t], act) * zs[t]
+    else:
+        for t in range(os.size):
+            os[t] = h * _dsigma(ss[t], act) * zs[t]
+
+
+@njit(inline="always", error_model="numpy")
+def _ew_tan(z_, s_, o_, u_, lo, hi, h, act, use_u):
+    """out = use_u*u + h sigma'(s) z."""
+    if act == TANH:
+        _ew_tan_c(z_, s_, o_, u_, lo, hi, h, TANH, use_u)
+    elif act == RELU:
+        _ew_tan_c(z_, s_, o_, u_, lo, hi, h, RELU, use_u)
+    elif act == SMOOTH_RELU:
+        _ew_tan_c(z_, s_, o_, u_, lo, hi, h, SMOOTH_RELU, use_u)
+    else:
+        _ew_tan_c(z_, s_, o_, u_, lo, hi, h, IDENTITY, use_u)
+
+
+@njit(inline="always", error_model="numpy")
+def _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, act):
+    ss, zs, ls, dls = s_[lo:hi], z_[lo:hi], l_[lo:hi], dl_[lo:hi]
+    ds, dds = d_[lo:hi], dd_[lo:hi]
+    for t in range(ds.size):
+        r = ss[t]
+        d1 = _dsigma(r, act)
+        ds[t] = h * d1 * ls[t]
+        dds[t] = h * (_d2sigma(r, act) * zs[t] * ls[t] + d1 * dls[t])
+
+
+@njit(inline="always", error_model="numpy")
+def _ew_so(s_, z_, l_, dl_, d_, dd_, lo, hi, h, act):
+    """d = h sigma'(s) l, dd = h (sigma''(s) z l + sigma'(s) dl)."""
+    if act == TANH:
+        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, TANH)
+    elif act == RELU:
+        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, RELU)
+    elif act == SMOOTH_RELU:
+        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, SMOOTH_RELU)
+    else:
+        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, IDENTITY)
+
+
+@njit(inline="always", error_model="numpy")
+def _ew_add(o_, x_, lo, hi):
+    os, xs = o_[lo:hi], x_[lo:hi]
+    for t in range(os.size):
+        os[t] += xs[t]
+
+
+# ----------------------------------------------------------------------------
+# one layer on rows [r0, r1): the code every path runs
+# ----------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def _forward_rows(U, WT, b, h, act, skip, S, out, r0, r1):
+    """out = skip*U + h sigma(U W^T + b), S = record, on rows [r0, r1)."""
+    wo = S.shape[1]
+    rb = _block_rows(max(U.shape[1], wo))
+    z_ = S.reshape(-1)
+    o_ = out.reshape(-1)
+    u_ = U.reshape(-1)
+    for a in range(r0, r1, rb):
+        e = min(a + rb, r1)
+        gemm_rows(U, WT, S, a, e, b, True, U, WT, False)
+        _ew_fwd(z_, o_, u_, a * wo, e * wo, h, act, skip)
+
+
+@njit(cache=True, error_model="numpy")
+def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1):
+    """D = h sigma'(S) Ln; L = D W (+ Ln); G += D^T U; gb += sum_rows D; rows [r0, r1)."""
+    wo = S.shape[1]
+    rb = _block_rows(max(U.shape[1], wo))
+    s_ = S.reshape(-1)
+    l_ = Ln.reshape(-1)
+    d_ = D.reshape(-1)
+    o_ = L.reshape(-1)
+    for a in range(r0, r1, rb):
+        e = min(a + rb, r1)
+        _ew_delta(s_, l_, d_, a * wo, e * wo, h, act)
+        if want_g:
+            for i in range(a, e):
+                for j in range(wo):
+                    gb[j] += D[i, j]
+            gemm_tn_acc(D, U, D, U, False, G, a, e)
+        if want_L:
+            gemm_rows(D, W, L, a, e, gb, False, D, W, False)
+            if skip:
+                _ew_add(o_, l_, a * wo, e * wo)
+
+
+@njit(cache=True, error_model="numpy")
+def _tangent_rows(U, dU, WT, dWT, db, S, h, act, has_dU, has_dW, skip, dZ, out, r0, r1):
+    """dZ = dU W^T + U dW^T + db (one running sum), out = skip*dU + h sigma'(S) dZ."""
+    wo = S.shape[1]
+    rb = _block_rows(max(U.shape[1], wo))
+    z_ = dZ.reshape(-1)
+    s_ = S.reshape(-1)
+    o_ = out.reshape(-1)
+    u_ = dU.reshape(-1)
+    for a in range(r0, r1, rb):
+        e = min(a + rb, r1)
+        if has_dU and has_dW:
+            gemm_rows(dU, WT, dZ, a, e, db, True, U, dWT, True)
+        elif has_dU:
+            gemm_rows(dU, WT, dZ, a, e, db, True, dU, WT, False)
+        elif has_dW:
+            gemm_rows(U, dWT, dZ, a, e, db, True, U, dWT, False)
+        else:
+            for i in range(a, e):
+                for j in range(wo):
+                    dZ[i, j] = db[j]
+        _ew_tan(z_, s_, o_, u_, a * wo, e * wo, h, act, skip and has_dU)
+
+
+@njit(cache=True, error_model="numpy")
+def _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG, dgb,
+                    want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1):
+    """The second-order adjoint step on rows [r0, r1) (see ``soadjoint_step``).
+
+    D = h sigma' Ln, dD = h (sigma'' dZ Ln + sigma' dLn); L = D W (+ Ln);
+    dL = dD W + D dW (+ dLn); G += D^T U; dG += dD^T U + D^T dU (per row, in this
+    order); gb, dgb += column sums of D, dD.
+    """
+    wo = S.shape[1]
+    rb = _block_rows(max(U.shape[1], wo))
+    s_ = S.reshape(-1)
+    z_ = dZ.reshape(-1)
+    l_ = Ln.reshape(-1)
+    dl_ = dLn.reshape(-1)
+    d_ = D.reshape(-1)
+    dd_ = dD.reshape(-1)
+    o_ = L.reshape(-1)
+    do_ = dL.reshape(-1)
+    for a in range(r0, r1, rb):
+        e = min(a + rb, r1)
+        _ew_so(s_, z_, l_, dl_, d_, dd_, a * wo, e * wo, h, act)
+        if want_g:
+            for i in range(a, e):
+                for j in range(wo):
+                    gb[j] += D[i, j]
+            gemm_tn_acc(D, U, D, U, False, G, a, e)
+        if want_dg:
+            for i in range(a, e):
+                for j in range(wo):
+                    dgb[j] += dD[i, j]
+            gemm_tn_acc(dD, U, D, dU, has_dU, dG, a, e)
+        if want_L:
+            gemm_rows(D, W, L, a, e, gb, False, D, W, False)
+            if skip:
+                _ew_add(o_, l_, a * wo, e * wo)
+        if want_dL:
+            if has_dW:
+                gemm_rows(dD, W, dL, a, e, gb, False, D, dW, True)
+            else:
+                gemm_rows(dD, W, dL, a, e, gb, False, dD, W, False)
+            if skip:
+                _ew_add(do_, dl_, a * wo, e * wo)
+
+
+@njit(inline="always")
+def _rows(c, C, s):
+    return (c * s) // C, ((c + 1) * s) // C
+
+
+@njit(inline="always")
+def _zero(a):
+    f = a.reshape(-1)
+    for t in range(f.size):
+        f[t] = 0
+
+
+@njit(inline="always")
+def _add_into(acc, part):
+    f = acc.reshape(-1)
+    p = part.reshape(-1)
+    for t in range(f.size):
+        f[t] += p[t]
+
+
+# ----------------------------------------------------------------------------
+# one layer, threads over sample chunks
+# ----------------------------------------------------------------------------
+@njit(cache=True, parallel=True, error_model="numpy")
+def _forward_layer(U, W, b, h, act, skip, S, out):
+    s = U.shape[0]
+    WT = np.empty((W.shape[1], W.shape[0]), W.dtype)
+    _transpose(W, WT)
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    if nch == 1:
+        _forward_rows(U, WT, b, h, act, skip, S, out, 0, s)
+        return
+    for c in prange(nch):
+        _forward_rows(U, WT, b, h, act, skip, S, out, c * SWEEP_ROWS,
+                      min(s, (c + 1) * SWEEP_ROWS))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _adjoint_layer(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, Pg, Pb):
+    """One adjoint step; Pg (>= C-1, wo, wi), Pb (>= C-1, wo) hold chunk partials."""
+    s = S.shape[0]
+    C = n_chunks(s, max(U.shape[1], S.shape[1]))
+    if want_g:
+        _zero(G)
+        _zero(gb)
+    if C == 1:
+        _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, 0, s)
+        return
+    for c in prange(C):
+        r0, r1 = _rows(c, C, s)
+        if c == 0:
+            _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1)
+        else:
+            Gc = Pg[c - 1]
+            bc = Pb[c - 1]
+            if want_g:
+                _zero(Gc)
+                _zero(bc)
+            _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, Gc, bc, want_g, skip, r0, r1)
+    if want_g:
+        for c in range(1, C):
+            _add_into(G, Pg[c - 1])
+            _add_into(gb, Pb[c - 1])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _tangent_layer(U, dU, W, dW, db, S, h, act, has_dU, has_dW, skip, dZ, out):
+    s = U.shape[0]
+    WT = np.empty((W.shape[1], W.shape[0]), W.dtype)
+    dWT = np.empty((W.shape[1], W.shape[0]), W.dtype)
+    _transpose(W, WT)
+    if has_dW:
+        _transpose(dW, dWT)
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    if nch == 1:
+        _tangent_rows(U, dU, WT, dWT, db, S, h, act, has_dU, has_dW, skip, dZ, out, 0, s)
+        return
+    for c in prange(nch):
+        _tangent_rows(U, dU, WT, dWT, db, S, h, act, has_dU, has_dW, skip, dZ, out,
+                      c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _soadjoint_layer(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG, dgb,
+                     want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, P):
+    """One second-order adjoint step; P (>= C-1, 2, wo*wi + wo) holds chunk partials."""
+    s = S.shape[0]
+    wo, wi = W.shape
+    C = n_chunks(s, max(wi, wo))
+    if want_g:
+        _zero(G)
+        _zero(gb)
+    if want_dg:
+        _zero(dG)
+        _zero(dgb)
+    if C == 1:
+        _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG, dgb,
+                        want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, 0, s)
+        return
+    for c in prange(C):
+        r0, r1 = _rows(c, C, s)
+        if c == 0:
+            _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG,
+                            dgb, want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1)
+        else:
+            p = P[c - 1]
+            _zero(p)
+            Gc = p[0, : wo * wi].reshape((wo, wi))
+            bc = p[0, wo * wi:]
+            dGc = p[1, : wo * wi].reshape((wo, wi))
+            dbc = p[1, wo * wi:]
+            _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, Gc, bc, dGc,
+                            dbc, want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1)
+    for c in range(1, C):
+        p = P[c - 1]
+        if want_g:
+            _add_into(G, p[0, : wo * wi])
+            _add_into(gb, p[0, wo * wi:])
+        if want_dg:
+            _add_into(dG, p[1, : wo * wi])
+            _add_into(dgb, p[1, wo * wi:])
+
+
+# ----------------------------------------------------------------------------
+# whole sweeps over the residual layers n0 .. n1-1 (params: flat blocks [W_n, b_n])
+# ----------------------------------------------------------------------------
+@njit(inline="always")
+def _layer(P, n, w):
+    bs = w * w + w
+    o = n * bs
+    return P[o: o + w * w].reshape((w, w)), P[o + w * w: o + bs]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def forward_sweep(U, P, h, act, S, n0, n1):
+    """U[n+1] = U[n] + h sigma(U[n] W_n^T + b_n), S[n] = record, for n0 <= n < n1.
+
+    U (N+1, s, w), S (N, s, w), P the residual parameters (N (w^2 + w),). Threads
+    take chunks of :data:`SWEEP_ROWS` samples through all the layers. Bit-identical
+    to calling the single forward step layer by layer.
+    """
+    s, w = U.shape[1], U.shape[2]
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    for c in prange(nch):
+        r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
+        WT = np.empty((w, w), U.dtype)
+        for n in range(n0, n1):
+            W, b = _layer(P, n, w)
+            _transpose(W, WT)
+            _forward_rows(U[n], WT, b, h, act, True, S[n], U[n + 1], r0, r1)
+
+
+@njit(cache=True, error_model="numpy")
+def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
+    """The adjoint sweep from layer n1-1 down to n0 with the gradient.
+
+    L (2, s, w) ping-pong adjoints, ``L[cur]`` holding the adjoint of U[n1];
+    G the gradient blocks (N (w^2 + w),) of the residual layers, written for
+    n0 <= n < n1. Returns the index of the buffer of L holding the adjoint of
+    U[n0]. Each layer is one call of the single adjoint step's layer code:
+    bit-identical to stepping layer by layer.
+    """
+    s, w = U.shape[1], U.shape[2]
+    C = n_chunks(s, w)
+    Pg = np.empty((max(C - 1, 1), w, w), U.dtype)
+    Pb = np.empty((max(C - 1, 1), w), U.dtype)
+    for n in range(n1 - 1, n0 - 1, -1):
+        W, _ = _layer(P, n, w)
+        gW, gb = _layer(G, n, w)
+        _adjoint_layer(L[cur], U[n], W, S[n], h, act, D, L[1 - cur], True, gW, gb, True, True,
+                       Pg, Pb)
+        cur = 1 - cur
+    return cur
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def tangent_sweep(U, dU, P, dP, S, h, act, dZ, n0, n1):
+    """dU[n+1] = dU[n] + h sigma'(S[n]) dZ[n], dZ[n] = dU[n] W_n^T + U[n] dW_n^T + db_n.
+
+    Threads take chunks of :data:`SWEEP_ROWS` samples through all the layers;
+    bit-identical to the single tangent step layer by layer.
+    """
+    s, w = U.shape[1], U.shape[2]
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    for c in prange(nch):
+        r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
+        WT = np.empty((w, w), U.dtype)
+        dWT = np.empty((w, w), U.dtype)
+        for n in range(n0, n1):
+            W, _ = _layer(P, n, w)
+            dW, db = _layer(dP, n, w)
+            _transpose(W, WT)
+            _transpose(dW, dWT)
+            _tangent_rows(U[n], dU[n], WT, dWT, db, S[n], h, act, True, True, True, dZ[n],
+                          dU[n + 1], r0, r1)
+
+
+@njit(cache=True, error_model="numpy")
+def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
+    """The second-order adjoint sweep from layer n1-1 down to n0.
+
+    L, dL (2, s, w) ping-pong adjoints and their derivatives (``[cur]`` holding
+    those of U[n1]); H receives the residual layers' Hessian-vector product
+    blocks [dG_n, dgb_n]. Returns the index of the buffers holding those of U[n0].
+    """
+    s, w = U.shape[1], U.shape[2]
+    C = n_chunks(s, w)
+    Pt = np.empty((max(C - 1, 1), 2, w * w + w), U.dtype)
+    for n in range(n1 - 1, n0 - 1, -1):
+        W, _ = _layer(P, n, w)
+        dW, _ = _layer(dP, n, w)
+        hW, hb = _layer(H, n, w)
+        _soadjoint_layer(L[cur], dL[cur], U[n], dU[n], W, dW, S[n], dZ[n], h, act, D, dD,
+                         L[1 - cur], dL[1 - cur], hW, hb, hW, hb,
+                         True, True, False, True, True, True, True, Pt)
+        cur = 1 - cur
+    return cur
+
+
+# ----------------------------------------------------------------------------
+# k layers at once on stacks given as flat arrays + element offsets of each slice
+# ----------------------------------------------------------------------------
+@njit(inline="always")
+def _sl(flat, off, q, m, n):
+    o = off[q]
+    return flat[o: o + m * n].reshape((m, n))
+
+
+@njit(inline="always")
+def _sl1(flat, off, q, n):
+    o = off[q]
+    return flat[o: o + n]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def forward_batch(Uf, uo, Wf, wof, bf, bo, h, act, skip, Sf, so, Of, oo, s, wi, wo):
+    """Forward steps of k independent layers (slice q: U, W, b, S, out at the offsets)."""
+    k = uo.size
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    WT = np.empty((k, wi, wo), Uf.dtype)
+    for q in prange(k):
+        _transpose(_sl(Wf, wof, q, wo, wi), WT[q])
+    for t in prange(k * nch):
+        q = t // nch
+        c = t - q * nch
+        _forward_rows(_sl(Uf, uo, q, s, wi), WT[q], _sl1(bf, bo, q, wo), h, act, skip,
+                      _sl(Sf, so, q, s, wo), _sl(Of, oo, q, s, wo), c * SWEEP_ROWS,
+                      min(s, (c + 1) * SWEEP_ROWS))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def adjoint_batch(Lnf, lno, Uf, uo, Wf, wof, Sf, so, h, act, Df, do, Lf, lo, want_L,
+                  Gf, go, gbf, gbo, want_g, skip, s, wi, wo):
+    """Adjoint steps of k independent layers; per slice bit-identical to one step."""
+    k = uo.size
+    C = n_chunks(s, max(wi, wo))
+    P = np.empty((k, max(C - 1, 1), wo * wi + wo), Uf.dtype)
+    for t in prange(k * C):
+        q = t // C
+        c = t - q * C
+        r0, r1 = _rows(c, C, s)
+        Dq = _sl(Df, do, q, s, wo)
+        Lq = _sl(Lf, lo, q, s, wi) if want_L else Dq
+        if c == 0 and want_g:
+            G = _sl(Gf, go, q, wo, wi)
+            gb = _sl1(gbf, gbo, q, wo)
+        else:  # a chunk's partial (or, without gradient, an untouched stand-in)
+            G = P[q, max(c - 1, 0), : wo * wi].reshape((wo, wi))
+            gb = P[q, max(c - 1, 0), wo * wi:]
+        if want_g:
+            _zero(G)
+            _zero(gb)
+        _adjoint_rows(_sl(Lnf, lno, q, s, wo), _sl(Uf, uo, q, s, wi), _sl(Wf, wof, q, wo, wi),
+                      _sl(Sf, so, q, s, wo), h, act, Dq, Lq, want_L, G, gb, want_g, skip, r0, r1)
+    if want_g and C > 1:
+        for q in prange(k):
+            G = _sl(Gf, go, q, wo, wi)
+            gb = _sl1(gbf, gbo, q, wo)
+            for c in range(1, C):
+                _add_into(G, P[q, c - 1, : wo * wi])
+                _add_into(gb, P[q, c - 1, wo * wi:])
+
+
+forward_layer = _forward_layer
+adjoint_layer = _adjoint_layer
+tangent_layer = _tangent_layer
+soadjoint_layer = _soadjoint_layer
+forward_sweep_k = forward_sweep
+adjoint_sweep_k = adjoint_sweep
+tangent_sweep_k = tangent_sweep
+soadjoint_sweep_k = soadjoint_sweep
+forward_batch_k = forward_batch
+adjoint_batch_k = adjoint_batch

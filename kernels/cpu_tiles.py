@@ -1,0 +1,271 @@
+"""Register-tiled small GEMMs for the fused narrow-layer kernels (Numba, CPU).
+
+A layer of width w <= 64 multiplies an (s x w) block of states by a (w x w)
+matrix: too small for BLAS to reach its rate (packing and call overhead
+dominate) and too large for a plain triple loop (whose accumulators live in
+memory). The routines here compute an ``MR x NR`` tile of a product with the
+tile held in SIMD registers: the inner loop is written as LLVM vector IR by a
+Numba intrinsic (:func:`_make_tile`), so its shape does not depend on what
+LLVM's auto-vectorisers make of a loop nest (their choices varied with the
+calling context by a factor of four in our measurements: gathers instead of
+broadcast loads).
+
+A tile holds ``NR = 8`` columns (one AVX-512 register of float64, one AVX2
+register of float32) of ``MR`` rows: 4 rows in float64, 8 in float32 (so that
+eight independent accumulations hide the add latency).
+
+Summation order (what makes every path bit-identical): an entry of a product is
+summed from zero (or from its value in memory, for accumulating products) in
+increasing index of the inner dimension, ``acc = acc + a*b`` one product at a
+time, in a full tile or in the scalar tails alike. No reassociation and no
+contraction into FMA happens (no fast-math flags).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+from .cpu_activations import _c
+
+#: Columns of a register tile.
+NR = 8
+#: Rows of a register tile per dtype (float64, float32).
+MR64, MR32 = 4, 8
+
+
+def _mr(like):
+    """Rows of a full tile for the dtype of ``like`` (a compile-time constant)."""
+    return MR64
+
+
+@overload(_mr, inline="always")
+def _mr_impl(like):
+    if isinstance(like, types.Float) and like.bitwidth == 32:
+        return lambda like: MR32
+    return lambda like: MR64
+
+
+def _make_tile(full, pairs):
+    """An intrinsic computing one tile ``acc (mr x NR)``.
+
+    ``tile(C, oc, sc, A, oa, B, ob, A2, oa2, B2, ob2, sar, sak, sbk, n, init, bias, obias,
+    add_bias)``: with element offsets into the flat data of each array,
+
+        acc[r, :] = C[oc + r sc : + NR]          if init, else 0
+        for k in 0 .. n-1:
+            acc[r, :] += A[oa + r sar + k sak] * B[ob + k sbk : + NR]
+            (and then, for pairs == 2, the same with A2, oa2, B2, ob2)
+        C[oc + r sc : + NR] = acc[r, :] (+ bias[obias : + NR] if add_bias)
+
+    for r < mr (``MR64``/``MR32`` when ``full``, else 1). The caller guarantees
+    that every addressed element lies inside its array.
+    """
+
+    @intrinsic
+    def tile(typingctx, C, oc, sc, A, oa, B, ob, A2, oa2, B2, ob2, sar, sak, sbk, n, init,
+             bias, obias, add_bias):
+        dt = C.dtype
+        sig = types.void(C, oc, sc, A, oa, B, ob, A2, oa2, B2, ob2, sar, sak, sbk, n, init,
+                         bias, obias, add_bias)
+
+        def codegen(context, builder, signature, args):
+            (C_, oc_, sc_, A_, oa_, B_, ob_, A2_, oa2_, B2_, ob2_, sar_, sak_, sbk_, n_,
+             init_, bias_, obias_, addb_) = args
+            aty = signature.args
+            ety = context.get_value_type(dt)
+            isz = context.get_abi_sizeof(ety)
+            mr = ((MR32 if dt.bitwidth == 32 else MR64) if full else 1)
+            vty = ir.VectorType(ety, NR)
+            vptr = vty.as_pointer()
+            i64 = ir.IntType(64)
+            i32 = ir.IntType(32)
+
+            def data(t, v):
+                return context.make_array(t)(context, builder, v).data
+
+            def as64(v):
+                return v if v.type == i64 else builder.sext(v, i64)
+
+            pC, pA, pB = data(aty[0], C_), data(aty[3], A_), data(aty[5], B_)
+            pA2, pB2, pbias = data(aty[7], A2_), data(aty[9], B2_), data(aty[16], bias_)
+            oc_, sc_, oa_, ob_ = as64(oc_), as64(sc_), as64(oa_), as64(ob_)
+            oa2_, ob2_, sar_, sak_ = as64(oa2_), as64(ob2_), as64(sar_), as64(sak_)
+            sbk_, n_, obias_ = as64(sbk_), as64(n_), as64(obias_)
+
+            def vload(base, off):
+                p = builder.bitcast(builder.gep(base, [off]), vptr)
+                return builder.load(p, align=isz)
+
+            def vstore(val, base, off):
+                p = builder.bitcast(builder.gep(base, [off]), vptr)
+                builder.store(val, p, align=isz)
+
+            zero_v = ir.Constant(vty, [ir.Constant(ety, 0.0)] * NR)
+            splat_mask = ir.Constant(ir.VectorType(i32, NR), [0] * NR)
+            undef_v = ir.Constant(vty, ir.Undefined)
+
+            def splat(x):
+                v = builder.insert_element(undef_v, x, ir.Constant(i32, 0))
+                return builder.shuffle_vector(v, undef_v, splat_mask)
+
+            row_off = [builder.add(oc_, builder.mul(sc_, ir.Constant(i64, r))) for r in range(mr)]
+            acc0 = [builder.select(init_, vload(pC, row_off[r]), zero_v) for r in range(mr)]
+
+            pre = builder.basic_block
+            loop = builder.append_basic_block("tile.loop")
+            done = builder.append_basic_block("tile.done")
+            builder.cbranch(builder.icmp_signed(">", n_, ir.Constant(i64, 0)), loop, done)
+
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(ir.Constant(i64, 0), pre)
+            accs = []
+            for r in range(mr):
+                ph = builder.phi(vty)
+                ph.add_incoming(acc0[r], pre)
+                accs.append(ph)
+            new = list(accs)
+            operands = [(pA, oa_, pB, ob_)]
+            if pairs == 2:
+                operands.append((pA2, oa2_, pB2, ob2_))
+            for (pa, oa, pb, ob) in operands:
+                vb = vload(pb, builder.add(ob, builder.mul(k, sbk_)))
+                base = builder.add(oa, builder.mul(k, sak_))
+                for r in range(mr):
+                    off = builder.add(base, builder.mul(sar_, ir.Constant(i64, r)))
+                    a = builder.load(builder.gep(pa, [off]), align=isz)
+                    new[r] = builder.fadd(new[r], builder.fmul(splat(a), vb))
+            k1 = builder.add(k, ir.Constant(i64, 1))
+            end = builder.basic_block
+            k.add_incoming(k1, end)
+            for r in range(mr):
+                accs[r].add_incoming(new[r], end)
+            builder.cbranch(builder.icmp_signed("<", k1, n_), loop, done)
+
+            builder.position_at_end(done)
+            fin = []
+            for r in range(mr):
+                ph = builder.phi(vty)
+                ph.add_incoming(acc0[r], pre)
+                ph.add_incoming(new[r], end)
+                fin.append(ph)
+            with builder.if_else(addb_) as (then, otherwise):
+                with then:
+                    bv = vload(pbias, obias_)
+                    for r in range(mr):
+                        vstore(builder.fadd(fin[r], bv), pC, row_off[r])
+                with otherwise:
+                    for r in range(mr):
+                        vstore(fin[r], pC, row_off[r])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile_full1 = _make_tile(True, 1)
+_tile_full2 = _make_tile(True, 2)
+_tile_one1 = _make_tile(False, 1)
+_tile_one2 = _make_tile(False, 2)
+
+
+# ----------------------------------------------------------------------------
+# C[i, j] = sum_k A[i, k] B[k, j] (+ A2[i, k] B2[k, j]) over rows i in [r0, r1)
+# ----------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def gemm_rows(A, B, C, r0, r1, bias, add_bias, A2, B2, two):
+    """``C[r0:r1] = A[r0:r1] @ B (+ A2[r0:r1] @ B2) (+ bias)``, C-contiguous 2-D arrays.
+
+    A, A2 (s, K), B, B2 (K, n), C (s, n). Entry (i, j) is the running sum from
+    zero of ``A[i, k] B[k, j]`` (followed, for each k, by ``A2[i, k] B2[k, j]``
+    when ``two``) over k = 0, 1, ...; then ``+ bias[j]`` when ``add_bias``.
+    """
+    K = A.shape[1]
+    n = B.shape[1]
+    lda, ldb, ldc = A.shape[1], B.shape[1], C.shape[1]
+    mr = _mr(C[0, 0])
+    nt = n - n % NR
+    i = r0
+    while i + mr <= r1:
+        for j in range(0, nt, NR):
+            if two:
+                _tile_full2(C, i * ldc + j, ldc, A, i * lda, B, j, A2, i * lda, B2, j,
+                            lda, 1, ldb, K, False, bias, j, add_bias)
+            else:
+                _tile_full1(C, i * ldc + j, ldc, A, i * lda, B, j, A, 0, B, 0,
+                            lda, 1, ldb, K, False, bias, j, add_bias)
+        i += mr
+    while i < r1:
+        for j in range(0, nt, NR):
+            if two:
+                _tile_one2(C, i * ldc + j, ldc, A, i * lda, B, j, A2, i * lda, B2, j,
+                           lda, 1, ldb, K, False, bias, j, add_bias)
+            else:
+                _tile_one1(C, i * ldc + j, ldc, A, i * lda, B, j, A, 0, B, 0,
+                           lda, 1, ldb, K, False, bias, j, add_bias)
+        i += 1
+    if nt < n:
+        zero = _c(0.0, C[0, 0])
+        for i in range(r0, r1):
+            for j in range(nt, n):
+                z = zero
+                for k in range(K):
+                    z = z + A[i, k] * B[k, j]
+                    if two:
+                        z = z + A2[i, k] * B2[k, j]
+                C[i, j] = z + bias[j] if add_bias else z
+
+
+# ----------------------------------------------------------------------------
+# G[j, k] += sum_i D[i, j] X[i, k] (+ D2[i, j] X2[i, k]) over rows i in [r0, r1)
+# ----------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def gemm_tn_acc(D, X, D2, X2, two, G, r0, r1):
+    """``G += D[r0:r1]^T X[r0:r1]`` (``+ D2[r0:r1]^T X2[r0:r1]`` when ``two``).
+
+    D, D2 (s, m), X, X2 (s, n), G (m, n) C-contiguous. Entry (j, k) adds
+    ``D[i, j] X[i, k]`` (then ``D2[i, j] X2[i, k]``) for i = r0, r0+1, ... in
+    order, to the value in G: splitting the rows into consecutive calls gives
+    the same bits as one call.
+    """
+    m = D.shape[1]
+    n = X.shape[1]
+    ldd, ldx, ldg = D.shape[1], X.shape[1], G.shape[1]
+    nr = r1 - r0
+    if nr <= 0:
+        return
+    mr = _mr(G[0, 0])
+    nt = n - n % NR
+    j = 0
+    while j < m:
+        full = j + mr <= m
+        for k in range(0, nt, NR):
+            if full:
+                if two:
+                    _tile_full2(G, j * ldg + k, ldg, D, r0 * ldd + j, X, r0 * ldx + k,
+                                D2, r0 * ldd + j, X2, r0 * ldx + k, 1, ldd, ldx, nr, True,
+                                G[0], 0, False)
+                else:
+                    _tile_full1(G, j * ldg + k, ldg, D, r0 * ldd + j, X, r0 * ldx + k,
+                                D, 0, X, 0, 1, ldd, ldx, nr, True, G[0], 0, False)
+            else:
+                if two:
+                    _tile_one2(G, j * ldg + k, ldg, D, r0 * ldd + j, X, r0 * ldx + k,
+                               D2, r0 * ldd + j, X2, r0 * ldx + k, 1, ldd, ldx, nr, True,
+                               G[0], 0, False)
+                else:
+                    _tile_one1(G, j * ldg + k, ldg, D, r0 * ldd + j, X, r0 * ldx + k,
+                               D, 0, X, 0, 1, ldd, ldx, nr, True, G[0], 0, False)
+        j += mr if full else 1
+    if nt < n:
+        for j in range(m):
+            for k in range(nt, n):
+                g = G[j, k]
+                for i in range(r0, r1):
+                    g = g + D[i, j] * X[i, k]
+                    if two:
+                        g = g + D2[i, j] * X2[i, k]
+                G[j, k] = g
