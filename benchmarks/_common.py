@@ -180,6 +180,20 @@ def format_table(rows, columns):
     return "\n".join(out)
 
 
+def format_markdown(rows, columns):
+    """Render ``rows`` as a Markdown table (same ``columns`` as :func:`format_table`)."""
+    def cell(r, key, fmt):
+        v = r.get(key)
+        if v is None:
+            return "-"
+        return fmt(v) if callable(fmt) else format(v, fmt)
+
+    out = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+           "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(cell(r, k, f) for k, _, f in columns) + " |" for r in rows]
+    return "\n".join(out)
+
+
 def save_json(path, payload):
     """Write ``payload`` (JSON-serialisable, NumPy scalars allowed) to ``path``."""
     def default(o):
