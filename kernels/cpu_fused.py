@@ -51,6 +51,11 @@ def n_chunks(s, w):
 
     The largest power of two ``C <= MAX_CHUNKS`` with ``s // C >= max(64, 4 w)``
     (1 for small batches). Depends on ``s`` and ``w`` only, never on threads.
+
+    Examples
+    --------
+    >>> n_chunks(64, 32), n_chunks(1000, 32), n_chunks(5000, 32)
+    (1, 4, 16)
     """
     C = 1
     least = max(MIN_CHUNK_ROWS, 4 * w)

@@ -182,6 +182,16 @@ def gemm_rows(A, B, C, r0, r1, bias, add_bias, A2, B2, two):
     A, A2 (s, K), B, B2 (K, n), C (s, n). Entry (i, j) is the running sum from
     zero of ``A[i, k] B[k, j]`` (followed, for each k, by ``A2[i, k] B2[k, j]``
     when ``two``) over k = 0, 1, ...; then ``+ bias[j]`` when ``add_bias``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> A, B, b = rng.standard_normal((6, 3)), rng.standard_normal((3, 9)), np.ones(9)
+    >>> C = np.empty((6, 9))
+    >>> gemm_rows(A, B, C, 0, 6, b, True, A, B, False)
+    >>> bool(np.allclose(C, A @ B + 1.0))
+    True
     """
     K = A.shape[1]
     n = B.shape[1]

@@ -1,0 +1,354 @@
+"""The fused narrow-layer kernels: against NumPy, against each other bit for bit, any threads.
+
+* every fused step equals a NumPy reference to rounding (hypothesis over shapes,
+  dtypes, activations, skip, optional outputs);
+* a whole sweep equals the single steps layer by layer, bit for bit (the MGRIT
+  one-level guarantee rests on it), and so does a batched step on strided and
+  reversed stacks;
+* results are bit-identical for 1 and 2 threads (gradient sums are chunked by the
+  batch size alone);
+* float32 kernels compute in float32 (no ``fpext`` in their LLVM IR).
+"""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mgnn.kernels import cpu as K
+from mgnn.kernels import cpu_fused as F
+
+ACTS = list(K.ACTIVATIONS)
+EPS = K.SMOOTH_RELU_EPS
+TOL = {np.float64: 1e-12, np.float32: 5e-5}
+
+
+def sigma(z, act):
+    if act == "tanh":
+        return np.tanh(z)
+    if act == "relu":
+        return np.maximum(z, 0)
+    if act == "smooth_relu":
+        return np.where(z <= -EPS, 0.0, np.where(z >= EPS, z, (z + EPS) ** 2 / (4 * EPS)))
+    return z
+
+
+def dsigma(z, act):
+    if act == "tanh":
+        return 1 - np.tanh(z) ** 2
+    if act == "relu":
+        return (z > 0).astype(float)
+    if act == "smooth_relu":
+        return np.where(z <= -EPS, 0.0, np.where(z >= EPS, 1.0, (z + EPS) / (2 * EPS)))
+    return np.ones_like(z)
+
+
+def d2sigma(z, act):
+    if act == "tanh":
+        t = np.tanh(z)
+        return -2 * t * (1 - t ** 2)
+    if act == "smooth_relu":
+        return np.where((z > -EPS) & (z < EPS), 1 / (2 * EPS), 0.0)
+    return np.zeros_like(z)
+
+
+def close(a, ref, dtype, what):
+    scale = max(1.0, float(np.abs(ref).max(initial=0.0)))
+    err = float(np.abs(a.astype(np.float64) - ref).max(initial=0.0))
+    assert err <= TOL[dtype] * scale, f"{what}: error {err:.2e} (scale {scale:.2e})"
+
+
+def draw_layer(rng, s, wi, wo, dtype):
+    U = rng.standard_normal((s, wi))
+    W = rng.standard_normal((wo, wi)) / np.sqrt(wi)
+    b = rng.standard_normal(wo)
+    return [a.astype(dtype) for a in (U, W, b)]
+
+
+layer_shapes = st.tuples(st.integers(1, 300), st.integers(1, 20), st.integers(1, 20))
+dtypes = st.sampled_from([np.float64, np.float32])
+
+
+def away_from_kinks(Z, act):
+    """ReLU's derivative jumps at 0, the smoothed ReLU's second derivative at +-EPS:
+    a rounding difference there flips the reference, so such draws are skipped."""
+    if act == "relu":
+        return np.abs(Z).min() > 1e-5
+    if act == "smooth_relu":
+        return np.abs(np.abs(Z) - EPS).min() > 1e-5
+    return True
+
+
+# --------------------------------------------------------------- against NumPy
+@settings(max_examples=25, deadline=None)
+@given(layer_shapes, dtypes, st.sampled_from(ACTS), st.booleans(), st.integers(0, 2**31))
+def test_fused_forward_and_adjoint_match_numpy(shape, dtype, act, skip, seed):
+    s, wi, wo = shape
+    if skip:
+        wo = wi
+    rng = np.random.default_rng(seed)
+    U, W, b = draw_layer(rng, s, wi, wo, dtype)
+    a, h = K.ACTIVATIONS[act], 0.37
+    Z = U.astype(np.float64) @ W.T.astype(np.float64) + b
+    if not away_from_kinks(Z, act):
+        return
+    assert K.uses_fused(wi, wo, dtype)
+    S, out = np.empty((2, s, wo), dtype)
+    K.forward_step(U, W, b, h, a, S, out, skip=skip)
+    close(out, (U if skip else 0) + h * sigma(Z, act), dtype, "out")
+    close(S, np.tanh(Z) if act == "tanh" else Z, dtype, "record")
+    Ln = rng.standard_normal((s, wo)).astype(dtype)
+    D = np.empty((s, wo), dtype)
+    L = np.empty((s, wi), dtype)
+    gW, gb = np.empty((wo, wi), dtype), np.empty(wo, dtype)
+    K.adjoint_step(Ln, U, W, S, h, a, D, L=L, gW=gW, gb=gb, skip=skip)
+    Dr = h * dsigma(Z, act) * Ln
+    close(D, Dr, dtype, "D")
+    close(L, (Ln if skip else 0) + Dr @ W, dtype, "L")
+    close(gW, Dr.T @ U, dtype, "gW")
+    close(gb, Dr.sum(0), dtype, "gb")
+    # optional outputs: the gradient alone, then the input adjoint alone
+    gW2, gb2 = np.empty_like(gW), np.empty_like(gb)
+    K.adjoint_step(Ln, U, W, S, h, a, D, gW=gW2, gb=gb2, skip=skip)
+    np.testing.assert_array_equal(gW2, gW)
+    np.testing.assert_array_equal(gb2, gb)
+    L2 = np.empty_like(L)
+    K.adjoint_step(Ln, U, W, S, h, a, D, L=L2, skip=skip)
+    np.testing.assert_array_equal(L2, L)
+
+
+@settings(max_examples=25, deadline=None)
+@given(layer_shapes, dtypes, st.sampled_from(ACTS), st.booleans(), st.booleans(),
+       st.integers(0, 2**31))
+def test_fused_tangent_and_second_order_match_numpy(shape, dtype, act, has_dU, has_dW, seed):
+    s, w, _ = shape
+    rng = np.random.default_rng(seed)
+    U, W, b = draw_layer(rng, s, w, w, dtype)
+    dU, dW, db = draw_layer(rng, s, w, w, dtype)
+    a, h = K.ACTIVATIONS[act], 0.3
+    Z = U.astype(np.float64) @ W.T.astype(np.float64) + b
+    if not away_from_kinks(Z, act):
+        return
+    S, out = np.empty((2, s, w), dtype)
+    K.forward_step(U, W, b, h, a, S, out)
+    dZ, tout = np.empty((2, s, w), dtype)
+    K.tangent_step(U, dU if has_dU else None, W, dW if has_dW else None, db, S, h, a, dZ, tout,
+                   T=np.empty_like(dZ))
+    dUr = dU.astype(np.float64) if has_dU else 0 * U
+    dWr = dW.astype(np.float64) if has_dW else 0 * W
+    dZr = dUr @ W.T + U @ dWr.T + db
+    close(dZ, dZr, dtype, "dZ")
+    close(tout, (dUr if has_dU else 0) + h * dsigma(Z, act) * dZr, dtype, "tangent out")
+    Ln, dLn = (rng.standard_normal((s, w)).astype(dtype) for _ in range(2))
+    bufs = {k: np.empty((s, w), dtype) for k in ("D", "dD", "L", "dL", "tmp")}
+    gW, dgW, tmpW = np.empty((3, w, w), dtype)
+    gb, dgb = np.empty((2, w), dtype)
+    K.soadjoint_step(Ln, dLn, U, dU if has_dU else None, W, dW if has_dW else None, S, dZ, h, a,
+                     bufs["D"], bufs["dD"], L=bufs["L"], dL=bufs["dL"], gW=gW, gb=gb, dgW=dgW,
+                     dgb=dgb, tmp=bufs["tmp"], tmpW=tmpW)
+    D = h * dsigma(Z, act) * Ln
+    dD = h * (d2sigma(Z, act) * dZ.astype(np.float64) * Ln + dsigma(Z, act) * dLn)
+    close(bufs["L"], Ln + D @ W, dtype, "L")
+    close(bufs["dL"], dLn + dD @ W + D @ dWr, dtype, "dL")
+    close(gW, D.T @ U, dtype, "gW")
+    close(dgW, dD.T @ U + D.T @ dUr, dtype, "dgW")
+    close(gb, D.sum(0), dtype, "gb")
+    close(dgb, dD.sum(0), dtype, "dgb")
+
+
+# ------------------------------------------------- sweeps == steps, bit for bit
+def sweep_problem(rng, N, s, w, dtype):
+    P = (rng.standard_normal(N * (w * w + w)) / np.sqrt(w)).astype(dtype)
+    dP = rng.standard_normal(P.size).astype(dtype)
+    U = np.empty((N + 1, s, w), dtype)
+    U[0] = rng.standard_normal((s, w))
+    return P, dP, U
+
+
+def layer(P, n, w):
+    blk = P[n * (w * w + w):(n + 1) * (w * w + w)]
+    return blk[:w * w].reshape(w, w), blk[w * w:]
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 300), st.integers(1, 20), dtypes,
+       st.sampled_from(ACTS), st.integers(0, 2**31))
+def test_sweeps_equal_steps_bit_for_bit(N, s, w, dtype, act, seed):
+    rng = np.random.default_rng(seed)
+    P, dP, U = sweep_problem(rng, N, s, w, dtype)
+    a, h = K.ACTIVATIONS[act], 0.2
+    S = np.empty((N, s, w), dtype)
+    K.forward_sweep(U, P, h, a, S)
+    V = U[0].copy()
+    S1, out = np.empty((2, s, w), dtype)
+    Us = [V]
+    for n in range(N):
+        K.forward_step(Us[-1], *layer(P, n, w), h, a, S1, out)
+        np.testing.assert_array_equal(S[n], S1)
+        np.testing.assert_array_equal(U[n + 1], out)
+        Us.append(out.copy())
+    # adjoint with gradient
+    L = np.empty((2, s, w), dtype)
+    L[0] = rng.standard_normal((s, w))
+    lam = L[0].copy()
+    G = np.empty_like(P)
+    cur = K.adjoint_sweep(L, 0, U, P, S, h, a, np.empty((s, w), dtype), G)
+    D, Lo = np.empty((2, s, w), dtype)
+    for n in range(N - 1, -1, -1):
+        gW, gb = np.empty((w, w), dtype), np.empty(w, dtype)
+        K.adjoint_step(lam, U[n], layer(P, n, w)[0], S[n], h, a, D, L=Lo, gW=gW, gb=gb)
+        gWs, gbs = layer(G, n, w)
+        np.testing.assert_array_equal(gWs, gW)
+        np.testing.assert_array_equal(gbs, gb)
+        lam = Lo.copy()
+    np.testing.assert_array_equal(L[cur], lam)
+    # tangent and second-order adjoint
+    dU = np.empty_like(U)
+    dU[0] = rng.standard_normal((s, w))
+    dZ = np.empty_like(S)
+    K.tangent_sweep(U, dU, P, dP, S, h, a, dZ)
+    v = dU[0].copy()
+    for n in range(N):
+        dZ1, o1 = np.empty((2, s, w), dtype)
+        K.tangent_step(U[n], v, *layer(P, n, w)[:1], layer(dP, n, w)[0], layer(dP, n, w)[1],
+                       S[n], h, a, dZ1, o1, T=np.empty_like(o1))
+        np.testing.assert_array_equal(dZ[n], dZ1)
+        np.testing.assert_array_equal(dU[n + 1], o1)
+        v = o1
+    L[0] = rng.standard_normal((s, w))
+    dL = np.empty_like(L)
+    dL[0] = rng.standard_normal((s, w))
+    lam, dlam = L[0].copy(), dL[0].copy()
+    H = np.empty_like(P)
+    D, dD = np.empty((2, s, w), dtype)
+    cur = K.soadjoint_sweep(L, dL, 0, U, dU, P, dP, S, dZ, h, a, D, dD, H)
+    for n in range(N - 1, -1, -1):
+        L1, dL1 = np.empty((2, s, w), dtype)
+        hW, hb = np.empty((w, w), dtype), np.empty(w, dtype)
+        K.soadjoint_step(lam, dlam, U[n], dU[n], layer(P, n, w)[0], layer(dP, n, w)[0], S[n],
+                         dZ[n], h, a, D, dD, L=L1, dL=dL1, dgW=hW, dgb=hb,
+                         tmp=np.empty((s, w), dtype), tmpW=np.empty((w, w), dtype))
+        np.testing.assert_array_equal(layer(H, n, w)[0], hW)
+        np.testing.assert_array_equal(layer(H, n, w)[1], hb)
+        lam, dlam = L1, dL1
+    np.testing.assert_array_equal(L[cur], lam)
+    np.testing.assert_array_equal(dL[cur], dlam)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("want", ["all", "no_grad", "no_L"])
+def test_batched_steps_on_strided_stacks_equal_single_steps(dtype, want):
+    rng = np.random.default_rng(3)
+    k, s, w, m = 5, 300, 12, 3  # s = 300: several gradient chunks
+    big = rng.standard_normal((k * m + 2, s, w)).astype(dtype)
+    U = big[1::m][:k]  # strided, as MGRIT's waves
+    W = (rng.standard_normal((2 * k, w, w)) / 4).astype(dtype)[::-2]  # reversed stride
+    b = rng.standard_normal((k, w)).astype(dtype)
+    S, out = np.empty((2, k, s, w), dtype)
+    K.forward_step_batch(U, W, b, 0.3, K.TANH, S, out)
+    Ln = rng.standard_normal((k, s, w)).astype(dtype)
+    D, L = np.empty((2, k, s, w), dtype)
+    G = np.full((3 * k, w * w + w), np.nan, dtype)[::3]  # gradient rows of a strided block
+    kw = {}
+    if want != "no_L":
+        kw["L"] = L
+    if want != "no_grad":
+        kw.update(gW=G[:, :w * w].reshape(k, w, w), gb=G[:, w * w:])
+    K.adjoint_step_batch(Ln, U, W, S, 0.3, K.TANH, D, **kw)
+    for q in range(k):
+        S1, o1, D1, L1 = np.empty((4, s, w), dtype)
+        gW1, gb1 = np.empty((w, w), dtype), np.empty(w, dtype)
+        K.forward_step(U[q], W[q], b[q], 0.3, K.TANH, S1, o1)
+        np.testing.assert_array_equal(S[q], S1)
+        np.testing.assert_array_equal(out[q], o1)
+        K.adjoint_step(Ln[q], U[q], W[q], S1, 0.3, K.TANH, D1, L=L1, gW=gW1, gb=gb1)
+        np.testing.assert_array_equal(D[q], D1)
+        if want != "no_L":
+            np.testing.assert_array_equal(L[q], L1)
+        if want != "no_grad":
+            np.testing.assert_array_equal(G[q, :w * w].reshape(w, w), gW1)
+            np.testing.assert_array_equal(G[q, w * w:], gb1)
+
+
+# --------------------------------------------------------------- thread counts
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_results_do_not_depend_on_the_thread_count(dtype):
+    rng = np.random.default_rng(5)
+    N, s, w = 3, 1100, 8  # n_chunks(1100, 8) = 16 gradient chunks
+    assert F.n_chunks(s, w) > 1
+    P, dP, U = sweep_problem(rng, N, s, w, dtype)
+    Lin = rng.standard_normal((s, w)).astype(dtype)
+
+    def run():
+        V, S = U.copy(), np.empty((N, s, w), dtype)
+        K.forward_sweep(V, P, 0.25, K.TANH, S)
+        L = np.empty((2, s, w), dtype)
+        L[0] = Lin
+        G = np.empty_like(P)
+        cur = K.adjoint_sweep(L, 0, V, P, S, 0.25, K.TANH, np.empty((s, w), dtype), G)
+        dU, dZ = np.empty_like(V), np.empty_like(S)
+        dU[0] = Lin
+        K.tangent_sweep(V, dU, P, dP, S, 0.25, K.TANH, dZ)
+        return V, S, L[cur].copy(), G, dU
+
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run()
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = run()
+    finally:
+        numba.set_num_threads(old)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_chunk_count_depends_on_batch_and_width_only():
+    assert F.n_chunks(64, 32) == 1
+    assert F.n_chunks(1000, 32) == 4
+    assert F.n_chunks(5000, 32) == 16
+    for s in (1, 7, 129, 1000, 10**6):
+        for w in (1, 8, 64):
+            C = F.n_chunks(s, w)
+            assert C & (C - 1) == 0 and 1 <= C <= F.MAX_CHUNKS
+            assert C == 1 or s // C >= max(F.MIN_CHUNK_ROWS, 4 * w)
+
+
+# ---------------------------------------------------------- layouts and dtype
+def test_fused_steps_take_strided_arguments():
+    rng = np.random.default_rng(9)
+    s, w = 40, 6
+    U = rng.standard_normal((w, s)).T  # Fortran-ordered view
+    W = rng.standard_normal((w, w)).T
+    b = rng.standard_normal(2 * w)[::2]
+    S = np.empty((s, 2 * w))[:, ::2]  # non-contiguous outputs
+    out = np.empty((w, s)).T
+    K.forward_step(U, W, b, 0.5, K.TANH, S, out)
+    Z = U @ W.T + b
+    np.testing.assert_allclose(out, U + 0.5 * np.tanh(Z), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(S, np.tanh(Z), rtol=1e-13, atol=1e-13)
+
+
+def test_wide_layers_use_blas_and_narrow_layers_the_fused_kernels():
+    for dt in (np.float64, np.float32):
+        wmax = K.FUSED_MAX_WIDTH[np.dtype(dt)]
+        assert K.uses_fused(wmax, wmax, dt) and not K.uses_fused(wmax + 1, 2, dt)
+
+
+def test_fused_float32_kernels_stay_float32():
+    """No float64 arithmetic (``fpext``) in the float32 specialisations."""
+    from numba import njit
+
+    rng = np.random.default_rng(0)
+    U, W, b = draw_layer(rng, 8, 8, 8, np.float32)
+    WT = np.ascontiguousarray(W.T)
+    S, out = np.empty((2, 8, 8), np.float32)
+    fwd = njit(error_model="numpy")(F._forward_rows.py_func)  # uncached: inspectable
+    fwd(U, WT, b, np.float32(0.5), K.TANH, True, S, out, 0, 8)
+    G, gb = np.zeros((8, 8), np.float32), np.zeros(8, np.float32)
+    adj = njit(error_model="numpy")(F._adjoint_rows.py_func)
+    for act in range(4):
+        adj(U, U, W, S, np.float32(0.5), act, S.copy(), out.copy(), True, G, gb, True, True, 0, 8)
+    for f in (fwd, adj):
+        ir = f.inspect_llvm(f.signatures[0])
+        assert "define" in ir and "fpext" not in ir
