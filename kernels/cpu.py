@@ -296,7 +296,7 @@ def adjoint_step(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True
                          gWo.buf if want_g else _dummy(dt, 2),
                          gbo.buf if want_g else _dummy(dt, 1), want_g, bool(skip),
                          _partials(s, wo, wi, dt, (wo, wi)) if want_g else _dummy(dt, 3),
-                         _partials(s, wo, wi, dt, (wo,)) if want_g else _dummy(dt, 2))
+                         _partials(s, wo, wi, dt, (wo,)) if want_g else _dummy(dt, 2), True)
         for o in (Do, Lo, gWo, gbo):
             if o is not None:
                 o.done()
@@ -396,7 +396,7 @@ def soadjoint_step(L_next, dL_next, U, dU, W, dW, S, dZ, h, act, D, dD,
                            dt.type(h), int(act), Dd, dDd, Lb, dLb, Gb, gbb, dGb, dgbb,
                            L is not None, dL is not None, want_g, want_dg, dU is not None,
                            dW is not None, bool(skip),
-                           _partials(s, wo, wi, dt, (2, wo * wi + wo)))
+                           _partials(s, wo, wi, dt, (2, wo * wi + wo)), True)
         for v in outs.values():
             v.done()
         return

@@ -116,23 +116,23 @@ def _ew_fwd(z_, o_, u_, lo, hi, h, act, skip):
 
 
 @njit(inline="always", error_model="numpy")
-def _ew_delta_c(s_, l_, d_, lo, hi, h, act):
-    ss, ls, ds = s_[lo:hi], l_[lo:hi], d_[lo:hi]
+def _ew_delta_c(s_, l_, d_, lo, hi, dlo, h, act):
+    ss, ls, ds = s_[lo:hi], l_[lo:hi], d_[dlo:dlo + hi - lo]
     for t in range(ds.size):
         ds[t] = h * _dsigma(ss[t], act) * ls[t]
 
 
 @njit(inline="always", error_model="numpy")
-def _ew_delta(s_, l_, d_, lo, hi, h, act):
-    """d = h sigma'(s) l."""
+def _ew_delta(s_, l_, d_, lo, hi, dlo, h, act):
+    """d[dlo:] = h sigma'(s) l over [lo, hi)."""
     if act == TANH:
-        _ew_delta_c(s_, l_, d_, lo, hi, h, TANH)
+        _ew_delta_c(s_, l_, d_, lo, hi, dlo, h, TANH)
     elif act == RELU:
-        _ew_delta_c(s_, l_, d_, lo, hi, h, RELU)
+        _ew_delta_c(s_, l_, d_, lo, hi, dlo, h, RELU)
     elif act == SMOOTH_RELU:
-        _ew_delta_c(s_, l_, d_, lo, hi, h, SMOOTH_RELU)
+        _ew_delta_c(s_, l_, d_, lo, hi, dlo, h, SMOOTH_RELU)
     else:
-        _ew_delta_c(s_, l_, d_, lo, hi, h, IDENTITY)
+        _ew_delta_c(s_, l_, d_, lo, hi, dlo, h, IDENTITY)
 
 
 @njit(inline="always", error_model="numpy")
@@ -161,9 +161,9 @@ def _ew_tan(z_, s_, o_, u_, lo, hi, h, act, use_u):
 
 
 @njit(inline="always", error_model="numpy")
-def _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, act):
+def _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, dlo, h, act):
     ss, zs, ls, dls = s_[lo:hi], z_[lo:hi], l_[lo:hi], dl_[lo:hi]
-    ds, dds = d_[lo:hi], dd_[lo:hi]
+    ds, dds = d_[dlo:dlo + hi - lo], dd_[dlo:dlo + hi - lo]
     for t in range(ds.size):
         r = ss[t]
         d1 = _dsigma(r, act)
@@ -172,16 +172,16 @@ def _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, act):
 
 
 @njit(inline="always", error_model="numpy")
-def _ew_so(s_, z_, l_, dl_, d_, dd_, lo, hi, h, act):
-    """d = h sigma'(s) l, dd = h (sigma''(s) z l + sigma'(s) dl)."""
+def _ew_so(s_, z_, l_, dl_, d_, dd_, lo, hi, dlo, h, act):
+    """d = h sigma'(s) l, dd = h (sigma''(s) z l + sigma'(s) dl) (d, dd from dlo)."""
     if act == TANH:
-        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, TANH)
+        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, dlo, h, TANH)
     elif act == RELU:
-        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, RELU)
+        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, dlo, h, RELU)
     elif act == SMOOTH_RELU:
-        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, SMOOTH_RELU)
+        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, dlo, h, SMOOTH_RELU)
     else:
-        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, h, IDENTITY)
+        _ew_so_c(s_, z_, l_, dl_, d_, dd_, lo, hi, dlo, h, IDENTITY)
 
 
 @njit(inline="always", error_model="numpy")
@@ -209,24 +209,30 @@ def _forward_rows(U, WT, b, h, act, skip, S, out, r0, r1):
 
 
 @njit(cache=True, error_model="numpy")
-def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1):
-    """D = h sigma'(S) Ln; L = D W (+ Ln); G += D^T U; gb += sum_rows D; rows [r0, r1)."""
+def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1, keep_D):
+    """D = h sigma'(S) Ln; L = D W (+ Ln); G += D^T U; gb += sum_rows D; rows [r0, r1).
+
+    With ``keep_D`` False, D lives in a block buffer (never streamed to memory);
+    the other outputs are the same bits either way.
+    """
     wo = S.shape[1]
     rb = _block_rows(max(U.shape[1], wo))
+    Db = D if keep_D else np.empty((max(min(rb, r1 - r0), 1), wo), D.dtype)
     s_ = S.reshape(-1)
     l_ = Ln.reshape(-1)
-    d_ = D.reshape(-1)
+    d_ = Db.reshape(-1)
     o_ = L.reshape(-1)
     for a in range(r0, r1, rb):
         e = min(a + rb, r1)
-        _ew_delta(s_, l_, d_, a * wo, e * wo, h, act)
+        sh = 0 if keep_D else a
+        _ew_delta(s_, l_, d_, a * wo, e * wo, (a - sh) * wo, h, act)
         if want_g:
-            for i in range(a, e):
+            for i in range(a - sh, e - sh):
                 for j in range(wo):
-                    gb[j] += D[i, j]
-            gemm_tn_acc(D, U, D, U, False, G, a, e)
+                    gb[j] += Db[i, j]
+            gemm_tn_acc(Db, U, Db, U, False, G, a, e, sh)
         if want_L:
-            gemm_rows(D, W, L, a, e, gb, False, D, W, False)
+            gemm_rows(Db, W, L, a, e, gb, False, Db, W, False, sh)
             if skip:
                 _ew_add(o_, l_, a * wo, e * wo)
 
@@ -257,45 +263,50 @@ def _tangent_rows(U, dU, WT, dWT, db, S, h, act, has_dU, has_dW, skip, dZ, out, 
 
 @njit(cache=True, error_model="numpy")
 def _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG, dgb,
-                    want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1):
+                    want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1, keep_D):
     """The second-order adjoint step on rows [r0, r1) (see ``soadjoint_step``).
 
     D = h sigma' Ln, dD = h (sigma'' dZ Ln + sigma' dLn); L = D W (+ Ln);
     dL = dD W + D dW (+ dLn); G += D^T U; dG += dD^T U + D^T dU (per row, in this
-    order); gb, dgb += column sums of D, dD.
+    order); gb, dgb += column sums of D, dD. With ``keep_D`` False, D and dD live
+    in block buffers.
     """
     wo = S.shape[1]
     rb = _block_rows(max(U.shape[1], wo))
+    nb = max(min(rb, r1 - r0), 1)
+    Db = D if keep_D else np.empty((nb, wo), D.dtype)
+    dDb = dD if keep_D else np.empty((nb, wo), D.dtype)
     s_ = S.reshape(-1)
     z_ = dZ.reshape(-1)
     l_ = Ln.reshape(-1)
     dl_ = dLn.reshape(-1)
-    d_ = D.reshape(-1)
-    dd_ = dD.reshape(-1)
+    d_ = Db.reshape(-1)
+    dd_ = dDb.reshape(-1)
     o_ = L.reshape(-1)
     do_ = dL.reshape(-1)
     for a in range(r0, r1, rb):
         e = min(a + rb, r1)
-        _ew_so(s_, z_, l_, dl_, d_, dd_, a * wo, e * wo, h, act)
+        sh = 0 if keep_D else a
+        _ew_so(s_, z_, l_, dl_, d_, dd_, a * wo, e * wo, (a - sh) * wo, h, act)
         if want_g:
-            for i in range(a, e):
+            for i in range(a - sh, e - sh):
                 for j in range(wo):
-                    gb[j] += D[i, j]
-            gemm_tn_acc(D, U, D, U, False, G, a, e)
+                    gb[j] += Db[i, j]
+            gemm_tn_acc(Db, U, Db, U, False, G, a, e, sh)
         if want_dg:
-            for i in range(a, e):
+            for i in range(a - sh, e - sh):
                 for j in range(wo):
-                    dgb[j] += dD[i, j]
-            gemm_tn_acc(dD, U, D, dU, has_dU, dG, a, e)
+                    dgb[j] += dDb[i, j]
+            gemm_tn_acc(dDb, U, Db, dU, has_dU, dG, a, e, sh)
         if want_L:
-            gemm_rows(D, W, L, a, e, gb, False, D, W, False)
+            gemm_rows(Db, W, L, a, e, gb, False, Db, W, False, sh)
             if skip:
                 _ew_add(o_, l_, a * wo, e * wo)
         if want_dL:
             if has_dW:
-                gemm_rows(dD, W, dL, a, e, gb, False, D, dW, True)
+                gemm_rows(dDb, W, dL, a, e, gb, False, Db, dW, True, sh)
             else:
-                gemm_rows(dD, W, dL, a, e, gb, False, dD, W, False)
+                gemm_rows(dDb, W, dL, a, e, gb, False, dDb, W, False, sh)
             if skip:
                 _ew_add(do_, dl_, a * wo, e * wo)
 
@@ -338,7 +349,7 @@ def _forward_layer(U, W, b, h, act, skip, S, out):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _adjoint_layer(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, Pg, Pb):
+def _adjoint_layer(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, Pg, Pb, keep_D):
     """One adjoint step; Pg (>= C-1, wo, wi), Pb (>= C-1, wo) hold chunk partials."""
     s = S.shape[0]
     C = n_chunks(s, max(U.shape[1], S.shape[1]))
@@ -346,19 +357,21 @@ def _adjoint_layer(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, Pg, P
         _zero(G)
         _zero(gb)
     if C == 1:
-        _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, 0, s)
+        _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, 0, s, keep_D)
         return
     for c in prange(C):
         r0, r1 = _rows(c, C, s)
         if c == 0:
-            _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1)
+            _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1,
+                          keep_D)
         else:
             Gc = Pg[c - 1]
             bc = Pb[c - 1]
             if want_g:
                 _zero(Gc)
                 _zero(bc)
-            _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, Gc, bc, want_g, skip, r0, r1)
+            _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, Gc, bc, want_g, skip, r0, r1,
+                          keep_D)
     if want_g:
         for c in range(1, C):
             _add_into(G, Pg[c - 1])
@@ -384,7 +397,7 @@ def _tangent_layer(U, dU, W, dW, db, S, h, act, has_dU, has_dW, skip, dZ, out):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _soadjoint_layer(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG, dgb,
-                     want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, P):
+                     want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, P, keep_D):
     """One second-order adjoint step; P (>= C-1, 2, wo*wi + wo) holds chunk partials."""
     s = S.shape[0]
     wo, wi = W.shape
@@ -397,13 +410,14 @@ def _soadjoint_layer(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, 
         _zero(dgb)
     if C == 1:
         _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG, dgb,
-                        want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, 0, s)
+                        want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, 0, s, keep_D)
         return
     for c in prange(C):
         r0, r1 = _rows(c, C, s)
         if c == 0:
             _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG,
-                            dgb, want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1)
+                            dgb, want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1,
+                            keep_D)
         else:
             p = P[c - 1]
             _zero(p)
@@ -412,7 +426,8 @@ def _soadjoint_layer(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, 
             dGc = p[1, : wo * wi].reshape((wo, wi))
             dbc = p[1, wo * wi:]
             _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, Gc, bc, dGc,
-                            dbc, want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1)
+                            dbc, want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1,
+                            keep_D)
     for c in range(1, C):
         p = P[c - 1]
         if want_g:
@@ -470,7 +485,7 @@ def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
         W, _ = _layer(P, n, w)
         gW, gb = _layer(G, n, w)
         _adjoint_layer(L[cur], U[n], W, S[n], h, act, D, L[1 - cur], True, gW, gb, True, True,
-                       Pg, Pb)
+                       Pg, Pb, False)
         cur = 1 - cur
     return cur
 
@@ -514,7 +529,7 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
         hW, hb = _layer(H, n, w)
         _soadjoint_layer(L[cur], dL[cur], U[n], dU[n], W, dW, S[n], dZ[n], h, act, D, dD,
                          L[1 - cur], dL[1 - cur], hW, hb, hW, hb,
-                         True, True, False, True, True, True, True, Pt)
+                         True, True, False, True, True, True, True, Pt, False)
         cur = 1 - cur
     return cur
 
@@ -573,7 +588,8 @@ def adjoint_batch(Lnf, lno, Uf, uo, Wf, wof, Sf, so, h, act, Df, do, Lf, lo, wan
             _zero(G)
             _zero(gb)
         _adjoint_rows(_sl(Lnf, lno, q, s, wo), _sl(Uf, uo, q, s, wi), _sl(Wf, wof, q, wo, wi),
-                      _sl(Sf, so, q, s, wo), h, act, Dq, Lq, want_L, G, gb, want_g, skip, r0, r1)
+                      _sl(Sf, so, q, s, wo), h, act, Dq, Lq, want_L, G, gb, want_g, skip, r0, r1,
+                      True)
     if want_g and C > 1:
         for q in prange(k):
             G = _sl(Gf, go, q, wo, wi)

@@ -176,10 +176,12 @@ _tile_one2 = _make_tile(False, 2)
 # C[i, j] = sum_k A[i, k] B[k, j] (+ A2[i, k] B2[k, j]) over rows i in [r0, r1)
 # ----------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
-def gemm_rows(A, B, C, r0, r1, bias, add_bias, A2, B2, two):
+def gemm_rows(A, B, C, r0, r1, bias, add_bias, A2, B2, two, ashift=0):
     """``C[r0:r1] = A[r0:r1] @ B (+ A2[r0:r1] @ B2) (+ bias)``, C-contiguous 2-D arrays.
 
-    A, A2 (s, K), B, B2 (K, n), C (s, n). Entry (i, j) is the running sum from
+    A, A2 (s, K), B, B2 (K, n), C (s, n); row i of C takes row ``i - ashift`` of A
+    and A2 (a block buffer holding rows r0.. of A at 0.. has ``ashift = r0``).
+    Entry (i, j) is the running sum from
     zero of ``A[i, k] B[k, j]`` (followed, for each k, by ``A2[i, k] B2[k, j]``
     when ``two``) over k = 0, 1, ...; then ``+ bias[j]`` when ``add_bias``.
 
@@ -200,32 +202,35 @@ def gemm_rows(A, B, C, r0, r1, bias, add_bias, A2, B2, two):
     nt = n - n % NR
     i = r0
     while i + mr <= r1:
+        ia = (i - ashift) * lda
         for j in range(0, nt, NR):
             if two:
-                _tile_full2(C, i * ldc + j, ldc, A, i * lda, B, j, A2, i * lda, B2, j,
+                _tile_full2(C, i * ldc + j, ldc, A, ia, B, j, A2, ia, B2, j,
                             lda, 1, ldb, K, False, bias, j, add_bias)
             else:
-                _tile_full1(C, i * ldc + j, ldc, A, i * lda, B, j, A, 0, B, 0,
+                _tile_full1(C, i * ldc + j, ldc, A, ia, B, j, A, 0, B, 0,
                             lda, 1, ldb, K, False, bias, j, add_bias)
         i += mr
     while i < r1:
+        ia = (i - ashift) * lda
         for j in range(0, nt, NR):
             if two:
-                _tile_one2(C, i * ldc + j, ldc, A, i * lda, B, j, A2, i * lda, B2, j,
+                _tile_one2(C, i * ldc + j, ldc, A, ia, B, j, A2, ia, B2, j,
                            lda, 1, ldb, K, False, bias, j, add_bias)
             else:
-                _tile_one1(C, i * ldc + j, ldc, A, i * lda, B, j, A, 0, B, 0,
+                _tile_one1(C, i * ldc + j, ldc, A, ia, B, j, A, 0, B, 0,
                            lda, 1, ldb, K, False, bias, j, add_bias)
         i += 1
     if nt < n:
         zero = _c(0.0, C[0, 0])
         for i in range(r0, r1):
+            ii = i - ashift
             for j in range(nt, n):
                 z = zero
                 for k in range(K):
-                    z = z + A[i, k] * B[k, j]
+                    z = z + A[ii, k] * B[k, j]
                     if two:
-                        z = z + A2[i, k] * B2[k, j]
+                        z = z + A2[ii, k] * B2[k, j]
                 C[i, j] = z + bias[j] if add_bias else z
 
 
@@ -233,10 +238,11 @@ def gemm_rows(A, B, C, r0, r1, bias, add_bias, A2, B2, two):
 # G[j, k] += sum_i D[i, j] X[i, k] (+ D2[i, j] X2[i, k]) over rows i in [r0, r1)
 # ----------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
-def gemm_tn_acc(D, X, D2, X2, two, G, r0, r1):
+def gemm_tn_acc(D, X, D2, X2, two, G, r0, r1, dshift=0):
     """``G += D[r0:r1]^T X[r0:r1]`` (``+ D2[r0:r1]^T X2[r0:r1]`` when ``two``).
 
-    D, D2 (s, m), X, X2 (s, n), G (m, n) C-contiguous. Entry (j, k) adds
+    D, D2 (s, m), X, X2 (s, n), G (m, n) C-contiguous; row i of X pairs with row
+    ``i - dshift`` of D and D2 (see :func:`gemm_rows`). Entry (j, k) adds
     ``D[i, j] X[i, k]`` (then ``D2[i, j] X2[i, k]``) for i = r0, r0+1, ... in
     order, to the value in G: splitting the rows into consecutive calls gives
     the same bits as one call.
@@ -249,25 +255,26 @@ def gemm_tn_acc(D, X, D2, X2, two, G, r0, r1):
         return
     mr = _mr(G[0, 0])
     nt = n - n % NR
+    d0 = (r0 - dshift) * ldd
     j = 0
     while j < m:
         full = j + mr <= m
         for k in range(0, nt, NR):
             if full:
                 if two:
-                    _tile_full2(G, j * ldg + k, ldg, D, r0 * ldd + j, X, r0 * ldx + k,
-                                D2, r0 * ldd + j, X2, r0 * ldx + k, 1, ldd, ldx, nr, True,
+                    _tile_full2(G, j * ldg + k, ldg, D, d0 + j, X, r0 * ldx + k,
+                                D2, d0 + j, X2, r0 * ldx + k, 1, ldd, ldx, nr, True,
                                 G[0], 0, False)
                 else:
-                    _tile_full1(G, j * ldg + k, ldg, D, r0 * ldd + j, X, r0 * ldx + k,
+                    _tile_full1(G, j * ldg + k, ldg, D, d0 + j, X, r0 * ldx + k,
                                 D, 0, X, 0, 1, ldd, ldx, nr, True, G[0], 0, False)
             else:
                 if two:
-                    _tile_one2(G, j * ldg + k, ldg, D, r0 * ldd + j, X, r0 * ldx + k,
-                               D2, r0 * ldd + j, X2, r0 * ldx + k, 1, ldd, ldx, nr, True,
+                    _tile_one2(G, j * ldg + k, ldg, D, d0 + j, X, r0 * ldx + k,
+                               D2, d0 + j, X2, r0 * ldx + k, 1, ldd, ldx, nr, True,
                                G[0], 0, False)
                 else:
-                    _tile_one1(G, j * ldg + k, ldg, D, r0 * ldd + j, X, r0 * ldx + k,
+                    _tile_one1(G, j * ldg + k, ldg, D, d0 + j, X, r0 * ldx + k,
                                D, 0, X, 0, 1, ldd, ldx, nr, True, G[0], 0, False)
         j += mr if full else 1
     if nt < n:
@@ -275,7 +282,7 @@ def gemm_tn_acc(D, X, D2, X2, two, G, r0, r1):
             for k in range(nt, n):
                 g = G[j, k]
                 for i in range(r0, r1):
-                    g = g + D[i, j] * X[i, k]
+                    g = g + D[i - dshift, j] * X[i, k]
                     if two:
-                        g = g + D2[i, j] * X2[i, k]
+                        g = g + D2[i - dshift, j] * X2[i, k]
                 G[j, k] = g
