@@ -330,11 +330,14 @@ def main(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
     rows, machines = [], {}
     t0 = time.perf_counter()
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])
-                   if not a.startswith("--json")]
-    if "--json" in passthrough:
-        i = passthrough.index("--json")
-        del passthrough[i:i + 2]
+    given = list(argv if argv is not None else sys.argv[1:])
+    passthrough, skip = [], False
+    for a in given:  # everything but --json PATH and --threads N... goes to the children
+        if skip and not a.startswith("--"):
+            continue
+        skip = a in ("--json", "--threads")
+        if not skip and not a.startswith(("--json=", "--threads=")):
+            passthrough.append(a)
     for nt in threads:
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(nt), OMP_NUM_THREADS=str(nt),
                    MKL_NUM_THREADS=str(nt), NUMBA_NUM_THREADS=str(nt))
