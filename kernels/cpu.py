@@ -223,8 +223,18 @@ def _dummy(dtype, ndim):
 
 
 def _partials(s, w_out, w_in, dtype, shape_tail):
+    """Buffers for the partial sums of chunks 1..C-1 (a stand-in when C = 1)."""
+    if s < 2 * _F.MIN_CHUNK_ROWS:  # n_chunks(s, w) == 1 for any w: nothing to hold
+        return _dummy(dtype, 1 + len(shape_tail))
     C = n_chunks(s, max(w_in, w_out))
     return np.empty((max(C - 1, 1),) + shape_tail, dtype)
+
+
+def _all_c(*arrays):
+    for a in arrays:
+        if a is not None and not a.flags.c_contiguous:
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------
@@ -265,6 +275,9 @@ def forward_step(U, W, b, h, act, S, out, skip=True):
     array([1.5, 1.5, 1.5])
     """
     if uses_fused(W.shape[1], W.shape[0], S.dtype):
+        if _all_c(U, W, b, S, out):  # the common case: no wrappers
+            _F.forward_layer(U, W, b, S.dtype.type(h), int(act), bool(skip), S, out)
+            return
         So, Oo = _Out(S), _Out(out)
         _F.forward_layer(_cin(U), _cin(W), _cin(b), S.dtype.type(h), int(act), bool(skip),
                          So.buf, Oo.buf)
@@ -292,11 +305,17 @@ def adjoint_step(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True
     dt = S.dtype
     if uses_fused(wi, wo, dt):
         want_g = gW is not None or gb is not None
+        s = S.shape[0]
+        if gW is not None and gb is not None and _all_c(L_next, U, W, S, D, L, gW, gb):
+            _F.adjoint_layer(L_next, U, W, S, dt.type(h), int(act), D,
+                             L if L is not None else _dummy(dt, 2), L is not None, gW, gb, True,
+                             bool(skip), _partials(s, wo, wi, dt, (wo, wi)),
+                             _partials(s, wo, wi, dt, (wo,)), True)
+            return
         Do = _Out(D)
         Lo = _Out(L) if L is not None else None
         gWo = _Out(gW if gW is not None else np.empty((wo, wi), dt)) if want_g else None
         gbo = _Out(gb if gb is not None else np.empty(wo, dt)) if want_g else None
-        s = S.shape[0]
         _F.adjoint_layer(_cin(L_next), _cin(U), _cin(W), _cin(S), dt.type(h), int(act), Do.buf,
                          Lo.buf if Lo else _dummy(dt, 2), L is not None,
                          gWo.buf if want_g else _dummy(dt, 2),
