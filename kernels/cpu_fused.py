@@ -571,7 +571,8 @@ def adjoint_batch(Lnf, lno, Uf, uo, Wf, wof, Sf, so, h, act, Df, do, Lf, lo, wan
     """Adjoint steps of k independent layers; per slice bit-identical to one step."""
     k = uo.size
     C = n_chunks(s, max(wi, wo))
-    P = np.empty((k, max(C - 1, 1), wo * wi + wo), Uf.dtype)
+    kp = k if (want_g and C > 1) else 1  # partials only where there is something to add
+    P = np.empty((kp, max(C - 1, 1), wo * wi + wo), Uf.dtype)
     for t in prange(k * C):
         q = t // C
         c = t - q * C
@@ -582,8 +583,9 @@ def adjoint_batch(Lnf, lno, Uf, uo, Wf, wof, Sf, so, h, act, Df, do, Lf, lo, wan
             G = _sl(Gf, go, q, wo, wi)
             gb = _sl1(gbf, gbo, q, wo)
         else:  # a chunk's partial (or, without gradient, an untouched stand-in)
-            G = P[q, max(c - 1, 0), : wo * wi].reshape((wo, wi))
-            gb = P[q, max(c - 1, 0), wo * wi:]
+            qp = q if kp > 1 else 0
+            G = P[qp, max(c - 1, 0), : wo * wi].reshape((wo, wi))
+            gb = P[qp, max(c - 1, 0), wo * wi:]
         if want_g:
             _zero(G)
             _zero(gb)
