@@ -14,6 +14,7 @@ is the exact Hessian-vector product of J, not a finite difference.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -158,7 +159,10 @@ class Objective:
                 f"tikhonov={self.tikhonov:g}, smoothness={self.smoothness:g}, "
                 f"propagation={self.propagation!r})")
 
-    def _workspace(self, s):
+    def _workspace(self, s, batch=None):
+        """The buffers for ``s`` samples; ``ws.key`` names the samples (``None`` for
+        all data, else the batch's indices as bytes) so that a propagation can tell
+        a re-evaluation on the same samples (a warm start) from a new batch."""
         ws = self._workspaces.get(s)
         if ws is None:
             ws = self.net.workspace(s, self.xp)
@@ -167,9 +171,14 @@ class Objective:
                 self._workspaces.popitem(last=False)
         else:
             self._workspaces.move_to_end(s)
+        if batch is None:
+            ws.key = "all"
+        else:
+            ws.key = batch.tobytes() if hasattr(batch, "tobytes") else np.asarray(batch).tobytes()
         return ws
 
     def _data(self, batch):
+        """``(X, Y, share)`` of the samples ``batch`` (all when None)."""
         if batch is None:
             return self.X, self.Y, 1.0
         xp = self.xp
@@ -201,6 +210,15 @@ class Objective:
                 gb[1:] += c * d
         return val
 
+    def _after_evaluation(self, val):
+        """Charge the propagation's extra work; after a NaN/inf loss, drop its warm
+        starts (they would carry the NaN into the next evaluation)."""
+        self._charge_propagation()
+        if not math.isfinite(val):
+            reset = getattr(self.propagation, "reset", None)
+            if reset is not None:
+                reset()
+
     def _charge_propagation(self):
         """Charge work a propagation did beyond the serial sweeps (MGRIT iterations)."""
         take = getattr(self.propagation, "take_extra_work", None)
@@ -215,11 +233,11 @@ class Objective:
         """Objective value at ``theta`` (on the mini-batch ``batch`` when given)."""
         theta = self.net.check_theta(theta)
         X, Y, share = self._data(batch)
-        ws = self._workspace(X.shape[0])
+        ws = self._workspace(X.shape[0], batch)
         out = self._forward(theta, X, ws)
         val = self.loss.value(out, Y, self.xp) + self._regularisation(theta)
         self.counter.charge("value", share)
-        self._charge_propagation()
+        self._after_evaluation(val)
         return val
 
     def value_and_grad(self, theta, batch=None):
@@ -228,7 +246,7 @@ class Objective:
         net, xp = self.net, self.xp
         k = kernels_for(xp)
         X, Y, share = self._data(batch)
-        ws = self._workspace(X.shape[0])
+        ws = self._workspace(X.shape[0], batch)
         out = self._forward(theta, X, ws)
         val = self.loss.value_grad(out, Y, ws.G, xp)
         grad = xp.empty_like(theta)
@@ -245,7 +263,7 @@ class Objective:
                        gW=g.W_open, gb=g.b_open, skip=False)
         val += self._regularisation(theta, grad)
         self.counter.charge("grad", share)
-        self._charge_propagation()
+        self._after_evaluation(val)
         return val, grad
 
     def grad(self, theta, batch=None):
@@ -259,7 +277,7 @@ class Objective:
         net, xp = self.net, self.xp
         k = kernels_for(xp)
         X, Y, share = self._data(batch)
-        ws = self._workspace(X.shape[0])
+        ws = self._workspace(X.shape[0], batch)
         ws.ensure_second_order()
         p, dp = net.unpack(theta), net.unpack(v)
         out = self._forward(theta, X, ws)

@@ -259,7 +259,8 @@ class LayerParallelObjective:
                 k.forward_step(Xl, W_open, b_open, 1.0, net.act_open, bufs["S_open"],
                                bufs["U0"], skip=False)
             prop = self.propagation
-            eng = prop._forward_local(net, blocks, bufs["U0"], s, np)
+            key = "all" if batch is None else np.asarray(batch).tobytes()
+            eng = prop._forward_local(net, blocks, bufs["U0"], s, np, key)
             if self.last:
                 close = theta[self._res.stop:]
                 Wc = close[: net.n_out * net.width].reshape(net.n_out, net.width)
@@ -299,6 +300,9 @@ class LayerParallelObjective:
             extra = self.data_comm.allreduce(extra)
             if want_grad:
                 grad = self.data_comm.allreduce(grad)
+        if not math.isfinite(val):
+            # the same on every rank: drop the warm starts, which hold NaN/inf now
+            self.propagation.reset()
         if self.tikhonov:
             val += 0.5 * self.tikhonov * self.space.dot(theta, theta)
             if want_grad:

@@ -56,29 +56,83 @@ COARSE_WEIGHTS = ("inject", "average")
 # weights of a range of layers (local, or local plus a halo from other ranks)
 # ---------------------------------------------------------------------------
 class _Weights:
-    """Views ``W[n - lo]``, ``b[n - lo]`` of layers ``lo .. lo+len-1`` and a cache of
-    averaged coarse weights (cleared whenever new weights are bound)."""
+    """Views ``W[n - lo]``, ``b[n - lo]`` of layers ``lo .. lo+len-1`` and their averages
+    over the intervals of the coarse levels (recomputed after every :meth:`bind`).
 
-    def __init__(self):
+    Averages over a span that is a coarse level's stride (``spans``) are computed for
+    all windows of one phase at once (``W[a0 + q span : a0 + (q+1) span].mean(0)``
+    as one reshape-and-mean) and handed out as views, so a batched coarse sweep gets
+    its stack of averaged weights without a copy; other spans (a short interval at
+    the end of the grid) are averaged one by one. The arithmetic of a window's mean
+    is the same either way (a sequential sum over the span), so it does not depend
+    on the batching or on the range of layers bound on a rank.
+    """
+
+    def __init__(self, spans=()):
         self.W = self.b = None
         self.lo = 0
-        self.cache = {}
-        self.stacks = {}  # batched averaged weights: buffers kept across binds
+        self.spans = frozenset(int(x) for x in spans)
+        self.blocks = {}  # (phase, span) -> (first window start, W means, b means)
+        self.single = {}  # (n0, span) -> (W mean, b mean), spans not in ``spans``
+        self.stacks = {}  # stacked single means for batched steps: buffers kept
         self.fresh = set()  # keys of ``stacks`` computed from the bound weights
 
     def bind(self, W, b, lo):
         self.W, self.b, self.lo = W, b, lo
-        self.cache.clear()
+        self.blocks.clear()
+        self.single.clear()
         self.fresh.clear()
+
+    def same(self, W, lo):
+        """Whether ``W`` (from ``lo``) is the memory bound now (nothing to recompute)."""
+        return (self.W is not None and self.lo == lo and self.W.shape == W.shape
+                and self.W.__array_interface__["data"] == W.__array_interface__["data"]
+                if isinstance(W, np.ndarray) else self.W is W)
 
     def layers(self, n0, step, k):
         """Stacked views ``(k, w, w)``, ``(k, w)`` of layers ``n0, n0+step, ...`` (no copy)."""
         a = n0 - self.lo
         return self.W[a::step][:k], self.b[a::step][:k]
 
+    def layer(self, n):
+        k = n - self.lo
+        return self.W[k], self.b[k]
+
+    def _block(self, n0, span):
+        key = (n0 % span, span)
+        blk = self.blocks.get(key)
+        if blk is None:
+            n = self.W.shape[0]
+            a0 = self.lo + (n0 - self.lo) % span  # first window of this phase
+            k = (self.lo + n - a0) // span
+            a = a0 - self.lo
+            W, b = self.W[a:a + k * span], self.b[a:a + k * span]
+            blk = self.blocks[key] = (a0, W.reshape((k, span) + W.shape[1:]).mean(axis=1),
+                                      b.reshape((k, span) + b.shape[1:]).mean(axis=1))
+        return blk
+
+    def average(self, n0, span):
+        """Means of the weights and biases of layers ``n0 .. n0+span-1``."""
+        if span in self.spans:
+            a0, Wa, ba = self._block(n0, span)
+            q = (n0 - a0) // span
+            return Wa[q], ba[q]
+        key = (n0, span)
+        wb = self.single.get(key)
+        if wb is None:
+            k = n0 - self.lo
+            wb = self.single[key] = (self.W[k:k + span].mean(axis=0),
+                                     self.b[k:k + span].mean(axis=0))
+        return wb
+
     def averages(self, n0, step, k, span):
-        """Stacked means over ``span`` layers from ``n0 + q step``, ``q < k``: computed
-        once per bound weights into buffers allocated on first use."""
+        """Stacked means over ``span`` layers from ``n0 + q step``, ``q < k``: views of
+        the per-phase blocks where the windows are a coarse level's intervals,
+        otherwise computed once per bound weights into buffers kept across binds."""
+        if span in self.spans and step % span == 0:
+            a0, Wa, ba = self._block(n0, span)
+            q, d = (n0 - a0) // span, step // span
+            return Wa[q::d][:k], ba[q::d][:k]
         key = (n0, step, k, span)
         buf = self.stacks.get(key)
         if buf is None:
@@ -88,24 +142,9 @@ class _Weights:
         if key not in self.fresh:
             Wk, bk = buf
             for q in range(k):
-                a = n0 + q * step - self.lo
-                Wk[q] = self.W[a:a + span].mean(axis=0)
-                bk[q] = self.b[a:a + span].mean(axis=0)
+                Wk[q], bk[q] = self.average(n0 + q * step, span)
             self.fresh.add(key)
         return buf
-
-    def layer(self, n):
-        k = n - self.lo
-        return self.W[k], self.b[k]
-
-    def average(self, n0, span):
-        key = (n0, span)
-        wb = self.cache.get(key)
-        if wb is None:
-            k = n0 - self.lo
-            wb = (self.W[k:k + span].mean(axis=0), self.b[k:k + span].mean(axis=0))
-            self.cache[key] = wb
-        return wb
 
 
 def _progression(index):
@@ -224,6 +263,11 @@ class ResNetStepper(_ResNetStepperBase):
         self.S = None
         self.s_lo = 0
 
+    def final_sweep(self, active):
+        """MGRIT's hook around the last fine sweep of a solve. Defining it makes that
+        sweep step into the C-points too, so that every layer record in ``S`` is
+        that of the final states (the adjoint linearises at them)."""
+
     def step(self, u_in, u_out, t0, t1, level, index):
         if level == 0:
             W, b = self.weights.layer(index)
@@ -274,12 +318,48 @@ class ResNetAdjointStepper(_ResNetStepperBase):
         self.u_lo = self.s_lo = self.g_lo = 0
         self.D = xp.empty((s, net.width), net.dtype)
         self.tmp = xp.empty((s, net.width), net.dtype)
+        self.grad = False
+        self.grad_sweeps = 0
+        self._recs = {}  # coarse records with averaged weights: key -> [generation, array]
+        self._gen = 0
+
+    def new_linearisation(self):
+        """Forget the cached coarse records: the forward states or weights changed
+        (called before every adjoint solve)."""
+        self._gen += 1
+
+    def _coarse_record(self, key, u, W, b, batch):
+        """Record of the coarse step with averaged weights ``W, b`` linearised at ``u``
+        (one state, or a stack with ``batch``): computed once per linearisation and
+        reused by every visit of the same coarse interval(s) in the solve."""
+        ent = self._recs.get(key)
+        if ent is None:
+            ent = self._recs[key] = [-1, self.xp.empty(u.shape, u.dtype)]
+        if ent[0] != self._gen:
+            if batch:
+                self.k.forward_step_batch(u, W, b, 1.0, self.act, ent[1],
+                                          self.scratch.get("tmp", u.shape[0]))
+            else:
+                self.k.forward_step(u, W, b, 1.0, self.act, ent[1], self.tmp)
+            ent[0] = self._gen
+        return ent[1]
+
+    def final_sweep(self, active):
+        """MGRIT's hook around the last fine sweep of a solve: the fine steps of that
+        sweep (all of them, into the C-points too) write the layer gradients; the
+        other sweeps propagate adjoints only (one GEMM per step instead of two)."""
+        self.grad = bool(active)
+        self.grad_sweeps += bool(active)
 
     def step(self, u_in, u_out, t0, t1, level, index):
         k = self.k
         if level == 0:
             n = self.N - 1 - index
             W, _ = self.weights.layer(n)
+            if not self.grad:
+                k.adjoint_step(u_in, self.U[n - self.u_lo], W, self.S[n - self.s_lo], self.h,
+                               self.act, self.D, L=u_out)
+                return
             g = self.G[n - self.g_lo]
             ww = self.w * self.w
             k.adjoint_step(u_in, self.U[n - self.u_lo], W, self.S[n - self.s_lo], self.h,
@@ -291,8 +371,8 @@ class ResNetAdjointStepper(_ResNetStepperBase):
         u = self.U[n0 - self.u_lo]
         if self.average:
             W, b = self.weights.average(n0, span)
-            k.forward_step(u, W, b, 1.0, self.act, self.rec, self.tmp)
-            k.adjoint_step(u_in, u, W, self.rec, self.h * span, self.act, self.D, L=u_out)
+            rec = self._coarse_record((n0, span), u, W, b, False)
+            k.adjoint_step(u_in, u, W, rec, self.h * span, self.act, self.D, L=u_out)
         else:
             W, _ = self.weights.layer(n0)
             k.adjoint_step(u_in, u, W, self.S[n0 - self.s_lo], self.h * span, self.act,
@@ -309,18 +389,20 @@ class ResNetAdjointStepper(_ResNetStepperBase):
         if level == 0:
             n = self.N - 1 - i0  # layers n, n - d, ...
             W, _ = wts.layers(n, -d, nb)
+            U, S = self.U[n - self.u_lo::-d][:nb], self.S[n - self.s_lo::-d][:nb]
+            if not self.grad:
+                k.adjoint_step_batch(u_in, U, W, S, self.h, self.act, D, L=u_out)
+                return
             G = self.G[n - self.g_lo::-d][:nb]
             ww = w * w
-            k.adjoint_step_batch(u_in, self.U[n - self.u_lo::-d][:nb], W,
-                                 self.S[n - self.s_lo::-d][:nb], self.h, self.act, D,
-                                 L=u_out, gW=G[:, :ww].reshape(nb, w, w), gb=G[:, ww:])
+            k.adjoint_step_batch(u_in, U, W, S, self.h, self.act, D, L=u_out,
+                                 gW=G[:, :ww].reshape(nb, w, w), gb=G[:, ww:])
             return
         n0 = self.N - i0 - span
         u = self.U[n0 - self.u_lo::-d][:nb]
         if self.average:
             W, b = wts.averages(n0, -d, nb, span)
-            rec = self.scratch.get("rec", nb)
-            k.forward_step_batch(u, W, b, 1.0, self.act, rec, self.scratch.get("tmp", nb))
+            rec = self._coarse_record((n0, -d, nb, span), u, W, b, True)
             k.adjoint_step_batch(u_in, u, W, rec, self.h * span, self.act, D, L=u_out)
         else:
             W, _ = wts.layers(n0, -d, nb)
@@ -396,20 +478,25 @@ class _Engine:
         self.l0, self.l1 = int(L[r]), int(L[r + 1])
         fo = np.array([0] + [int(L[k]) + 1 for k in range(1, P)] + [N + 1])
         bo = np.array([0] + [N - int(L[P - q]) + 1 for q in range(1, P)] + [N + 1])
-        self.weights = _Weights()
         avg = prop.coarse_weights == "average"
+        self.weights = _Weights()
         self.fstep = ResNetStepper(net, s, self.weights, avg, xp)
         self.bstep = ResNetAdjointStepper(net, s, self.weights, avg, xp)
         t = np.arange(N + 1, dtype=np.float64)
         # the solvers' probe step would run layer 0 / N-1 on every rank, but a rank
         # holds only its layers; these steppers are tested directly instead
+        relax = prop.relax if isinstance(prop.relax, list) else [prop.relax]
         opts = dict(cf=prop.cf, max_levels=prop.levels, min_coarse=prop.min_coarse,
-                    cf_sweeps=RELAX[prop.relax], cycle=prop.cycle, batched=prop.batched,
-                    check_stepper=False)
+                    cf_sweeps=[RELAX[r] for r in relax], cycle=prop.cycle,
+                    batched=prop.batched, check_stepper=False)
         self.fwd = MGRIT(self.fstep, t, comm=comm, offsets=fo, **opts)
+        # a coarse step of level l spans stride_l layers (but a short last interval)
+        self.weights.spans = frozenset(self.fwd.hierarchy.strides[1:])
         self.rcomm = comm if P == 1 else reversed_comm(comm)
         self.bwd = MGRIT(self.bstep, t, comm=self.rcomm, offsets=bo, **opts)
         self.warm_f = self.warm_b = False
+        self.key = None  # the samples of the current evaluation (see MGRITPropagation)
+        self.key_f = self.key_b = None  # ... of the last forward / adjoint solve
         self.n_levels = self.fwd.hierarchy.n_levels
         self._halo_ranges(prop, fo, bo)
 
@@ -560,14 +647,26 @@ class MGRITPropagation(Propagation):
 
     def __init__(self, levels=2, cf=4, relax="FCF", fwd_iters=2, bwd_iters=1, tol=None,
                  cycle="V", comm=None, coarse_weights="inject", min_coarse=2,
-                 warm_start=True, max_stats=100000, batched=False):
+                 warm_start=True, max_stats=100000, batched=False, skip=False,
+                 residuals=True, reuse_tau=False):
         self.levels = check_positive_int(levels, "levels")
         self.batched = bool(batched)
         if isinstance(cf, (list, tuple)):
             self.cf = [check_positive_int(c, "cf", minimum=2) for c in cf]
         else:
             self.cf = check_positive_int(cf, "cf", minimum=2)
-        self.relax = check_choice(relax, "relax", tuple(RELAX))
+        if isinstance(relax, (list, tuple)):
+            if not relax:
+                raise ValueError("relax must be a relaxation name or a non-empty list of them")
+            self.relax = [check_choice(r, "relax", tuple(RELAX)) for r in relax]
+        else:
+            self.relax = check_choice(relax, "relax", tuple(RELAX))
+        self.skip = bool(skip)
+        self.reuse_tau = bool(reuse_tau)
+        if isinstance(residuals, (bool, np.bool_)):
+            self.residuals = 1 if residuals else 0
+        else:
+            self.residuals = check_positive_int(residuals, "residuals", minimum=0)
         self.fwd_iters = check_positive_int(fwd_iters, "fwd_iters")
         self.bwd_iters = check_positive_int(bwd_iters, "bwd_iters")
         self.tol = None if tol is None else check_scalar(tol, "tol", low=0.0)
@@ -583,15 +682,17 @@ class MGRITPropagation(Propagation):
         self._boost_left = 0
         self._boosted = False
         self._extra_flops = 0.0
+        self._evaluations = 0
         self._serial = SerialPropagation()
         self._pending = {}  # engine states loaded before their engine exists
 
     def __repr__(self):
+        res = {0: "False", 1: "True"}.get(self.residuals, str(self.residuals))
         return (f"MGRITPropagation(levels={self.levels}, cf={self.cf}, relax={self.relax!r}, "
                 f"fwd_iters={self.fwd_iters}, bwd_iters={self.bwd_iters}, tol={self.tol},\n"
                 f"                 cycle={self.cycle!r}, coarse_weights={self.coarse_weights!r}, "
-                f"warm_start={self.warm_start}, ranks={self.comm.size}"
-                f"{', batched=True' if self.batched else ''})")
+                f"warm_start={self.warm_start}, skip={self.skip}, residuals={res}, "
+                f"ranks={self.comm.size}{', batched=True' if self.batched else ''})")
 
     # -- one-shot controls -------------------------------------------------------
     def boost(self, iterations, steps):
@@ -698,28 +799,48 @@ class MGRITPropagation(Propagation):
 
     def _solve(self, eng, kind, u0):
         solver = eng.fwd if kind == "forward" else eng.bwd
-        warm = self.warm_start and (eng.warm_f if kind == "forward" else eng.warm_b)
+        fwd = kind == "forward"
+        warm = self.warm_start and (eng.warm_f if fwd else eng.warm_b)
         guess = solver.u if warm else None
+        # the lagged tau only on the same samples as the solve that kept it
+        same = eng.key is not None and eng.key == (eng.key_f if fwd else eng.key_b)
+        reuse = self.reuse_tau and warm and same and solver.tau_ready
+        if fwd:
+            eng.key_f = eng.key
+        else:
+            eng.key_b = eng.key
         if not warm:
             root = 0 if kind == "forward" else eng.comm.size - 1
             u0 = eng.broadcast(u0, root)
-        res = solver.solve(u0, guess, tol=self.tol, max_iter=self._iters(kind), residuals=True)
-        ok = bool(np.all(np.isfinite(res.residuals)))
+        if not fwd:
+            eng.bstep.new_linearisation()
+        every = self.residuals
+        norms = self.tol is not None or (every > 0 and self._evaluations % every == 0)
+        sweeps = eng.bstep.grad_sweeps
+        # XBraid's skip only for a cold start: on a warm start it would discard the guess
+        res = solver.solve(u0, guess, tol=self.tol, max_iter=self._iters(kind),
+                           residuals=norms, skip=self.skip and not warm,
+                           keep_tau=self.reuse_tau, reuse_tau=reuse)
+        # a solve that met a NaN/inf is not a warm start for the next one
+        ok = bool(np.all(np.isfinite(res.residuals))) if res.residuals.size else True
         if kind == "forward":
             eng.warm_f = ok
         else:
             eng.warm_b = ok
-        steps = res.level_steps
-        if eng.comm.size > 1:
-            steps = eng.comm.allreduce(np.asarray(steps, dtype=np.float64)).tolist()
-        steps = [int(round(x)) for x in steps]
-        # work in layer GEMMs (s x w x w), relative to the serial sweep
+        steps = [int(x) for x in res.level_steps_all]
+        # work in layer GEMMs (s x w x w), relative to the serial sweep: one per forward
+        # step, one per adjoint step plus one per step that writes a layer gradient,
+        # and with averaged weights one per coarse interval for its cached record
+        # (every coarse interval is stepped at least once in a solve with a cycle)
         N = eng.net.depth
         if kind == "forward":
             gemms, serial = sum(steps), N
         else:
-            coarse = sum(steps[1:]) * (2 if self.coarse_weights == "average" else 1)
-            gemms, serial = 2 * steps[0] + coarse, 2 * N
+            coarse = sum(steps[1:])
+            if self.coarse_weights == "average" and any(steps[1:]):
+                coarse += sum(solver.hierarchy.n_intervals[1:])
+            grads = (eng.bstep.grad_sweeps - sweeps) * N
+            gemms, serial = steps[0] + grads + coarse, 2 * N
         w = eng.net.width
         self._extra_flops += (gemms - serial) * 2.0 * eng.s * w * w
         return res, SolveStats(kind, res.nit, res.residuals.copy(), res.factors.copy(), steps,
@@ -731,6 +852,7 @@ class MGRITPropagation(Propagation):
             del self.stats[: len(self.stats) - self.max_stats]
 
     def _begin(self):
+        self._evaluations += 1
         self._boosted = self._boost_left > 0
         if self._boosted:
             self._boost_left -= 1
@@ -746,18 +868,22 @@ class MGRITPropagation(Propagation):
         self._check_serial_comm()
         self._begin()
         eng = self._engine(net, ws.s, ws.xp)
+        eng.key = getattr(ws, "key", None)
         p = net.unpack(theta)
         eng.weights.bind(p.W, p.b, 0)
         eng.fstep.S, eng.fstep.s_lo = ws.S, 0
         res, st = self._solve(eng, "forward", ws.U[0])
-        np.copyto(ws.U, res.u)
+        # the workspace's states become the solver's storage (no copy; the solver
+        # overwrites them in place in the next solve, which is the warm start)
+        ws.U = res.u
         self._record({"forward": st, "adjoint": None})
 
     def backward(self, net, theta, ws, lam_N, grad_blocks):
         self._check_serial_comm()
         eng = self._engine(net, ws.s, ws.xp)
         p = net.unpack(theta)
-        eng.weights.bind(p.W, p.b, 0)
+        if not eng.weights.same(p.W, 0):  # else: bound by this evaluation's forward
+            eng.weights.bind(p.W, p.b, 0)
         b = eng.bstep
         b.U, b.S, b.G = ws.U, ws.S, grad_blocks
         b.u_lo = b.s_lo = b.g_lo = 0
@@ -777,30 +903,22 @@ class MGRITPropagation(Propagation):
                                                   hv_blocks)
 
     # -- distributed pieces (used by LayerParallelObjective) -----------------------
-    def _forward_local(self, net, blocks, U0, s, xp):
-        """Forward solve on this rank's layers; returns ``(eng, U, S)`` with the
-        states ``U[n - l0]`` for n = l0..l1 and records ``S[n - l0]`` for n < l1."""
+    def _forward_local(self, net, blocks, U0, s, xp, key=None):
+        """Forward solve on this rank's layers; returns the engine, whose ``Uloc``
+        holds the states ``U[n - l0]`` for n = l0..l1 and ``Sloc`` the records
+        ``S[n - l0]`` for n < l1. ``key`` identifies the samples (see
+        :meth:`forward`)."""
         self._begin()
         eng = self._engine(net, s, xp)
-        if getattr(eng, "Uloc", None) is None:
-            n = eng.l1 - eng.l0
-            eng.Uloc = xp.empty((n + 1, s, net.width), net.dtype)
-            eng.Sloc = xp.empty((n, s, net.width), net.dtype)
+        eng.key = key
+        if getattr(eng, "Sloc", None) is None:
+            eng.Sloc = xp.empty((eng.l1 - eng.l0, s, net.width), net.dtype)
+            # the states U_{l0} .. U_{l1}: the solver's own storage, no copy; on rank
+            # r > 0, U_{l0} is the ghost its last fine sweep received from rank r - 1
+            eng.Uloc = eng.fwd.u if eng.comm.rank == 0 else eng.fwd.u_with_ghost
         eng.bind_blocks(blocks)
         eng.fstep.S, eng.fstep.s_lo = eng.Sloc, eng.l0
         res, st = self._solve(eng, "forward", U0)
-        comm, r = eng.comm, eng.comm.rank
-        if r == 0:
-            np.copyto(eng.Uloc, res.u)
-        else:
-            np.copyto(eng.Uloc[1:], res.u)
-        # U_{l0} (the first layer's input) lives on the previous rank
-        reqs = []
-        if r + 1 < comm.size:
-            reqs.append(comm.Isend(eng.Uloc[-1], r + 1, 7001))
-        if r > 0:
-            reqs.append(comm.Irecv(eng.Uloc[0], r - 1, 7001))
-        comm.waitall(reqs)
         self._record({"forward": st, "adjoint": None})
         return eng
 

@@ -99,6 +99,9 @@ class MGRITResult:
         Wall time spent on each level (steps and vector work), seconds.
     level_steps : list of int
         Steps taken on each level (by this rank).
+    level_steps_all : list of int
+        Steps taken on each level by all ranks together (known on every rank
+        without communication: each sweep's count follows from the hierarchy).
     wall_time : float
         Wall time of the solve, seconds.
     """
@@ -114,6 +117,7 @@ class MGRITResult:
     factors: np.ndarray
     level_time: list = field(default_factory=list)
     level_steps: list = field(default_factory=list)
+    level_steps_all: list = field(default_factory=list)
     wall_time: float = 0.0
 
     @property
@@ -146,7 +150,7 @@ class MGRITResult:
 class _Plan:
     """Precomputed steps of one sweep: independent ones, then ghost-dependent ones."""
 
-    __slots__ = ("indep", "dep", "send_early", "add_g", "n_steps", "waves")
+    __slots__ = ("indep", "dep", "send_early", "add_g", "n_steps", "n_global", "waves")
 
     def __init__(self, indep, dep, send_early, add_g):
         self.indep = indep
@@ -154,6 +158,7 @@ class _Plan:
         self.send_early = send_early
         self.add_g = add_g
         self.n_steps = len(indep) + len(dep)
+        self.n_global = 0  # steps of this sweep on all ranks together (set by MGRIT._setup)
         self.waves = None  # batched form of ``indep`` (see MGRIT._make_waves)
 
 
@@ -230,6 +235,10 @@ class MGRIT:
     comm : Comm
     u : ndarray
         This rank's fine-grid states (rows ``start ... stop - 1``).
+    u_with_ghost : ndarray
+        The same states preceded by the state at ``start - 1`` as received from the
+        left neighbour in the last fine sweep (row 0; unused on the rank owning
+        point 0): ``u`` is ``u_with_ghost[1:]``.
     start, stop : int
         Fine index range of this rank.
 
@@ -303,6 +312,8 @@ class MGRIT:
             stepper, Stepper
         ) else False
         self._checked = not check_stepper
+        self._wants_final = callable(getattr(stepper, "final_sweep", None))
+        self.tau_ready = False
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -374,11 +385,26 @@ class MGRIT:
                 )
             lv.shape = proto.shape
             dt = proto.dtype
-            lv.U = xp.zeros((lv.nloc,) + lv.shape, dtype=dt)
+            fine = self.levels[-1] if lvl else None
+            lv.aliased = fine is not None and not self._spatial
+            if lv.aliased:
+                # a coarse level's points are the finer level's C-points: its iterate is
+                # a strided view of theirs, so injection and the FAS correction of the
+                # C-points are free (the finer level is idle while the coarse one works)
+                lv.U = fine.U[fine.c0 :: fine.m]
+                if lv.U.shape[0] != lv.nloc:  # pragma: no cover - internal
+                    raise AssertionError("coarse points are not the finer C-points")
+                lv.block = None
+                lv.ghost = xp.zeros(lv.shape, dtype=dt)
+            else:
+                # row 0 of the block receives the left neighbour's last point (the
+                # ghost); the rank's own points follow: ghost and states in one array
+                lv.block = xp.zeros((lv.nloc + 1,) + lv.shape, dtype=dt)
+                lv.U = lv.block[1:]
+                lv.ghost = lv.block[0]
             lv.Uv = list(lv.U)
             lv.G = None if lvl == 0 else xp.zeros((lv.nloc,) + lv.shape, dtype=dt)
             lv.Gv = None if lv.G is None else list(lv.G)
-            lv.ghost = xp.zeros(lv.shape, dtype=dt)
             lv.tmp = xp.zeros(lv.shape, dtype=dt)
             lv.tl = h.t[lvl].tolist()
             lv.consistent = False
@@ -395,10 +421,19 @@ class MGRIT:
             self.levels.append(lv)
         for lvl, lv in enumerate(self.levels):
             lv.plan_f = None if lv.coarsest else self._make_plan(lv, "F")
+            lv.plan_fi = None if lv.coarsest else self._make_plan(lv, "Fi")
             lv.plan_solve = self._make_plan(lv, "solve") if lv.coarsest else None
             lv.plan_stepc = self._make_plan(lv, "stepC") if lvl > 0 else None
+            # steps of each sweep on all ranks: every interval of the level is stepped
+            # once, except the steps into C-points in an F-interpolation
+            n_c = 0 if lv.coarsest else lv.n // lv.m
+            for plan, n_glob in ((lv.plan_f, lv.n), (lv.plan_fi, lv.n - n_c),
+                                 (lv.plan_solve, lv.n), (lv.plan_stepc, lv.n)):
+                if plan is not None:
+                    plan.n_global = n_glob
             if self.batched:
-                for kind, plan in (("F", lv.plan_f), ("stepC", lv.plan_stepc)):
+                for kind, plan in (("F", lv.plan_f), ("Fi", lv.plan_fi),
+                                   ("stepC", lv.plan_stepc)):
                     if plan is not None:
                         plan.waves = self._make_waves(lv, kind, plan)
             if lvl > 0:
@@ -406,11 +441,15 @@ class MGRIT:
                 if self._spatial:
                     lv.V = self._xp.zeros_like(lv.U)
         self.u = self.levels[0].U
+        self.u_with_ghost = self.levels[0].block
         self.t_local = np.asarray(self.levels[0].tl[self.start : self.stop])
         self._reset_stats()
 
     def _make_plan(self, lv, kind):
-        """Steps of a sweep of ``kind`` ('F', 'solve' or 'stepC') on this rank."""
+        """Steps of a sweep of ``kind`` on this rank: 'F' (F-relaxation, stepping into
+        the C-points' ``S`` too), 'Fi' (F-interpolation: the F-points only), 'solve'
+        (sequential solve of the coarsest level) or 'stepC' (the coarse steps of the
+        FAS right-hand side)."""
         if lv.nloc == 0:
             return _Plan([], [], True, False)
         a, b, s = lv.a, lv.b, lv.stride
@@ -421,21 +460,25 @@ class MGRIT:
         for i in range(max(a, 1), b):
             k = i - a
             ui = lv.ghost if k == 0 else Uv[k - 1]
-            if kind == "F":
+            if kind in ("F", "Fi"):
                 is_c = i % m == 0
                 uo = lv.Sv[(k - lv.cs) // m] if is_c else Uv[k]
                 if is_c and first_c is None:
                     first_c = k
+                if is_c and kind == "Fi":
+                    entries.append(None)  # placeholder: keeps the ghost split below
+                    continue
             elif kind == "solve":
                 uo = Uv[k]
             else:  # stepC: Phi_c(v_{j-1}) into G[j]
                 uo = lv.Gv[k]
             g = lv.Gv[k] if (lv.G is not None and kind != "stepC") else None
             entries.append((ui, uo, tl[i - 1], tl[i], (i - 1) * s, g))
+        add_g = lv.G is not None and kind != "stepC"
         if a == 0:
             # point 0 is local and fixed: nothing depends on a ghost
-            return _Plan(entries, [], True, lv.G is not None and kind != "stepC")
-        if kind == "F":
+            return _Plan([e for e in entries if e is not None], [], True, add_g)
+        if kind in ("F", "Fi"):
             if first_c is None:
                 indep, dep, early = [], entries, False
             else:
@@ -445,7 +488,8 @@ class MGRIT:
             indep, dep, early = [], entries, False
         else:
             indep, dep, early = entries[1:], entries[:1], True
-        return _Plan(indep, dep, early, lv.G is not None and kind != "stepC")
+        return _Plan([e for e in indep if e is not None], [e for e in dep if e is not None],
+                     early, add_g)
 
     def _make_waves(self, lv, kind, plan):
         """Batched form of ``plan.indep``: a list of waves ``(u_in, u_out, g, t0, t1,
@@ -469,7 +513,7 @@ class MGRIT:
             # intervals start at local C-point c0: 0 on the rank holding point 0,
             # else the first local C-point (the steps before it wait for the ghost)
             c0 = 0 if a == 0 else next(k for k in range(nloc) if (a + k) % m == 0 and a + k > 0)
-            for j in range(1, m + 1):
+            for j in range(1, m if kind == "Fi" else m + 1):
                 ks = np.arange(c0 + j, nloc, m)
                 n = ks.size
                 if n == 0:
@@ -490,6 +534,7 @@ class MGRIT:
         n = self.hierarchy.n_levels
         self._time = [0.0] * n
         self._steps = [0] * n
+        self._gsteps = [0] * n
 
     # ---------------------------------------------------------------- kernels
     def _run(self, lv, entries, add_g):
@@ -531,6 +576,7 @@ class MGRIT:
         if sreq is not None:
             sreq.Wait()
         self._steps[lv.lvl] += plan.n_steps
+        self._gsteps[lv.lvl] += plan.n_global
         self._time[lv.lvl] += time.perf_counter() - tic
 
     def _relax(self, lv):
@@ -560,7 +606,7 @@ class MGRIT:
             for k in range(co.nloc):
                 st.restrict(lv.Uv[lv.c0 + k * m], co.Uv[k], lv.lvl)
             self._xp.copyto(co.V, co.U)
-        else:
+        elif not co.aliased:
             self._xp.copyto(co.U, lv.U[lv.c0 :: m])
         self._time[lv.lvl] += time.perf_counter() - tic
         co.consistent = False
@@ -581,8 +627,13 @@ class MGRIT:
             self._xp.subtract(lv.S, g, out=g)
         self._time[co.lvl] += time.perf_counter() - tic
 
-    def _correct(self, lv, co):
-        """FAS correction of level ``lv`` from ``co``, then F-interpolation."""
+    def _correct(self, lv, co, full=True, final=False):
+        """FAS correction of level ``lv`` from ``co``, then F-interpolation.
+
+        ``full``: also step into the C-points (their ``S``), leaving the level
+        consistent for a following relaxation or residual; otherwise only the
+        F-points are updated. ``final``: the sweep is the solve's last on level 0
+        (see :meth:`_final_sweep`)."""
         tic = time.perf_counter()
         m = lv.m
         if self._spatial:
@@ -592,25 +643,57 @@ class MGRIT:
                 st.interpolate(co.tmp, lv.tmp, lv.lvl)
                 u = lv.Uv[lv.c0 + k * m]
                 self._xp.add(u, lv.tmp, out=u)
-        else:
+        elif not co.aliased:
             self._xp.copyto(lv.U[lv.c0 :: m], co.U)
         self._time[lv.lvl] += time.perf_counter() - tic
-        self._sweep(lv, lv.plan_f)
-        lv.consistent = True
+        if final:
+            self._final_sweep(lv, lv.plan_f)
+        else:
+            self._sweep(lv, lv.plan_f if full else lv.plan_fi)
+        lv.consistent = full or final
 
-    def _cycle(self, lvl, fcycle, skip=False):
+    def _final_sweep(self, lv, plan):
+        """A sweep of level 0 that may be the solve's last: the stepper's
+        ``final_sweep(True)`` / ``final_sweep(False)`` bracket it when the stepper
+        wants final sweeps (e.g. to accumulate a parameter gradient)."""
+        if not self._wants_final:
+            self._sweep(lv, plan)
+            return
+        self.stepper.final_sweep(True)
+        try:
+            self._sweep(lv, plan)
+        finally:
+            self.stepper.final_sweep(False)
+        self._final_done = True
+
+    def _cycle(self, lvl, fcycle, skip=False, last=False, reuse=False):
+        """One V- or F-cycle from level ``lvl``. ``last`` (level 0 only): the cycle's
+        F-interpolation is the last sweep of the solve. ``reuse`` (level 0 only): level
+        1 already holds the injected iterate and the FAS right-hand side (kept from
+        the previous solve), so the fine relaxation and restriction are skipped."""
         lv = self.levels[lvl]
         if lv.coarsest:
-            self._sweep(lv, lv.plan_solve)
+            if lvl == 0:
+                self._final_sweep(lv, lv.plan_solve)
+            else:
+                self._sweep(lv, lv.plan_solve)
             return
         co = self.levels[lvl + 1]
-        if not skip:
-            self._relax(lv)
-        self._restrict(lv, co, zero_rhs=skip)
+        if not reuse:
+            if not skip:
+                self._relax(lv)
+            self._restrict(lv, co, zero_rhs=skip)
         self._cycle(lvl + 1, fcycle, skip)
         if fcycle and not co.coarsest:
             self._cycle(lvl + 1, False)
-        self._correct(lv, co)
+        if lvl > 0:
+            # a coarse level is restricted afresh before its next relaxation, except
+            # where the F-cycle's extra V-cycle relaxes it again right away
+            self._correct(lv, co, full=fcycle)
+        else:
+            final = last or not self._fixed
+            full = (not last) or self._final_residual or self._keep_tau
+            self._correct(lv, co, full=full, final=final)
 
     def _nested(self):
         levels = self.levels
@@ -699,7 +782,7 @@ class MGRIT:
 
     # ------------------------------------------------------------------ solve
     def solve(self, u0, u_guess=None, *, tol=None, rtol=None, max_iter=20, residuals=True,
-              callback=None, divtol=1e4):
+              callback=None, divtol=1e4, skip=None, keep_tau=False, reuse_tau=False):
         """Solve for all fine-grid states from the initial value ``u0``.
 
         Parameters
@@ -729,6 +812,24 @@ class MGRIT:
             also with a fixed iteration count. The states returned are those of
             that iteration (no earlier copy is kept). Needs residuals (with a fixed
             count and ``residuals=False`` nothing is tested); ``None`` turns it off.
+        skip : bool, optional
+            Override the solver's ``skip`` for this solve (e.g. skip the first
+            down-cycle of a cold solve but not of a warm-started one, whose
+            initial guess the skipped cycle would discard).
+        keep_tau : bool
+            After the solve, restrict the final iterate to level 1 and keep the
+            FAS right-hand side ``tau = S - Phi_1(v)`` computed with the stepper
+            as it is now (``tau_ready`` becomes True). Costs one coarse sweep.
+        reuse_tau : bool
+            Start from what ``keep_tau`` left: the first cycle skips the fine
+            relaxation and restriction and goes straight to level 1 with the kept
+            iterate and right-hand side. ``u_guess`` must be the previous solution
+            (``None`` keeps ``solver.u``). For a sequence of nearby problems (a
+            stepper whose parameters changed a little, as in one-shot training)
+            this saves one fine sweep per solve; the first cycle then uses the
+            previous problem's fine-level information, so its error is that of the
+            lagged ``tau``; with an unchanged stepper the iterates are those of the
+            uninterrupted iteration. Raises ``RuntimeError`` when nothing was kept.
 
         Returns
         -------
@@ -754,8 +855,18 @@ class MGRIT:
             self._check_stepper(u0)
         n_fine = self.hierarchy.n_points[0]
         lv0 = self.levels[0]
+        reuse_tau = bool(reuse_tau)
+        if reuse_tau:
+            if not self.tau_ready:
+                raise RuntimeError("reuse_tau=True needs a previous solve with keep_tau=True "
+                                   "(and no solve without it since)")
+            if u_guess is None:
+                u_guess = lv0.U
+        self.tau_ready = False
         if u_guess is None:
             lv0.U[...] = u0
+        elif u_guess is lv0.U:
+            pass  # warm start from the solver's own storage: nothing to check or copy
         else:
             if xp is not np and get_namespace(u_guess) is np:
                 u_guess = xp.asarray(u_guess)
@@ -775,19 +886,32 @@ class MGRIT:
         for lv in self.levels:
             lv.consistent = False
         self._reset_stats()
+        one_level = self.hierarchy.n_levels == 1
+        keep_tau = bool(keep_tau) and not one_level
+        reuse_tau = reuse_tau and not one_level
+        if reuse_tau:
+            lv1 = self.levels[1]
+            if lv1.nloc and lv1.a == 0:  # the new initial value on level 1 too
+                if self._spatial:
+                    self.stepper.restrict(u0, lv1.Uv[0], 0)
+                    xp.copyto(lv1.V[0], lv1.U[0])
+                else:
+                    xp.copyto(lv1.U[0], u0)
 
         compute = residuals or tol is not None or rtol is not None
         fixed = tol is None and rtol is None
+        self._fixed, self._final_residual, self._final_done = fixed, compute, False
+        self._keep_tau = keep_tau
+        skip = self.skip if skip is None else bool(skip)
         hist = []
         initial = False
         nit = 0
         message = ""
         success = False
-        one_level = self.hierarchy.n_levels == 1
-        if not one_level:
+        if not one_level and not reuse_tau:
             if self.nested_iteration:
                 self._nested()
-            elif not self.skip:
+            elif not skip:
                 self._sweep(lv0, lv0.plan_f)
                 lv0.consistent = True
             if lv0.consistent and compute:
@@ -808,6 +932,7 @@ class MGRIT:
                 u=lv0.U, t=self.t_local, start=self.start, success=success, message=message,
                 nit=nit, residuals=res, initial_residual=initial, factors=fac,
                 level_time=list(self._time), level_steps=list(self._steps),
+                level_steps_all=list(self._gsteps),
                 wall_time=time.perf_counter() - wall,
             )
 
@@ -819,8 +944,9 @@ class MGRIT:
             done, message = True, "residual of the initial guess is not finite"
         while not done and nit < max_iter:
             first = nit == 0
-            self._cycle(0, self.cycle == "F", skip=first and self.skip and not
-                        self.nested_iteration)
+            self._cycle(0, self.cycle == "F", skip=first and skip and not
+                        self.nested_iteration, last=nit == max_iter - 1,
+                        reuse=first and reuse_tau)
             nit += 1
             if one_level:
                 hist.append(0.0)  # the coarsest solve is exact
@@ -847,6 +973,18 @@ class MGRIT:
                 success, message = True, f"{nit} iterations done (fixed count)"
             else:
                 message = f"tolerance {target():.3e} not reached in {max_iter} iterations"
+        if self._wants_final and not self._final_done:
+            # no cycle ran (max_iter=0, an initial guess within the tolerance, a stop
+            # by the callback): one more F-sweep of the final states, which leaves
+            # them unchanged when they are F-relaxed already
+            self._final_sweep(lv0, lv0.plan_f if lv0.plan_f is not None else lv0.plan_solve)
+            lv0.consistent = lv0.plan_f is not None
+        if keep_tau and math.isfinite(hist[-1] if hist else 0.0):
+            if not lv0.consistent:  # e.g. max_iter=0 after reuse_tau: S is stale
+                self._sweep(lv0, lv0.plan_f)
+                lv0.consistent = True
+            self._restrict(lv0, self.levels[1])
+            self.tau_ready = True
         return result()
 
     # ------------------------------------------------------------- utilities
