@@ -649,7 +649,7 @@ class MGRITPropagation(Propagation):
                  cycle="V", comm=None, coarse_weights="inject", min_coarse=2,
                  warm_start=True, max_stats=100000, batched=False, skip=False,
                  residuals=True, reuse_tau=False):
-        self.levels = check_positive_int(levels, "levels")
+        self.levels = None if levels is None else check_positive_int(levels, "levels")
         self.batched = bool(batched)
         if isinstance(cf, (list, tuple)):
             self.cf = [check_positive_int(c, "cf", minimum=2) for c in cf]
@@ -688,9 +688,11 @@ class MGRITPropagation(Propagation):
 
     def __repr__(self):
         res = {0: "False", 1: "True"}.get(self.residuals, str(self.residuals))
+        pad = " " * len("MGRITPropagation(")
         return (f"MGRITPropagation(levels={self.levels}, cf={self.cf}, relax={self.relax!r}, "
-                f"fwd_iters={self.fwd_iters}, bwd_iters={self.bwd_iters}, tol={self.tol},\n"
-                f"                 cycle={self.cycle!r}, coarse_weights={self.coarse_weights!r}, "
+                f"cycle={self.cycle!r}, fwd_iters={self.fwd_iters}, "
+                f"bwd_iters={self.bwd_iters}, tol={self.tol},\n{pad}"
+                f"coarse_weights={self.coarse_weights!r}, reuse_tau={self.reuse_tau}, "
                 f"warm_start={self.warm_start}, skip={self.skip}, residuals={res}, "
                 f"ranks={self.comm.size}{', batched=True' if self.batched else ''})")
 

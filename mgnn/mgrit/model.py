@@ -1,86 +1,124 @@
-"""A performance model of serial and layer-parallel (MGRIT) propagation.
+"""A performance model of serial and layer-parallel (MGRIT) value-and-gradient evaluations.
 
-The model counts the steps MGRIT takes on every level (exactly as
-:class:`~mgnn.mgrit.MGRIT` does; :func:`mgrit_level_steps` reproduces its
-``level_steps``) and charges them on the critical path of ``P`` ranks:
+The model does not re-derive MGRIT's work by formula: it *replays* the solver.
 
-* a sweep over ``n_l`` intervals of level ``l`` (F- or CF-relaxation, the
-  F-interpolation after a correction, the coarse right-hand side) costs
-  ``ceil(n_l / P) * c + m`` where ``c`` is the cost of one step and ``m`` the
-  cost of one state message (``latency + bytes / bandwidth``; 0 on one rank);
-* the coarsest solve is sequential: ``n_L * c + (min(P, n_L) - 1) * m``;
-* each iteration's residual norm is an allreduce, ``ceil(log2 P) * latency``;
-* one value-and-gradient evaluation adds the opening and closing layers and the
-  loss (``c_io``) and, with MGRIT, the copy of the states and the boundary
-  exchanges (one message each way).
+1. **The sweeps.** A one-rank solve with a stand-in stepper (no arithmetic) records
+   the sequence of sweeps one layer-parallel evaluation makes, forward and adjoint,
+   in the steady one-shot state (warm-started, with the kept FAS right-hand side
+   where ``reuse_tau`` is on): for each sweep its level, its kind (F-relaxation,
+   F-interpolation, coarse right-hand side, coarsest solve) and whether it is the
+   final fine sweep (where the adjoint writes the gradient). Every rank makes the
+   same sequence of sweeps (a rank without points of a level skips them).
+2. **Who steps what.** For each of ``P`` ranks the solver's own set-up (on a
+   communicator that only knows its rank and size) gives each sweep's steps on that
+   rank, split as the solver runs them: steps that need the left neighbour's last
+   state (the ghost) and steps that do not, and whether the rank can send its own
+   last state before receiving.
+3. **A clock per rank.** Each sweep advances every rank's clock: the independent
+   steps first, then, once the ghost has arrived (the neighbour's send time plus
+   one message), the dependent ones. The coarsest level is a sequential chain
+   through the ranks; a coarse level with fewer points than ranks becomes one.
+   Restrictions add one elementwise pass per coarse point, every sweep a fixed
+   overhead, every evaluation the opening and closing layers and the loss (on the
+   first and last rank), the weight halo and the averaged coarse weights.
 
-Serial propagation costs ``N (c_f + c_b) + c_io``. Step costs come from
-:func:`measure_step_costs` (timed kernel calls on this machine), the message
-cost from :func:`measure_latency` (MPI ping-pong).
+The time of an evaluation is the largest clock. :meth:`PerformanceModel.breakdown`
+returns the terms of the rank that finishes last, so the overhead over the ideal
+``serial / P`` is explained term by term. Step costs come from
+:func:`measure_step_costs` (the steppers themselves, timed on this machine), the
+message cost from :func:`measure_latency` (MPI ping-pong).
 
 Examples
 --------
->>> costs = StepCosts(forward=1e-5, adjoint=2e-5, adjoint_coarse=1e-5, io=1e-4,
-...                   latency=2e-6, bandwidth=5e9, state_bytes=8 * 100 * 8)
+>>> costs = StepCosts(forward=1e-5, forward_coarse=1.1e-5, adjoint=1e-5,
+...                   adjoint_grad=2e-5, adjoint_coarse=1.1e-5, record=1e-5,
+...                   serial_layer=3e-5, io=1e-4)
 >>> model = PerformanceModel(costs)
->>> round(model.serial_time(1024), 5)
+>>> model.serial_time(1024)
 0.03082
->>> t = model.mgrit_time(1024, P=64, cf=4, levels=4, fwd_iters=2, bwd_iters=1)
->>> round(model.serial_time(1024) / t, 1)
-9.4
->>> mgrit_level_steps(32, cf=4, levels=2, nu=1, iters=2)
-[160, 32]
+>>> cfg = dict(levels=None, cf=4, fwd_iters=1, bwd_iters=1, reuse_tau=True)
+>>> mgrit_level_steps(1024, **cfg)
+{'forward': [1024, 704, 176, 44, 8], 'adjoint': [1024, 704, 176, 44, 8]}
+>>> round(model.serial_time(1024) / model.mgrit_time(1024, P=1, **cfg), 2)
+0.53
+>>> round(model.serial_time(1024) / model.mgrit_time(1024, P=16, **cfg), 1)
+7.3
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from mgnn._validation import check_positive_int
+from mgnn.parallel.comm import Comm
 
 __all__ = ["StepCosts", "PerformanceModel", "measure_step_costs", "measure_latency",
-           "mgrit_level_steps", "level_intervals"]
+           "mgrit_level_steps", "sweep_trace"]
+
+#: Options of :class:`~mgnn.mgrit.MGRITPropagation` that shape the sweeps (with their
+#: defaults there).
+_DEFAULTS = dict(levels=None, cf=4, relax="F", fwd_iters=1, bwd_iters=1, cycle="V",
+                 min_coarse=2, reuse_tau=True, coarse_weights="average")
 
 
 @dataclass
 class StepCosts:
-    """Measured costs (seconds) on one machine.
+    """Measured costs (seconds) on one machine, for one network shape and batch size.
 
     Attributes
     ----------
     forward : float
-        One forward layer step (s x w states).
+        One fine forward step (layer GEMM, activation, skip, record).
+    forward_coarse : float
+        One coarse forward step plus the FAS right-hand side added to it.
     adjoint : float
-        One fine adjoint step with the parameter gradient.
+        One fine adjoint step without the parameter gradient.
+    adjoint_grad : float
+        One fine adjoint step that also writes the layer's gradient.
     adjoint_coarse : float
-        One coarse adjoint step (no gradient).
+        One coarse adjoint step plus the FAS right-hand side.
+    record : float
+        The cached record of one coarse interval (averaged weights: one GEMM and
+        the activation, once per adjoint solve).
+    serial_layer : float
+        One layer of the serial value-and-gradient sweep (forward and adjoint).
     io : float
         Opening layer, closing layer and loss, forward and backward.
+    state : float
+        One elementwise pass over a state (a restriction's subtraction).
+    sweep : float
+        Fixed cost of one sweep (dispatch, plan, bookkeeping).
+    solve : float
+        Fixed cost of one solve (validation, set-up, statistics).
+    bind : float
+        Binding the weights of one layer (halo copy, averaged weights).
     latency : float
         Message latency (0 on one rank).
     bandwidth : float
         Bytes per second of a message.
     state_bytes : int
-        Size of one state (s * w * itemsize).
-    copy : float
-        Seconds per byte of a state copy (memory bandwidth).
-    fas : float
-        The FAS right-hand side added after each coarse forward step.
+        Size of one state message (s * w * itemsize).
     """
 
     forward: float
+    forward_coarse: float
     adjoint: float
+    adjoint_grad: float
     adjoint_coarse: float
+    record: float = 0.0
+    serial_layer: float = 0.0
     io: float = 0.0
+    state: float = 0.0
+    sweep: float = 0.0
+    solve: float = 0.0
+    bind: float = 0.0
     latency: float = 0.0
     bandwidth: float = math.inf
     state_bytes: int = 0
-    copy: float = 0.0
-    fas: float = 0.0
 
     @property
     def message(self):
@@ -88,33 +126,153 @@ class StepCosts:
         return self.latency + self.state_bytes / self.bandwidth
 
 
-def level_intervals(N, cf, levels):
-    """Intervals of each level of MGRIT's hierarchy for ``N`` fine intervals."""
-    n = [int(N)]
-    cfs = list(cf) if isinstance(cf, (list, tuple)) else [cf]
-    for lvl in range(levels - 1):
-        m = cfs[min(lvl, len(cfs) - 1)]
-        n.append(n[-1] // m)  # points after the last C-point are F-points
-    return n
+def _config(cfg):
+    unknown = sorted(set(cfg) - set(_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown MGRIT option(s) {unknown}; expected some of "
+                        f"{sorted(_DEFAULTS)}")
+    out = dict(_DEFAULTS)
+    out.update(cfg)
+    return out
 
 
-def mgrit_level_steps(N, cf, levels, nu, iters):
-    """Steps MGRIT takes per level: V-cycles with F(CF)^nu relaxation from an
-    F-relaxed initial guess (what ``MGRITResult.level_steps`` reports)."""
-    n = level_intervals(N, cf, levels)
-    if levels == 1:
-        return [n[0]]
-    steps = [0] * levels
-    steps[0] += n[0]  # F-relaxation of the initial guess
-    for _ in range(iters):
-        for lvl in range(levels - 1):
-            # relax: F-sweep unless consistent (level 0 after the initial sweep or a
-            # correction; coarse levels after injection are not), then nu CF-sweeps
-            f = 0 if lvl == 0 else 1
-            steps[lvl] += (f + nu) * n[lvl] + n[lvl]  # + F-interpolation after correction
-            steps[lvl + 1] += n[lvl + 1]  # coarse right-hand side Phi_c(v)
-        steps[-1] += n[-1]  # coarsest solve
-    return steps
+# ---------------------------------------------------------------------------
+# 1. the sweeps of one evaluation (a replay of the solver on one rank)
+# ---------------------------------------------------------------------------
+class _LayoutComm(Comm):
+    """A communicator that only knows a rank and a size: enough for the solver's set-up
+    (partition and plans), never used to communicate."""
+
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def allreduce(self, x, op="sum"):
+        return x
+
+
+def _stepper_class():
+    from mgnn.mgrit.stepper import Stepper
+
+    class _Null(Stepper):
+        """No arithmetic; wants a final sweep like the ResNet steppers."""
+
+        def step(self, u_in, u_out, t0, t1, level, index):
+            pass
+
+        def final_sweep(self, active):
+            self.final = active
+
+    return _Null
+
+
+def _solver_class():
+    from mgnn.mgrit.solver import MGRIT
+
+    class _Recorder(MGRIT):
+        """An MGRIT that logs its sweeps and restrictions instead of timing them."""
+
+        log = None
+
+        def _sweep(self, lv, plan):
+            if self.log is not None:
+                kind = {id(lv.plan_f): "F", id(lv.plan_fi): "Fi", id(lv.plan_solve): "solve",
+                        id(lv.plan_stepc): "stepC"}[id(plan)]
+                self.log.append(("sweep", lv.lvl, kind, bool(getattr(self.stepper, "final",
+                                                                     False))))
+            super()._sweep(lv, plan)
+
+        def _restrict(self, lv, co, zero_rhs=False):
+            if self.log is not None:
+                self.log.append(("restrict", co.lvl, None, False))
+            super()._restrict(lv, co, zero_rhs)
+
+    return _Recorder
+
+
+def _solver(N, cfg, comm=None, offsets=None):
+    from mgnn.mgrit.layer_parallel import RELAX
+
+    relax = cfg["relax"] if isinstance(cfg["relax"], (list, tuple)) else [cfg["relax"]]
+    return _solver_class()(
+        _stepper_class()((1,)), np.arange(N + 1, dtype=np.float64), cf=cfg["cf"],
+        max_levels=cfg["levels"], min_coarse=cfg["min_coarse"],
+        cf_sweeps=[RELAX[r] for r in relax], cycle=cfg["cycle"], comm=comm, offsets=offsets,
+        check_stepper=False)
+
+
+def sweep_trace(N, **cfg):
+    """The sweeps of one steady-state one-shot evaluation: ``{'forward': [...],
+    'adjoint': [...]}``, each a list of ``(event, level, kind, final)`` with event
+    ``'sweep'`` (kind ``'F'``, ``'Fi'``, ``'solve'`` or ``'stepC'``) or
+    ``'restrict'`` (to ``level``).
+
+    Examples
+    --------
+    >>> tr = sweep_trace(64, levels=2, cf=4)
+    >>> [e[:3] for e in tr["forward"]]
+    [('sweep', 1, 'solve'), ('sweep', 0, 'F'), ('restrict', 1, None), ('sweep', 1, 'stepC')]
+    """
+    cfg = _config(cfg)
+    solver = _solver(N, cfg)
+    u0 = np.zeros(1)
+    out = {}
+    for kind, iters in (("forward", cfg["fwd_iters"]), ("adjoint", cfg["bwd_iters"])):
+        keep = bool(cfg["reuse_tau"])
+        solver.log = None
+        solver.solve(u0, None, max_iter=iters, residuals=False, keep_tau=keep)  # cold
+        solver.log = []
+        solver.solve(u0, solver.u, max_iter=iters, residuals=False, keep_tau=keep,
+                     reuse_tau=keep and solver.tau_ready)
+        out[kind] = solver.log
+    return out
+
+
+def mgrit_level_steps(N, **cfg):
+    """Steps per level of one steady-state forward and adjoint solve, summed over the
+    ranks (what :attr:`~mgnn.mgrit.MGRITResult.level_steps_all` reports)."""
+    cfg = _config(cfg)
+    solver = _solver(N, cfg)
+    n = solver.hierarchy.n_intervals
+    cf = solver.hierarchy.cf
+    count = {"F": lambda lvl: n[lvl], "solve": lambda lvl: n[lvl],
+             "stepC": lambda lvl: n[lvl], "Fi": lambda lvl: n[lvl] - n[lvl] // cf[lvl]}
+    out = {}
+    for kind, trace in sweep_trace(N, **cfg).items():
+        steps = [0] * len(n)
+        for event, lvl, plan, _ in trace:
+            if event == "sweep":
+                steps[lvl] += count[plan](lvl)
+        out[kind] = steps
+    return out
+
+
+# ---------------------------------------------------------------------------
+# 2. the per-rank plans
+# ---------------------------------------------------------------------------
+def _layout(N, P, cfg, reverse):
+    """Per rank q (in the solve's rank order), per level: the plans' (indep, dep,
+    send_early) step counts, the rank's points and coarse points, and its left
+    neighbour on that level (or None)."""
+    from mgnn.parallel.partition import block_offsets
+
+    L = block_offsets(N, P)
+    if reverse:
+        offs = np.array([0] + [N - int(L[P - q]) + 1 for q in range(1, P)] + [N + 1])
+    else:
+        offs = np.array([0] + [int(L[k]) + 1 for k in range(1, P)] + [N + 1])
+    ranks = []
+    for q in range(P):
+        s = _solver(N, cfg, comm=_LayoutComm(q, P), offsets=offs)
+        levels = []
+        for lv in s.levels:
+            plans = {}
+            for kind, plan in (("F", lv.plan_f), ("Fi", lv.plan_fi), ("solve", lv.plan_solve),
+                               ("stepC", lv.plan_stepc)):
+                if plan is not None:
+                    plans[kind] = (len(plan.indep), len(plan.dep), plan.send_early)
+            levels.append(dict(plans=plans, nloc=lv.nloc, left=lv.left))
+        ranks.append(levels)
+    return ranks, offs
 
 
 class PerformanceModel:
@@ -123,61 +281,153 @@ class PerformanceModel:
     Parameters
     ----------
     costs : StepCosts
+
+    Examples
+    --------
+    >>> m = PerformanceModel(StepCosts(1e-5, 1e-5, 1e-5, 2e-5, 1e-5, serial_layer=3e-5))
+    >>> b = m.breakdown(256, 4, levels=3, cf=4)
+    >>> sorted(b)  # doctest: +NORMALIZE_WHITESPACE
+    ['coarse forward', 'coarse adjoint', 'fine adjoint', 'fine forward', 'io', 'messages',
+     'overhead', 'total', 'waiting']
+    >>> abs(sum(v for k, v in b.items() if k != 'total') - b['total']) < 1e-12
+    True
     """
 
     def __init__(self, costs):
         self.costs = costs
+        self._layouts = {}
 
     def __repr__(self):
         c = self.costs
-        return (f"PerformanceModel(forward {c.forward:.3g} s, adjoint {c.adjoint:.3g} s, "
-                f"coarse adjoint {c.adjoint_coarse:.3g} s, io {c.io:.3g} s, "
+        return (f"PerformanceModel(forward {c.forward:.3g} s, adjoint {c.adjoint:.3g} / "
+                f"{c.adjoint_grad:.3g} s (with gradient), coarse {c.forward_coarse:.3g} / "
+                f"{c.adjoint_coarse:.3g} s, serial layer {c.serial_layer:.3g} s, "
                 f"message {c.message:.3g} s)")
 
     def serial_time(self, N):
         """Seconds of one serial value-and-gradient evaluation with ``N`` layers."""
         c = self.costs
-        return N * (c.forward + c.adjoint) + c.io
+        return N * c.serial_layer + c.io
 
-    def _solve_time(self, N, P, cf, levels, nu, iters, fine, coarse):
-        c = self.costs
-        msg = c.message if P > 1 else 0.0
-        n = level_intervals(N, cf, levels)
-        if levels == 1:
-            return N * fine + (P - 1) * msg
+    def mgrit_time(self, N, P, **cfg):
+        """Seconds of one steady-state one-shot MGRIT value-and-gradient evaluation on
+        ``P`` ranks (options as :class:`~mgnn.mgrit.MGRITPropagation`'s)."""
+        return self.breakdown(N, P, **cfg)["total"]
 
-        def sweep(lvl):
-            return math.ceil(n[lvl] / P) * (fine if lvl == 0 else coarse) + msg
-
-        t = sweep(0)
-        red = math.ceil(math.log2(P)) * c.latency if P > 1 else 0.0
-        for _ in range(iters):
-            for lvl in range(levels - 1):
-                f = 0 if lvl == 0 else 1
-                t += (f + nu + 1) * sweep(lvl) + sweep(lvl + 1)
-            t += n[-1] * coarse + (min(P, n[-1]) - 1) * msg
-            t += red
-        return t
-
-    def mgrit_time(self, N, P, cf=4, levels=2, relax="FCF", fwd_iters=2, bwd_iters=1):
-        """Seconds of one MGRIT value-and-gradient evaluation on ``P`` ranks."""
-        check_positive_int(P, "P")
-        nu = {"F": 0, "FCF": 1, "FCFCF": 2}[relax]
-        c = self.costs
-        t = c.io
-        t += self._solve_time(N, P, cf, levels, nu, fwd_iters, c.forward, c.forward + c.fas)
-        t += self._solve_time(N, P, cf, levels, nu, bwd_iters, c.adjoint, c.adjoint_coarse)
-        # copy of the local states, boundary state exchange, halo of weights
-        t += math.ceil((N + 1) / P) * c.state_bytes * c.copy
-        if P > 1:
-            t += 2 * c.message
-        return t
-
-    def speedup(self, N, P, **mgrit):
+    def speedup(self, N, P, **cfg):
         """Predicted serial time / MGRIT time."""
-        return self.serial_time(N) / self.mgrit_time(N, P, **mgrit)
+        return self.serial_time(N) / self.mgrit_time(N, P, **cfg)
+
+    # -- the simulation ------------------------------------------------------------
+    def breakdown(self, N, P, **cfg):
+        """Time of one evaluation split into terms, for the rank that finishes last.
+
+        Terms: ``fine forward`` / ``fine adjoint`` (steps on level 0),
+        ``coarse forward`` / ``coarse adjoint`` (steps on coarser levels, records,
+        restrictions), ``messages`` (the weight halo and the loss reduction),
+        ``waiting`` (idle time until a neighbour's state arrived: the message and
+        the neighbour's own work before it, e.g. the sequential coarsest solve),
+        ``io`` (opening, closing layer and loss),
+        ``overhead`` (fixed cost of sweeps, solves and weight binding); ``total``
+        is their sum.
+        """
+        check_positive_int(P, "P")
+        cfg = _config(cfg)
+        c = self.costs
+        if N < P:
+            raise ValueError(f"N={N} layers cannot be split over P={P} ranks")
+        key = (N, P, tuple(sorted((k, str(v)) for k, v in cfg.items())))
+        if key not in self._layouts:
+            self._layouts[key] = (sweep_trace(N, **cfg), _layout(N, P, cfg, False)[0],
+                                  _layout(N, P, cfg, True)[0])
+        trace, fwd_ranks, bwd_ranks = self._layouts[key]
+        msg = c.message if P > 1 else 0.0
+        terms = ("fine forward", "fine adjoint", "coarse forward", "coarse adjoint",
+                 "messages", "waiting", "io", "overhead")
+        acc = [dict.fromkeys(terms, 0.0) for _ in range(P)]
+        clock = np.zeros(P)
+        # per evaluation: bind the weights (halo exchange, averaged coarse weights)
+        for r in range(P):
+            layers = len(range(*_block(N, P, r)))
+            t = layers * c.bind + c.solve * 2
+            acc[r]["overhead"] += t
+            clock[r] += t + (msg if P > 1 else 0.0)
+            acc[r]["messages"] += msg if P > 1 else 0.0
+        # the opening layer on rank 0 before the forward solve
+        acc[0]["io"] += c.io / 2
+        clock[0] += c.io / 2
+        self._solve(trace["forward"], fwd_ranks, clock, acc, "forward", msg, cfg, False)
+        # closing layer and loss on the last rank before the adjoint solve
+        acc[P - 1]["io"] += c.io / 2
+        clock[P - 1] += c.io / 2
+        self._solve(trace["adjoint"], bwd_ranks, clock, acc, "adjoint", msg, cfg, True)
+        if P > 1:  # the loss to every rank
+            red = math.ceil(math.log2(P)) * c.latency
+            clock += red
+            for a in acc:
+                a["messages"] += red
+        last = int(np.argmax(clock))
+        out = dict(acc[last])
+        out["total"] = float(clock[last])
+        return out
+
+    def _step_cost(self, kind, lvl, final):
+        c = self.costs
+        if kind == "forward":
+            return (c.forward, "fine forward") if lvl == 0 else (c.forward_coarse,
+                                                                 "coarse forward")
+        if lvl == 0:
+            return (c.adjoint_grad if final else c.adjoint), "fine adjoint"
+        return c.adjoint_coarse, "coarse adjoint"
+
+    def _solve(self, trace, ranks, clock, acc, kind, msg, cfg, reverse):
+        c = self.costs
+        P = len(ranks)
+        phys = (lambda q: P - 1 - q) if reverse else (lambda q: q)
+        recorded = set()  # coarse levels whose records were filled in this solve
+        for event, lvl, plan, final in trace:
+            if event == "restrict":
+                for q in range(P):
+                    r = phys(q)
+                    t = ranks[q][lvl]["nloc"] * c.state
+                    term = "coarse forward" if kind == "forward" else "coarse adjoint"
+                    acc[r][term] += t
+                    clock[r] += t
+                continue
+            cost, term = self._step_cost(kind, lvl, final)
+            fill = (kind == "adjoint" and lvl > 0 and cfg["coarse_weights"] == "average"
+                    and lvl not in recorded)
+            recorded.add(lvl)
+            send = [0.0] * P
+            for q in range(P):
+                r = phys(q)
+                info = ranks[q][lvl]
+                if info["nloc"] == 0:
+                    continue
+                indep, dep, early = info["plans"][plan]
+                start = clock[r] + c.sweep
+                extra = info["nloc"] * c.record if fill else 0.0
+                t_indep = start + extra + indep * cost
+                acc[r]["overhead"] += c.sweep
+                acc[r][term] += extra + (indep + dep) * cost
+                left = info["left"]
+                idle = max(send[left] + msg - t_indep, 0.0) if left is not None else 0.0
+                acc[r]["waiting"] += idle
+                finish = t_indep + idle + dep * cost
+                send[q] = t_indep if early else finish
+                clock[r] = finish
 
 
+def _block(N, P, r):
+    from mgnn.parallel.partition import block_offsets
+
+    L = block_offsets(N, P)
+    return int(L[r]), int(L[r + 1])
+
+
+# ---------------------------------------------------------------------------
+# measured costs
+# ---------------------------------------------------------------------------
 def _median_time(fn, repeats, inner):
     ts = []
     for _ in range(repeats):
@@ -188,72 +438,113 @@ def _median_time(fn, repeats, inner):
     return float(np.median(ts))
 
 
-def measure_step_costs(net, s, repeats=7, inner=50, comm=None):
+def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="average"):
     """Time the layer steps of ``net`` on ``s`` samples (medians, seconds).
 
-    Uses the MGRIT steppers themselves (so Python call overhead is included) and
-    an objective on a one-layer copy of ``net`` for the opening/closing/loss cost.
+    Uses the MGRIT steppers themselves (so their Python call overhead is included),
+    a serial evaluation for the serial cost per layer and the opening/closing/loss
+    cost, and a solver's empty sweep for the fixed cost of a sweep.
     """
-    from mgnn.mgrit.layer_parallel import ResNetAdjointStepper, ResNetStepper, _Weights
+    from mgnn.mgrit.layer_parallel import MGRITPropagation, ResNetAdjointStepper, \
+        ResNetStepper, _Weights
+    from mgnn.mgrit.solver import _Plan
     from mgnn.objective import Objective
 
     rng = np.random.default_rng(0)
+    N = net.depth
     theta = net.init(rng)
     p = net.unpack(theta)
-    W = _Weights()
+    avg = coarse_weights == "average"
+    W = _Weights(spans=(4,))
     W.bind(p.W, p.b, 0)
     w = net.width
-    fs = ResNetStepper(net, s, W)
-    bs = ResNetAdjointStepper(net, s, W)
-    U = rng.standard_normal((net.depth + 1, s, w)).astype(net.dtype)
-    S = np.empty((net.depth, s, w), net.dtype)
-    G = np.empty((net.depth, net.block_size), net.dtype)
+    fs = ResNetStepper(net, s, W, avg)
+    bs = ResNetAdjointStepper(net, s, W, avg)
+    dt = net.dtype
+    U = rng.standard_normal((N + 1, s, w)).astype(dt)
+    S = np.empty((N, s, w), dt)
+    G = np.empty((N, net.block_size), dt)
     fs.S = S
     bs.U, bs.S, bs.G = U, S, G
-    L = rng.standard_normal((net.depth + 1, s, w)).astype(net.dtype)
+    L = rng.standard_normal((N + 1, s, w)).astype(dt)
     L2 = np.empty_like(L)
     U2 = np.empty_like(U)
-    g = np.zeros((s, w), net.dtype)
-    N = net.depth
+    g = np.zeros((s, w), dt)
+    span = 4 if N >= 8 else 1
+    nc = max((N - span) // span, 1)
     fs.step(U[0], U2[1], 0.0, 1.0, 0, 0)  # warm up the kernels
 
-    # whole sweeps over distinct buffers (as in a solve), per step
     def fwd():
         for n in range(N):
             fs.step(U[n], U2[n + 1], n, n + 1.0, 0, n)
 
-    def adj():
-        for j in range(N):
-            bs.step(L[j], L2[j + 1], j, j + 1.0, 0, j)
-
-    def adj_c():  # coarse adjoint steps (span 1 keeps indices valid) plus the FAS add
-        for j in range(N):
-            bs.step(L[j], L2[j + 1], j, j + 1.0, 1, j)
-            np.add(L2[j + 1], g, out=L2[j + 1])
-
-    def add():
-        for j in range(N):
+    def fwd_c():
+        for j in range(nc):
+            i = j * span
+            fs.step(U[j], U2[j + 1], i, i + float(span), 1, i)
             np.add(U2[j + 1], g, out=U2[j + 1])
 
-    inner = max(1, inner // max(N // 8, 1))
-    cf = _median_time(fwd, repeats, inner) / N
-    cb = _median_time(adj, repeats, inner) / N
-    cbc = _median_time(adj_c, repeats, inner) / N
-    cadd = _median_time(add, repeats, inner) / N
-    X = rng.standard_normal((s, net.n_in))
+    def adj(grad):
+        bs.final_sweep(grad)
+        for j in range(N):
+            bs.step(L[j], L2[j + 1], j, j + 1.0, 0, j)
+        bs.final_sweep(False)
+
+    def adj_c():
+        for j in range(nc):
+            i = j * span
+            bs.step(L[j], L2[j + 1], i, i + float(span), 1, i)
+            np.add(L2[j + 1], g, out=L2[j + 1])
+
+    def records():
+        bs.new_linearisation()
+        adj_c()
+
+    inner_f = max(1, inner // max(N // 8, 1))
+    cf_ = _median_time(fwd, repeats, inner_f) / N
+    cfc = _median_time(fwd_c, repeats, inner_f) / nc
+    ca = _median_time(lambda: adj(False), repeats, inner_f) / N
+    cag = _median_time(lambda: adj(True), repeats, inner_f) / N
+    adj_c()  # fill the records
+    cac = _median_time(adj_c, repeats, inner_f) / nc
+    crec = max(_median_time(records, repeats, inner_f) / nc - cac, 0.0) if avg else 0.0
+    cstate = _median_time(lambda: np.subtract(U[1], U[2], out=U2[0]), repeats, 200)
+    # serial: value and gradient of the network and of a one-layer copy
+    X = rng.standard_normal((s, net.n_in)).astype(dt)
     y = rng.integers(0, net.n_out, s) if net.task == "classification" else \
-        rng.standard_normal((s, net.n_out))
+        rng.standard_normal((s, net.n_out)).astype(dt)
+    obj = Objective(net, X, y)
+    obj.value_and_grad(theta)
+    t_full = _median_time(lambda: obj.value_and_grad(theta), repeats, inner_f)
     small = net.with_depth(1)
-    obj = Objective(small, X, y)
+    obj1 = Objective(small, X, y)
     th1 = small.init(rng)
-    obj.value_and_grad(th1)
-    io = max(_median_time(lambda: obj.value_and_grad(th1), repeats, inner) - cf - cb, 0.0)
-    big = np.empty((256, s, w), net.dtype)
-    big2 = np.empty_like(big)
-    copy = _median_time(lambda: np.copyto(big2, big), repeats, 5) / big.nbytes
-    lat, bw = measure_latency(comm, nbytes=s * w * np.dtype(net.dtype).itemsize)
-    return StepCosts(cf, cb, cbc, io, lat, bw, s * w * np.dtype(net.dtype).itemsize, copy,
-                     cadd)
+    obj1.value_and_grad(th1)
+    t_one = _median_time(lambda: obj1.value_and_grad(th1), repeats, inner)
+    serial_layer = (t_full - t_one) / max(N - 1, 1)
+    io = max(t_one - serial_layer, 0.0)
+    # fixed costs: an empty sweep, a solve and the binding of the weights
+    prop = MGRITPropagation(levels=2, cf=4, coarse_weights=coarse_weights)
+    eng = prop._engine(net, s, np)
+    lv = eng.fwd.levels[0]
+    empty = _Plan([], [], True, False)
+    c_sweep = _median_time(lambda: eng.fwd._sweep(lv, empty), repeats, 200)
+    c_bind = 0.0
+    if avg:
+        def bind():
+            eng.weights.bind(p.W, p.b, 0)
+            for spn in eng.weights.spans:
+                eng.weights.average(0, spn)
+        c_bind = _median_time(bind, repeats, 20) / N
+    tiny = _solver(4, _config(dict(levels=1)))
+    c_solve = _median_time(lambda: tiny.solve(np.zeros(1), max_iter=1, residuals=False),
+                           repeats, 200)
+    nbytes = s * w * np.dtype(dt).itemsize
+    lat, bw = measure_latency(comm, nbytes=nbytes)
+    return StepCosts(forward=cf_, forward_coarse=cfc, adjoint=ca, adjoint_grad=cag,
+                     adjoint_coarse=cac, record=crec, serial_layer=serial_layer, io=io,
+                     state=cstate, sweep=c_sweep, solve=c_solve, bind=c_bind, latency=lat,
+                     bandwidth=bw, state_bytes=nbytes)
 
 
 def measure_latency(comm=None, nbytes=8, repeats=200):
@@ -285,3 +576,8 @@ def measure_latency(comm=None, nbytes=8, repeats=200):
     extra = max(big - lat, 1e-12)
     bw = max(nbytes // 8, 1) * 64 * 8 / extra
     return lat, bw
+
+
+def costs_as_dict(costs):
+    """The fields of a :class:`StepCosts` as a plain dict (for JSON)."""
+    return asdict(costs)

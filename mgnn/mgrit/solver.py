@@ -646,11 +646,13 @@ class MGRIT:
         elif not co.aliased:
             self._xp.copyto(lv.U[lv.c0 :: m], co.U)
         self._time[lv.lvl] += time.perf_counter() - tic
+        # a stepper that wants final sweeps gets every fine step of them
+        plan = lv.plan_f if full or (final and self._wants_final) else lv.plan_fi
         if final:
-            self._final_sweep(lv, lv.plan_f)
+            self._final_sweep(lv, plan)
         else:
-            self._sweep(lv, lv.plan_f if full else lv.plan_fi)
-        lv.consistent = full or final
+            self._sweep(lv, plan)
+        lv.consistent = plan is lv.plan_f
 
     def _final_sweep(self, lv, plan):
         """A sweep of level 0 that may be the solve's last: the stepper's
