@@ -23,7 +23,8 @@ def runs(run_under_mpi):
     return run_under_mpi(SCRIPT, (1, 2, 3), timeout=90)
 
 
-@pytest.mark.parametrize("case", ["grad_L1", "grad_L2", "grad_L3", "lbfgs", "adam"])
+@pytest.mark.parametrize("case", ["grad_L1", "grad_L2", "grad_L3", "lbfgs", "adam",
+                                  "one_shot_V", "one_shot_F"])
 def test_identical_on_1_2_3_ranks(runs, case):
     ref = runs[1][case]
     for p in (2, 3):
@@ -34,6 +35,16 @@ def test_one_level_is_serial_bit_for_bit(runs):
     for p in (1, 2, 3):
         assert runs[p]["grad_L1"]["bitwise_serial_grad"]
         assert runs[p]["grad_L1"]["work"] == 3.0  # three evaluations, no extra MGRIT work
+
+
+def test_one_shot_steps_of_all_ranks_and_smoothness(runs):
+    for p in (1, 2, 3):
+        for case in ("one_shot_V", "one_shot_F"):
+            c = runs[p][case]
+            # counted without communication, equal to the sum over the ranks
+            assert c["steps_all"] == c["steps_summed"]
+        # the smoothness regulariser's gradient over ranks equals the serial one
+        assert runs[p]["smooth_L1"]["bitwise_serial_grad"]
 
 
 def test_multilevel_one_shot_is_inexact_but_close(runs):

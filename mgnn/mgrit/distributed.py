@@ -107,6 +107,12 @@ class LayerParallelObjective:
     loss : {'cross_entropy', 'mse'}, optional
     tikhonov : float
         Weight of (1/2)||theta||^2.
+    smoothness : float
+        Weight of the time-derivative term (1/(2h)) sum ||theta_{n+1} - theta_n||^2
+        over the residual layers (as in :class:`~mgnn.objective.Objective`); the
+        layer blocks next to a rank's first and last layer come from its neighbours
+        (one message each way per evaluation), and the gradient equals the serial
+        one bit for bit.
     propagation : MGRITPropagation, optional
         Default: one level (the serial sweep, pipelined over the ranks). Its
         communicator is set to ``comm``.
@@ -138,7 +144,7 @@ class LayerParallelObjective:
     """
 
     def __init__(self, net, X, Y, *, comm=None, data_comm=None, loss=None, tikhonov=0.0,
-                 propagation=None):
+                 smoothness=0.0, propagation=None):
         self.net = net
         self.comm = get_comm(comm)
         self.data_comm = SerialComm() if data_comm is None else get_comm(data_comm)
@@ -150,6 +156,7 @@ class LayerParallelObjective:
         check_choice(loss, "loss", LOSSES)
         self.loss = Loss(loss)
         self.tikhonov = check_scalar(tikhonov, "tikhonov", low=0.0)
+        self.smoothness = check_scalar(smoothness, "smoothness", low=0.0)
         if propagation is None:
             propagation = MGRITPropagation(levels=1)
         if not isinstance(propagation, MGRITPropagation):
@@ -183,6 +190,7 @@ class LayerParallelObjective:
         self.sample_range = (int(off[d]), int(off[d + 1]))
         self.counter = WorkCounter()
         self._buf = {}
+        self._halo = None
 
     def __repr__(self):
         a, b = self.sample_range
@@ -307,10 +315,52 @@ class LayerParallelObjective:
             val += 0.5 * self.tikhonov * self.space.dot(theta, theta)
             if want_grad:
                 grad += self.tikhonov * theta
+        if self.smoothness and self.net.depth > 1:
+            val += self._smoothness(theta, grad)
         share = 1.0 if batch is None else len(batch) / self.n_samples
         self.counter.charge("grad" if want_grad else "value", share)
         self.counter.work += self.counter.scale * extra
         return (val, grad) if want_grad else val
+
+    def _smoothness(self, theta, grad):
+        """Value of the time-derivative regulariser (the same on every rank, exactly
+        rounded sum of the per-pair squares); adds its gradient to ``grad``."""
+        net, comm, r = self.net, self.comm, self.comm.rank
+        blocks = theta[self._res].reshape(-1, net.block_size)
+        left = right = None
+        reqs = []
+        if comm.size > 1:
+            if self._halo is None:
+                self._halo = (np.empty(net.block_size, net.dtype),
+                              np.empty(net.block_size, net.dtype))
+            if r > 0:
+                left = self._halo[0]
+                reqs += [comm.Irecv(left, r - 1, 7100), comm.Isend(blocks[0], r - 1, 7101)]
+            if r + 1 < comm.size:
+                right = self._halo[1]
+                reqs += [comm.Irecv(right, r + 1, 7101), comm.Isend(blocks[-1], r + 1, 7100)]
+            comm.waitall(reqs)
+        c = self.smoothness / net.h
+        # pair (n-1, n) belongs to the rank of layer n: its square in a fixed order
+        ext = blocks if left is None else np.concatenate([left[None], blocks])
+        d = ext[1:] - ext[:-1]
+        pairs = np.einsum("ij,ij->i", d, d) if d.size else np.zeros(0)
+        counts = [int(self.layer_offsets[q + 1] - self.layer_offsets[q]) - (q == 0)
+                  for q in range(comm.size)]
+        if comm.size > 1:
+            allp = np.empty(sum(counts))
+            comm.allgatherv(np.ascontiguousarray(pairs, dtype=np.float64), allp, counts)
+        else:
+            allp = pairs
+        val = 0.5 * c * math.fsum(allp)
+        if grad is not None:
+            # as Objective: first -c (theta_{n+1} - theta_n), then +c (theta_n - theta_{n-1})
+            g = grad[self._res].reshape(-1, net.block_size)
+            ext_r = blocks if right is None else np.concatenate([blocks, right[None]])
+            dr = ext_r[1:] - ext_r[:-1]
+            g[: dr.shape[0]] -= c * dr
+            g[blocks.shape[0] - d.shape[0]:] += c * d
+        return val
 
     def value(self, theta, batch=None):
         """Objective value at this rank's slice ``theta`` (the same on every rank)."""

@@ -551,6 +551,7 @@ class MGRIT:
 
     def _sweep(self, lv, plan):
         """Run a plan with the ghost exchange of this level."""
+        self._gsteps[lv.lvl] += plan.n_global  # counted on every rank, even without points
         if lv.nloc == 0:
             return
         tic = time.perf_counter()
@@ -576,7 +577,6 @@ class MGRIT:
         if sreq is not None:
             sreq.Wait()
         self._steps[lv.lvl] += plan.n_steps
-        self._gsteps[lv.lvl] += plan.n_global
         self._time[lv.lvl] += time.perf_counter() - tic
 
     def _relax(self, lv):

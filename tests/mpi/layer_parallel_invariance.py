@@ -53,6 +53,32 @@ def main(path):
             "err_serial": float(np.max(np.abs(G - g_ser))),
             "fwd_nit": prop.last_stats()["forward"].nit,
         }
+    # the one-shot options: kept tau, F-relaxation, averaged weights, every level; V and F
+    # cycles; with the smoothness regulariser; gradient written in the last fine sweep
+    one_shot = dict(levels=None, cf=2, min_coarse=1, relax="F", fwd_iters=1, bwd_iters=1,
+                    coarse_weights="average", reuse_tau=True, residuals=False)
+    for name, opts in (("one_shot_V", one_shot),
+                       ("one_shot_F", dict(one_shot, cf=[4, 2], cycle="F", residuals=2))):
+        prop = MGRITPropagation(**opts)
+        obj = LayerParallelObjective(net, X, y, comm=world, tikhonov=1e-3, smoothness=1e-2,
+                                     propagation=prop)
+        tl = obj.scatter(theta)
+        fs = [obj.value_and_grad(tl)[0] for _ in range(3)]
+        f, g = obj.value_and_grad(tl)
+        res = mgnn.minimize(obj, tl, method="adam", options={"maxiter": 5, "lr": 1e-2})
+        eng = next(iter(prop._engines.values()))
+        st_ = prop.last_stats()["forward"]
+        # this rank's steps of the last forward solve, summed over the ranks
+        summed = world.allreduce(np.asarray(eng.fwd._steps, dtype=np.float64)).tolist()
+        cases[name] = {"f": fs + [f], "g": obj.gather(g).tolist(),
+                       "x": obj.gather(res.x).tolist(), "hist_fun": res.history["fun"].tolist(),
+                       "work": res.work, "steps_all": st_.level_steps,
+                       "steps_summed": [int(v) for v in summed]}
+    serial_s = Objective(net, X, y, tikhonov=1e-3, smoothness=1e-2)
+    g_s = serial_s.grad(theta)
+    obj = LayerParallelObjective(net, X, y, comm=world, tikhonov=1e-3, smoothness=1e-2)
+    G = obj.gather(obj.grad(obj.scatter(theta)))
+    cases["smooth_L1"] = {"bitwise_serial_grad": bool(np.array_equal(G, g_s))}
     for method, options in (("lbfgs", {"maxiter": 6}), ("adam", {"maxiter": 6, "lr": 1e-2})):
         prop = MGRITPropagation(levels=2, cf=2, fwd_iters=2, bwd_iters=1)
         obj = LayerParallelObjective(net, X, y, comm=world, tikhonov=1e-3, propagation=prop)
