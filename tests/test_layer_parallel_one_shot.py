@@ -78,7 +78,7 @@ def test_tolerance_with_reuse_reaches_the_serial_gradient():
         assert prop.last_stats()["adjoint"].residual <= 1e-13
 
 
-def test_tau_is_reused_on_the_same_samples_only():
+def test_warm_starts_and_tau_only_on_the_same_samples():
     net, X, y, theta = make(depth=32)
     prop = MGRITPropagation(**ONE_SHOT)
     obj = Objective(net, X, y, propagation=prop)
@@ -96,8 +96,10 @@ def test_tau_is_reused_on_the_same_samples_only():
     assert fine_steps() == 2 * N  # other samples (another workspace: cold)
     obj.grad(theta, batch=a)
     assert fine_steps() == N
-    obj.grad(theta, batch=b)  # same size, other samples: warm, but no reuse
-    assert fine_steps() == 2 * N and prop.last_stats()["forward"].warm
+    obj.grad(theta, batch=b)  # same size, other samples: a cold start
+    assert fine_steps() == 2 * N and not prop.last_stats()["forward"].warm
+    obj.grad(theta, batch=b)
+    assert fine_steps() == N and prop.last_stats()["forward"].warm
     obj.grad(theta)
     assert fine_steps() == N  # the full-data engine kept its own tau
 

@@ -648,7 +648,7 @@ class MGRITPropagation(Propagation):
     def __init__(self, levels=2, cf=4, relax="FCF", fwd_iters=2, bwd_iters=1, tol=None,
                  cycle="V", comm=None, coarse_weights="inject", min_coarse=2,
                  warm_start=True, max_stats=100000, batched=False, skip=False,
-                 residuals=True, reuse_tau=False):
+                 residuals=True, reuse_tau=False, rtol=None):
         self.levels = None if levels is None else check_positive_int(levels, "levels")
         self.batched = bool(batched)
         if isinstance(cf, (list, tuple)):
@@ -670,6 +670,7 @@ class MGRITPropagation(Propagation):
         self.fwd_iters = check_positive_int(fwd_iters, "fwd_iters")
         self.bwd_iters = check_positive_int(bwd_iters, "bwd_iters")
         self.tol = None if tol is None else check_scalar(tol, "tol", low=0.0)
+        self.rtol = None if rtol is None else check_scalar(rtol, "rtol", low=0.0)
         self.cycle = check_choice(cycle, "cycle", ("V", "F"))
         self.coarse_weights = check_choice(coarse_weights, "coarse_weights", COARSE_WEIGHTS)
         self.min_coarse = check_positive_int(min_coarse, "min_coarse")
@@ -691,7 +692,7 @@ class MGRITPropagation(Propagation):
         pad = " " * len("MGRITPropagation(")
         return (f"MGRITPropagation(levels={self.levels}, cf={self.cf}, relax={self.relax!r}, "
                 f"cycle={self.cycle!r}, fwd_iters={self.fwd_iters}, "
-                f"bwd_iters={self.bwd_iters}, tol={self.tol},\n{pad}"
+                f"bwd_iters={self.bwd_iters}, tol={self.tol}, rtol={self.rtol},\n{pad}"
                 f"coarse_weights={self.coarse_weights!r}, reuse_tau={self.reuse_tau}, "
                 f"warm_start={self.warm_start}, skip={self.skip}, residuals={res}, "
                 f"ranks={self.comm.size}{', batched=True' if self.batched else ''})")
@@ -802,11 +803,14 @@ class MGRITPropagation(Propagation):
     def _solve(self, eng, kind, u0):
         solver = eng.fwd if kind == "forward" else eng.bwd
         fwd = kind == "forward"
-        warm = self.warm_start and (eng.warm_f if fwd else eng.warm_b)
+        # warm only on the same samples as the last solve (another mini-batch's states
+        # are a worse start than the cold one); a propagation told nothing of the
+        # samples (key None) warm-starts whenever it can
+        last = eng.key_f if fwd else eng.key_b
+        same = eng.key is None or eng.key == last
+        warm = self.warm_start and (eng.warm_f if fwd else eng.warm_b) and same
         guess = solver.u if warm else None
-        # the lagged tau only on the same samples as the solve that kept it
-        same = eng.key is not None and eng.key == (eng.key_f if fwd else eng.key_b)
-        reuse = self.reuse_tau and warm and same and solver.tau_ready
+        reuse = self.reuse_tau and warm and eng.key is not None and solver.tau_ready
         if fwd:
             eng.key_f = eng.key
         else:
@@ -817,10 +821,12 @@ class MGRITPropagation(Propagation):
         if not fwd:
             eng.bstep.new_linearisation()
         every = self.residuals
-        norms = self.tol is not None or (every > 0 and self._evaluations % every == 0)
+        adaptive = self.tol is not None or self.rtol is not None
+        norms = adaptive or (every > 0 and self._evaluations % every == 0)
         sweeps = eng.bstep.grad_sweeps
         # XBraid's skip only for a cold start: on a warm start it would discard the guess
-        res = solver.solve(u0, guess, tol=self.tol, max_iter=self._iters(kind),
+        res = solver.solve(u0, guess, tol=self.tol, state_rtol=self.rtol,
+                           max_iter=self._iters(kind),
                            residuals=norms, skip=self.skip and not warm,
                            keep_tau=self.reuse_tau, reuse_tau=reuse)
         # a solve that met a NaN/inf is not a warm start for the next one

@@ -20,6 +20,28 @@ Implementation notes
   F(CF)^nu relaxation plus the residual thus costs ``(nu + 1)`` fine steps per
   fine interval; the F-sweep after the coarse-grid correction leaves the
   residual (the stopping test) for free and is reused by the next iteration.
+* The F-interpolation after a coarse-grid correction steps into the C-points
+  too only where the result is used: on level 0 when a residual norm or a
+  following relaxation needs ``S`` (or the stepper asks for every step of its
+  final sweep, see below); on coarser levels only in an F-cycle, which relaxes
+  the level again right away. Elsewhere those ``n_l / cf`` steps are skipped.
+* Coarse iterates live in the finer level's storage: level ``l + 1``'s points
+  are the C-points of level ``l``, so its block is a strided view of theirs and
+  the injection and the FAS correction of the C-points cost nothing (without
+  spatial coarsening).
+* Final sweep: a stepper may define ``final_sweep(active)``; MGRIT calls it with
+  True before and False after the last fine sweep of a solve (the last
+  F-interpolation with a fixed iteration count; every one with a tolerance, since
+  any may be the last; the sequential sweep with one level) and that sweep then
+  takes every fine step. A ResNet's adjoint stepper writes the parameter
+  gradient in it, its forward stepper the layer records of the final states.
+* Kept right-hand side (one-shot): ``solve(..., keep_tau=True)`` ends by
+  restricting the final iterate to level 1 and keeping the FAS right-hand side
+  ``tau = S - Phi_1(v)``; the next ``solve(..., reuse_tau=True)`` starts its first
+  cycle from there, skipping the fine relaxation and restriction. With an
+  unchanged stepper this is the uninterrupted iteration; for a stepper whose
+  parameters changed a little (an optimization step) it saves a fine sweep per
+  solve at the price of a tau lagged by one step.
 * Residuals are those of F-relaxed iterates at the C-points of level 0
   (the F-point residuals are then zero), combined as
   ``sqrt(sum_c norm(r_c)**2)``.
@@ -27,9 +49,14 @@ Implementation notes
   point belongs to the rank owning its fine point, so a rank may own no point
   of a coarse level (it then sits that level out). Each sweep sends the last
   local state to the next non-empty rank with ``Isend`` and receives the
-  previous one with ``Irecv`` (NumPy buffers, tag = level). Iterates do not
-  depend on the number of ranks; residual norms differ only in the order of
-  the final sum.
+  previous one with ``Irecv`` (NumPy buffers, tag = level): one message per
+  neighbour and sweep, posted before the steps that do not need it and sent as
+  soon as it is final. On level 0 the received ghost sits in the row before the
+  rank's own states (``u_with_ghost``). Iterates do not depend on the number of
+  ranks; residual norms differ only in the order of the final sum. The step
+  counts of all ranks (``level_steps_all``) follow from the hierarchy, without
+  communication; a fixed iteration count without residual norms has no
+  collective operation at all.
 * Batched relaxation (``batched=True``, for steppers with ``step_batch``): the
   steps of an F-sweep that do not wait for the ghost are grouped into *waves*;
   wave ``j`` (``j = 1 .. m``) holds the step into offset ``j`` of every interval
@@ -313,6 +340,7 @@ class MGRIT:
         ) else False
         self._checked = not check_stepper
         self._wants_final = callable(getattr(stepper, "final_sweep", None))
+        self._state_rtol, self._state_norm = None, 0.0
         self.tau_ready = False
         self._setup()
 
@@ -707,24 +735,36 @@ class MGRIT:
             if lvl > 0:
                 self._cycle(lvl, False)
 
+    def _sq_norm(self, block, views):
+        """Sum of the squared norms of the states of ``block`` (rows ``views``)."""
+        if self._fast_norm:
+            # einsum, not BLAS dot: no thread start-up on a busy machine; no copy of
+            # a strided block either
+            idx = list(range(block.ndim))
+            return float(self._xp.einsum(block, idx, block, idx, []).real)
+        norm = self.stepper.norm
+        return sum(norm(r) ** 2 for r in views)
+
     def _residual(self):
-        """Global norm of the C-point residuals of level 0 (needs S valid)."""
+        """Global norm of the C-point residuals of level 0 (needs S valid); with
+        ``state_rtol`` also the norm of the C-point states (``self._state_norm``), in
+        the same reduction."""
         lv = self.levels[0]
         tic = time.perf_counter()
+        sq = np.zeros(2)
         if lv.R.shape[0]:
-            self._xp.subtract(lv.S, lv.U[lv.cs :: lv.m], out=lv.R)
-            if self._fast_norm:
-                # einsum, not BLAS dot: no thread start-up on a busy machine
-                r = lv.R.reshape(-1)
-                sq = float(self._xp.einsum("i,i->", r, r).real)
-            else:
-                norm = self.stepper.norm
-                sq = sum(norm(r) ** 2 for r in lv.Rv)
+            uc = lv.U[lv.cs :: lv.m]
+            self._xp.subtract(lv.S, uc, out=lv.R)
+            sq[0] = self._sq_norm(lv.R, lv.Rv)
+            if self._state_rtol is not None:
+                sq[1] = self._sq_norm(uc, uc)
+        if self._state_rtol is not None:
+            sq = self.comm.allreduce(sq, op="sum")
         else:
-            sq = 0.0
-        sq = self.comm.allreduce(sq, op="sum")
+            sq[0] = self.comm.allreduce(float(sq[0]), op="sum")
+        self._state_norm = math.sqrt(max(float(sq[1]), 0.0))
         self._time[0] += time.perf_counter() - tic
-        return math.sqrt(max(sq, 0.0))
+        return math.sqrt(max(float(sq[0]), 0.0))
 
     def _check_stepper(self, u0):
         """One probe step: the stepper must fill u_out in place and leave u_in alone."""
@@ -783,8 +823,9 @@ class MGRIT:
             )
 
     # ------------------------------------------------------------------ solve
-    def solve(self, u0, u_guess=None, *, tol=None, rtol=None, max_iter=20, residuals=True,
-              callback=None, divtol=1e4, skip=None, keep_tau=False, reuse_tau=False):
+    def solve(self, u0, u_guess=None, *, tol=None, rtol=None, state_rtol=None, max_iter=20,
+              residuals=True, callback=None, divtol=1e4, skip=None, keep_tau=False,
+              reuse_tau=False):
         """Solve for all fine-grid states from the initial value ``u0``.
 
         Parameters
@@ -796,9 +837,12 @@ class MGRIT:
             ``(N + 1, *shape)`` (all points) or ``(n_local, *shape)`` (this
             rank's rows, e.g. ``solver.u`` from a previous solve). Row 0 is
             replaced by ``u0``. Default: ``u0`` at every point.
-        tol, rtol : float, optional
-            Stop when the residual norm is ``<= max(tol, rtol * residuals[0])``.
-            With both ``None`` exactly ``max_iter`` iterations are done.
+        tol, rtol, state_rtol : float, optional
+            Stop when the residual norm is ``<= max(tol, rtol * residuals[0],
+            state_rtol * |u_C|)``, with ``|u_C|`` the norm of the current iterate at
+            the C-points of level 0 (the states' own scale; computed in the same
+            reduction as the residual). With all three ``None`` exactly
+            ``max_iter`` iterations are done.
         max_iter : int
             Maximum number of iterations (cycles).
         residuals : bool
@@ -848,6 +892,9 @@ class MGRIT:
             tol = check_scalar(tol, "tol", low=0.0)
         if rtol is not None:
             rtol = check_scalar(rtol, "rtol", low=0.0)
+        if state_rtol is not None:
+            state_rtol = check_scalar(state_rtol, "state_rtol", low=0.0)
+        self._state_rtol = state_rtol
         max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
         if divtol is not None:
             divtol = check_scalar(divtol, "divtol", low=1.0)
@@ -900,8 +947,8 @@ class MGRIT:
                 else:
                     xp.copyto(lv1.U[0], u0)
 
-        compute = residuals or tol is not None or rtol is not None
-        fixed = tol is None and rtol is None
+        fixed = tol is None and rtol is None and state_rtol is None
+        compute = residuals or not fixed
         self._fixed, self._final_residual, self._final_done = fixed, compute, False
         self._keep_tau = keep_tau
         skip = self.skip if skip is None else bool(skip)
@@ -924,6 +971,8 @@ class MGRIT:
             goal = tol if tol is not None else 0.0
             if rtol is not None and hist:
                 goal = max(goal, rtol * hist[0])
+            if state_rtol is not None and hist:
+                goal = max(goal, state_rtol * self._state_norm)
             return goal
 
         def result():

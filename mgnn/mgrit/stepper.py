@@ -34,6 +34,15 @@ index[q])``. ``MGRIT(..., batched=True)`` then advances all intervals of a level
 together (one call per offset inside the intervals), e.g. as batched GEMMs on a
 GPU. The solver checks it against :meth:`Stepper.step` on its first solve.
 
+Final sweep (optional)
+----------------------
+A stepper may implement ``final_sweep(active)``: MGRIT calls it with ``True``
+before and ``False`` after the last fine-level sweep of a solve, which then
+steps every fine interval (into the C-points too). A stepper that derives
+something from the final states does it in the steps of that sweep: the
+ResNet adjoint stepper writes the parameter gradient there (and propagates
+adjoints only, one GEMM per step instead of two, in every other sweep).
+
 Spatial coarsening
 ------------------
 A stepper may use smaller states on coarse levels: override
