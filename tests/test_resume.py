@@ -31,7 +31,8 @@ THETA0 = NET.init(1)
 
 
 def objective(mgrit=False):
-    prop = MGRITPropagation(levels=2, cf=2, fwd_iters=1, bwd_iters=1) if mgrit else None
+    prop = MGRITPropagation(levels=3, cf=2, fwd_iters=1, bwd_iters=1, reuse_tau=True,
+                            residuals=2) if mgrit else None
     return Objective(NET, CLS.X_train, CLS.Y_train, tikhonov=1e-3, propagation=prop)
 
 
@@ -95,8 +96,9 @@ def test_minimize_resumes_bit_for_bit(case, at, tmp_path_factory):
 @given(at=st.integers(1, 9))
 def test_layer_parallel_one_shot_resumes_with_mgrit_warm_starts(at, tmp_path_factory):
     """One-shot MGRIT training (warm starts, boost): the propagation's state travels in
-    the checkpoint; without it the resumed run would take other iterates."""
-    opts = dict(lr=0.05, batch_size=12, maxiter=12, rng=3)
+    the checkpoint; without it the resumed run would take other iterates. Full batch:
+    warm starts (and the kept tau) apply to the same samples only."""
+    opts = dict(lr=0.05, maxiter=12)
 
     def fresh():
         obj = objective(mgrit=True)
@@ -126,7 +128,7 @@ def test_resume_without_the_propagation_state_differs(tmp_path):
     (so the bit-for-bit test above tests something)."""
     from mgnn.runs.archive import read_archive, write_archive
 
-    opts = dict(lr=0.05, batch_size=12, maxiter=8, rng=3)
+    opts = dict(lr=0.05, maxiter=8)
     full = minimize(objective(mgrit=True), THETA0, method="adam", options=opts)
     ck = Checkpointer(tmp_path, every=4)
     minimize(objective(mgrit=True), THETA0, method="adam", options=dict(opts, checkpoint=ck))

@@ -562,6 +562,19 @@ class _Engine:
         return self.comm.allreduce(send, op="sum")
 
 
+def _key_to_str(key):
+    """A samples key (None, a str or the bytes of a batch's indices) as plain text."""
+    if key is None or isinstance(key, str):
+        return key
+    return "bytes:" + bytes(key).hex()
+
+
+def _key_from_str(text):
+    if text is None or not text.startswith("bytes:"):
+        return text
+    return bytes.fromhex(text[len("bytes:"):])
+
+
 class MGRITPropagation(Propagation):
     """Forward and adjoint propagation through the residual layers by MGRIT.
 
@@ -742,20 +755,29 @@ class MGRITPropagation(Propagation):
         for bit."""
         engines = []
         for key, eng in self._engines.items():
-            engines.append({"key": list(key), "warm_f": eng.warm_f, "warm_b": eng.warm_b,
-                            "u_f": eng.fwd.u.copy() if eng.warm_f else None,
-                            "u_b": eng.bwd.u.copy() if eng.warm_b else None})
+            e = {"key": list(key), "warm_f": eng.warm_f, "warm_b": eng.warm_b,
+                 "u_f": eng.fwd.u.copy() if eng.warm_f else None,
+                 "u_b": eng.bwd.u.copy() if eng.warm_b else None}
+            # the kept FAS right-hand sides (level 1's iterate is a view of u) and the
+            # samples they belong to
+            for tag, solver, skey in (("f", eng.fwd, eng.key_f), ("b", eng.bwd, eng.key_b)):
+                kept = solver.tau_ready and len(solver.levels) > 1
+                e[f"tau_{tag}"] = solver.levels[1].G.copy() if kept else None
+                e[f"key_{tag}"] = _key_to_str(skey)
+            engines.append(e)
         for key, e in self._pending.items():  # loaded, not used yet: keep them
             if key not in self._engines:
                 engines.append(e)
         return {"engines": engines, "boost_iters": self._boost_iters,
-                "boost_left": self._boost_left, "boosted": self._boosted}
+                "boost_left": self._boost_left, "boosted": self._boosted,
+                "evaluations": self._evaluations}
 
     def load_state_dict(self, d):
         """Restore :meth:`state_dict`'s output (engines are rebuilt on first use)."""
         self._boost_iters = int(d["boost_iters"])
         self._boost_left = int(d["boost_left"])
         self._boosted = bool(d["boosted"])
+        self._evaluations = int(d.get("evaluations", 0))
         self._pending = {tuple(e["key"]): e for e in d["engines"]}
         for key in list(self._engines):
             eng = self._engines[key]
@@ -776,6 +798,12 @@ class MGRITPropagation(Propagation):
                                      "network, batch size and number of ranks needed)")
                 solver.u[...] = xp.asarray(u)
             setattr(eng, flag, warm)
+        for tag, solver in (("f", eng.fwd), ("b", eng.bwd)):
+            tau = e.get(f"tau_{tag}")
+            solver.tau_ready = tau is not None
+            if tau is not None:
+                solver.levels[1].G[...] = xp.asarray(tau)
+            setattr(eng, f"key_{tag}", _key_from_str(e.get(f"key_{tag}")))
 
     # -- engines ---------------------------------------------------------------
     def _engine(self, net, s, xp):
