@@ -55,8 +55,9 @@ def test_one_level_bit_identical_to_serial(act, depth):
 def test_converges_to_serial_gradient(weights, levels, cf, relax):
     net, X, y, theta = make(depth=32)
     f0, g0 = Objective(net, X, y).value_and_grad(theta)
-    prop = MGRITPropagation(levels=levels, cf=cf, relax=relax, tol=1e-13, fwd_iters=60,
-                            bwd_iters=60, coarse_weights=weights, warm_start=False)
+    prop = MGRITPropagation(levels=levels, cf=cf, relax=relax, tol=1e-13, rtol=None,
+                            fwd_iters=60, bwd_iters=60, coarse_weights=weights,
+                            warm_start=False)
     obj = Objective(net, X, y, propagation=prop)
     f, g = obj.value_and_grad(theta)
     assert abs(f - f0) <= 1e-12 * abs(f0)
@@ -119,7 +120,7 @@ def test_one_shot_warm_start_converges_at_fixed_theta():
 
 def test_boost_then_back_to_one_shot():
     net, X, y, theta = make(depth=16)
-    prop = MGRITPropagation(levels=2, cf=2, fwd_iters=2, bwd_iters=1)
+    prop = MGRITPropagation(levels=2, cf=2, fwd_iters=2, bwd_iters=1, rtol=None)
     obj = Objective(net, X, y, propagation=prop)
     prop.boost(5, 2)
     for _ in range(3):
@@ -130,7 +131,8 @@ def test_boost_then_back_to_one_shot():
 
 def test_statistics_reach_the_optimizer_history_and_work_is_charged():
     net, X, y, theta = make(depth=16)
-    prop = MGRITPropagation(levels=2, cf=4, fwd_iters=2, bwd_iters=1)
+    prop = MGRITPropagation(levels=2, cf=4, fwd_iters=2, bwd_iters=1, rtol=None,
+                            reuse_tau=False)
     obj = Objective(net, X, y, propagation=prop)
     res = mgnn.minimize(obj, theta, method="adam", options={"maxiter": 5, "lr": 1e-2})
     h = res.history

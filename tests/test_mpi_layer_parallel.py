@@ -24,7 +24,7 @@ def runs(run_under_mpi):
 
 
 @pytest.mark.parametrize("case", ["grad_L1", "grad_L2", "grad_L3", "lbfgs", "adam",
-                                  "one_shot_V", "one_shot_F"])
+                                  "one_shot_V", "one_shot_F", "defaults"])
 def test_identical_on_1_2_3_ranks(runs, case):
     ref = runs[1][case]
     for p in (2, 3):
@@ -39,7 +39,7 @@ def test_one_level_is_serial_bit_for_bit(runs):
 
 def test_one_shot_steps_of_all_ranks_and_smoothness(runs):
     for p in (1, 2, 3):
-        for case in ("one_shot_V", "one_shot_F"):
+        for case in ("one_shot_V", "one_shot_F", "defaults"):
             c = runs[p][case]
             # counted without communication, equal to the sum over the ranks
             assert c["steps_all"] == c["steps_summed"]

@@ -46,7 +46,8 @@ from mgnn.parallel.grid import reversed_comm
 from mgnn.parallel.partition import block_offsets
 from mgnn.propagation import Propagation, SerialPropagation
 
-__all__ = ["MGRITPropagation", "ResNetStepper", "ResNetAdjointStepper", "SolveStats"]
+__all__ = ["MGRITPropagation", "ResNetStepper", "ResNetAdjointStepper", "SolveStats",
+           "halo_ranges", "point_offsets"]
 
 RELAX = {"F": 0, "FCF": 1, "FCFCF": 2}
 COARSE_WEIGHTS = ("inject", "average")
@@ -476,8 +477,7 @@ class _Engine:
         L = block_offsets(N, P)
         self.L = L
         self.l0, self.l1 = int(L[r]), int(L[r + 1])
-        fo = np.array([0] + [int(L[k]) + 1 for k in range(1, P)] + [N + 1])
-        bo = np.array([0] + [N - int(L[P - q]) + 1 for q in range(1, P)] + [N + 1])
+        fo, bo = point_offsets(N, P)
         avg = prop.coarse_weights == "average"
         self.weights = _Weights()
         self.fstep = ResNetStepper(net, s, self.weights, avg, xp)
@@ -498,31 +498,8 @@ class _Engine:
         self.key = None  # the samples of the current evaluation (see MGRITPropagation)
         self.key_f = self.key_b = None  # ... of the last forward / adjoint solve
         self.n_levels = self.fwd.hierarchy.n_levels
-        self._halo_ranges(prop, fo, bo)
-
-    def _halo_ranges(self, prop, fo, bo):
-        """Layers each rank needs for its coarse steps: ``[need_lo[r], need_hi[r])``."""
-        N, P, L = self.net.depth, self.comm.size, self.L
-        lo = [int(L[r]) for r in range(P)]
-        hi = [int(L[r + 1]) for r in range(P)]
-        avg = prop.coarse_weights == "average"
-        h = self.fwd.hierarchy
-        for lvl in range(1, h.n_levels):
-            pts = np.rint(h.t[lvl]).astype(np.int64)
-            a, b = pts[:-1], pts[1:]
-            # forward: the owner of point b steps over layers a .. b-1
-            own = np.searchsorted(fo, b, side="right") - 1
-            last = b if avg else a + 1
-            for r, x, y in zip(own.tolist(), a.tolist(), last.tolist(), strict=True):
-                lo[r], hi[r] = min(lo[r], x), max(hi[r], y)
-            # adjoint: reversed points a -> b are layers N-b .. N-a-1, owned by the
-            # reversed owner q of b, i.e. rank P-1-q
-            own = P - 1 - (np.searchsorted(bo, b, side="right") - 1)
-            n0 = N - b
-            last = N - a if avg else n0 + 1
-            for r, x, y in zip(own.tolist(), n0.tolist(), last.tolist(), strict=True):
-                lo[r], hi[r] = min(lo[r], x), max(hi[r], y)
-        self.need_lo, self.need_hi = lo, hi
+        self.need_lo, self.need_hi = halo_ranges(N, P, self.fwd.hierarchy,
+                                                 prop.coarse_weights == "average")
 
     # -- distributed pieces ----------------------------------------------------
     def bind_blocks(self, blocks):
@@ -562,6 +539,48 @@ class _Engine:
         return self.comm.allreduce(send, op="sum")
 
 
+def point_offsets(N, P):
+    """Which fine points the ranks own in the forward and in the adjoint solve.
+
+    Rank r owns layers ``L[r] .. L[r+1]-1`` (``L = block_offsets(N, P)``); the forward
+    solve gives it the points those layers step into (``L[r]+1 .. L[r+1]``, and point
+    0 to rank 0), the adjoint solve, in reversed time and rank order, the reversed
+    points of the adjoints those layers produce. Returns the two ``offsets`` arrays
+    for :class:`~mgnn.mgrit.MGRIT`."""
+    L = block_offsets(N, P)
+    fo = np.array([0] + [int(L[k]) + 1 for k in range(1, P)] + [N + 1])
+    bo = np.array([0] + [N - int(L[P - q]) + 1 for q in range(1, P)] + [N + 1])
+    return fo, bo
+
+
+def halo_ranges(N, P, hierarchy, average):
+    """Layers each of ``P`` ranks needs for its steps: ``(need_lo, need_hi)``, rank r
+    needs layers ``need_lo[r] .. need_hi[r] - 1`` (its own ``block_offsets(N, P)``
+    block and, for coarse steps whose interval reaches into another rank's layers,
+    more: the first layer of the interval with injected weights, all of it with
+    averaged ones). Used by the layer-parallel engine and the performance model."""
+    L = block_offsets(N, P)
+    fo, bo = point_offsets(N, P)
+    lo = [int(L[r]) for r in range(P)]
+    hi = [int(L[r + 1]) for r in range(P)]
+    for lvl in range(1, hierarchy.n_levels):
+        pts = np.rint(hierarchy.t[lvl]).astype(np.int64)
+        a, b = pts[:-1], pts[1:]
+        # forward: the owner of point b steps over layers a .. b-1
+        own = np.searchsorted(fo, b, side="right") - 1
+        last = b if average else a + 1
+        for r, x, y in zip(own.tolist(), a.tolist(), last.tolist(), strict=True):
+            lo[r], hi[r] = min(lo[r], x), max(hi[r], y)
+        # adjoint: reversed points a -> b are layers N-b .. N-a-1, owned by the
+        # reversed owner q of b, i.e. rank P-1-q
+        own = P - 1 - (np.searchsorted(bo, b, side="right") - 1)
+        n0 = N - b
+        last = N - a if average else n0 + 1
+        for r, x, y in zip(own.tolist(), n0.tolist(), last.tolist(), strict=True):
+            lo[r], hi[r] = min(lo[r], x), max(hi[r], y)
+    return lo, hi
+
+
 def _key_to_str(key):
     """A samples key (None, a str or the bytes of a batch's indices) as plain text."""
     if key is None or isinstance(key, str):
@@ -582,28 +601,58 @@ class MGRITPropagation(Propagation):
     :class:`~mgnn.mgrit.distributed.LayerParallelObjective` (layers distributed
     over MPI ranks) and every optimizer trains layer-parallel unchanged.
 
+    The defaults are the one-shot setting that trained the layer-parallel peaks
+    example to the serial run's accuracy at the least cost measured (see the
+    README): F-cycles over as many levels as ``min_coarse`` allows, coarsening by
+    4, F-relaxation, averaged coarse weights, each solve warm-started from the
+    previous one on the same samples and starting from the FAS right-hand side
+    that solve kept, iterated until its residual is below ``rtol`` times the norm
+    of its states (at most 3 iterations). ``levels=1`` is the serial sweep, bit for
+    bit, whatever the other options.
+
     Parameters
     ----------
-    levels : int
-        MGRIT levels (1 is the serial sweep, bit for bit).
+    levels : int or None
+        MGRIT levels; ``None``: as many as ``cf`` and ``min_coarse`` allow.
     cf : int or list of int
         Coarsening factor per level (last entry repeats).
-    relax : {'FCF', 'F', 'FCFCF'}
-        Relaxation.
+    relax : {'F', 'FCF', 'FCFCF'} or list of them
+        Relaxation, per level (last entry repeats).
+    cycle : {'F', 'V'}
     fwd_iters, bwd_iters : int
-        MGRIT iterations of the forward (states) and adjoint solve; with
-        ``tol`` the maximum number.
+        MGRIT iterations of the forward (states) and adjoint solve; with ``tol``
+        or ``rtol`` the maximum number.
     tol : float, optional
-        Stop each solve when its residual norm is ``<= tol`` (default: a fixed
-        number of iterations, the one-shot setting).
-    cycle : {'V', 'F'}
-    coarse_weights : {'inject', 'average'}
-        Weights of a coarse step: those of its first fine layer, or the mean of
-        the fine layers it spans.
-    min_coarse : int
-        Minimum number of intervals of the coarsest grid.
+        Stop a solve when its residual norm is ``<= tol``.
+    rtol : float or None
+        Stop a solve when its residual norm is ``<= rtol`` times the norm of its
+        iterate at the fine C-points (the states' own scale, forward and adjoint
+        alike; one reduction of two numbers per iteration). ``None`` with
+        ``tol=None``: exactly ``fwd_iters`` / ``bwd_iters`` iterations (no
+        collective operation in the solves at all).
+    coarse_weights : {'average', 'inject'}
+        Weights of a coarse step: the mean of the fine layers it spans, or those
+        of its first layer.
+    min_coarse : int or None
+        Minimum number of intervals of the coarsest grid. ``None``: 16 with
+        ``levels=None`` (no coarse step spans more than 1/16 of the network, so a
+        cold start and the weights a rank needs from its neighbours stay modest),
+        2 with a given number of levels.
     warm_start : bool
-        Start each solve from the previous solution for the same batch size.
+        Start each solve from the previous solution on the same samples (the same
+        mini-batch, or all data): another batch's states are a worse start than
+        the cold one, which is the opened states at every layer.
+    reuse_tau : bool
+        Start a warm solve from the FAS right-hand side its predecessor kept
+        (:meth:`MGRIT.solve`'s ``keep_tau`` / ``reuse_tau``): one fine sweep less
+        per solve, the first cycle using a tau lagged by one optimization step.
+    residuals : bool or int
+        With a fixed iteration count, compute residual norms (one reduction per
+        iteration) on every evaluation (True), never (False) or every k-th.
+        Always computed with ``tol`` or ``rtol``.
+    skip : bool
+        XBraid's skip of the first down-cycle, for cold solves only (it would
+        discard a warm start).
     comm : None, Comm or mpi4py communicator
         Layer communicator; ``None`` is one process. A
         :class:`~mgnn.mgrit.distributed.LayerParallelObjective` passes its own.
@@ -611,8 +660,9 @@ class MGRITPropagation(Propagation):
         Batched relaxation (``MGRIT(..., batched=True)``): each F-sweep advances
         all intervals of a level together, one batched GEMM per offset inside
         the intervals, forward and adjoint. Same iterates as unbatched (bit for
-        bit on the CPU kernels); the point is speed where one large batched GEMM
-        beats many small ones (a GPU).
+        bit on the CPU kernels).
+    max_stats : int
+        Statistics kept (the most recent evaluations).
 
     Attributes
     ----------
@@ -622,15 +672,22 @@ class MGRITPropagation(Propagation):
 
     Notes
     -----
+    What one evaluation costs, in steps: the forward solve's F-interpolation after
+    the coarse-grid correction (one fine sweep, also stepping into the C-points so
+    that every layer record is that of the final states) and its coarse levels;
+    the adjoint solve likewise, propagating adjoints only (one GEMM per step)
+    except in its last fine sweep, where every step also writes its layer's
+    gradient. An iteration beyond the first adds a fine sweep to each solve.
+
     ``tangent`` and ``second_order_backward`` (for ``Objective.hessp``) are the
     serial sweeps of :class:`~mgnn.propagation.SerialPropagation`, linearised at
     the states of the preceding MGRIT forward solve.
 
     Work: :meth:`take_extra_work` returns the steps taken beyond a serial sweep
-    (counted from the solves' ``level_steps``, as layer GEMMs: one per forward
-    step, two per fine adjoint step with gradient, one per coarse adjoint step,
-    two with ``'average'``) in units of one value-and-gradient evaluation on all
-    data; objectives add it to their work counter.
+    as layer GEMMs (one per forward step and per adjoint step, one more per step
+    that writes a gradient, one per coarse interval for its cached record with
+    averaged weights) in units of one value-and-gradient evaluation on all data;
+    objectives add it to their work counter.
 
     Examples
     --------
@@ -639,29 +696,32 @@ class MGRITPropagation(Propagation):
     >>> from mgnn.objective import Objective
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((40, 2)); y = (X[:, 0] > 0).astype(int)
-    >>> net = ResNet(2, 4, 32, 2, T=2.0)
+    >>> net = ResNet(2, 4, 256, 2, T=2.0)
     >>> theta = net.init(rng)
-    >>> prop = MGRITPropagation(levels=2, cf=4, fwd_iters=2, bwd_iters=1)
+    >>> prop = MGRITPropagation()
     >>> prop
-    MGRITPropagation(levels=2, cf=4, relax='FCF', fwd_iters=2, bwd_iters=1, tol=None,
-                     cycle='V', coarse_weights='inject', warm_start=True, ranks=1)
+    MGRITPropagation(levels=None, cf=4, relax='F', cycle='F', fwd_iters=3, bwd_iters=3,
+                     tol=None, rtol=0.0001, coarse_weights='average', reuse_tau=True,
+                     warm_start=True, skip=False, residuals=True, ranks=1)
     >>> obj = Objective(net, X, y, propagation=prop)
     >>> g0 = Objective(net, X, y).grad(theta)      # serial sweep
     >>> for k in range(4):                          # one-shot, warm-started
     ...     g = obj.grad(theta)
-    ...     print(f"{np.linalg.norm(g - g0) / np.linalg.norm(g0):.0e}")
-    4e-02
-    4e-03
-    3e-04
-    2e-06
-    >>> prop.last_stats()["adjoint"].level_steps    # fine and coarse steps, all ranks
-    [96, 16]
+    ...     st = prop.last_stats()
+    ...     print(f"{np.linalg.norm(g - g0) / np.linalg.norm(g0):.0e}",
+    ...           st["forward"].nit, st["adjoint"].nit)
+    2e-05 2 2
+    5e-07 1 1
+    6e-09 1 1
+    1e-10 1 1
+    >>> prop.last_stats()["forward"].level_steps    # fine and coarse steps, all ranks
+    [256, 240, 64]
     """
 
-    def __init__(self, levels=2, cf=4, relax="FCF", fwd_iters=2, bwd_iters=1, tol=None,
-                 cycle="V", comm=None, coarse_weights="inject", min_coarse=2,
+    def __init__(self, levels=None, cf=4, relax="F", fwd_iters=3, bwd_iters=3, tol=None,
+                 cycle="F", comm=None, coarse_weights="average", min_coarse=None,
                  warm_start=True, max_stats=100000, batched=False, skip=False,
-                 residuals=True, reuse_tau=False, rtol=None):
+                 residuals=True, reuse_tau=True, rtol=1e-4):
         self.levels = None if levels is None else check_positive_int(levels, "levels")
         self.batched = bool(batched)
         if isinstance(cf, (list, tuple)):
@@ -686,6 +746,8 @@ class MGRITPropagation(Propagation):
         self.rtol = None if rtol is None else check_scalar(rtol, "rtol", low=0.0)
         self.cycle = check_choice(cycle, "cycle", ("V", "F"))
         self.coarse_weights = check_choice(coarse_weights, "coarse_weights", COARSE_WEIGHTS)
+        if min_coarse is None:
+            min_coarse = 16 if self.levels is None else 2
         self.min_coarse = check_positive_int(min_coarse, "min_coarse")
         self.warm_start = bool(warm_start)
         self.max_stats = check_positive_int(max_stats, "max_stats")
@@ -705,8 +767,8 @@ class MGRITPropagation(Propagation):
         pad = " " * len("MGRITPropagation(")
         return (f"MGRITPropagation(levels={self.levels}, cf={self.cf}, relax={self.relax!r}, "
                 f"cycle={self.cycle!r}, fwd_iters={self.fwd_iters}, "
-                f"bwd_iters={self.bwd_iters}, tol={self.tol}, rtol={self.rtol},\n{pad}"
-                f"coarse_weights={self.coarse_weights!r}, reuse_tau={self.reuse_tau}, "
+                f"bwd_iters={self.bwd_iters},\n{pad}tol={self.tol}, rtol={self.rtol}, "
+                f"coarse_weights={self.coarse_weights!r}, reuse_tau={self.reuse_tau},\n{pad}"
                 f"warm_start={self.warm_start}, skip={self.skip}, residuals={res}, "
                 f"ranks={self.comm.size}{', batched=True' if self.batched else ''})")
 

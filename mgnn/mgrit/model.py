@@ -59,10 +59,12 @@ from mgnn.parallel.comm import Comm
 __all__ = ["StepCosts", "PerformanceModel", "measure_step_costs", "measure_latency",
            "mgrit_level_steps", "sweep_trace"]
 
-#: Options of :class:`~mgnn.mgrit.MGRITPropagation` that shape the sweeps (with their
-#: defaults there).
-_DEFAULTS = dict(levels=None, cf=4, relax="F", fwd_iters=1, bwd_iters=1, cycle="V",
-                 min_coarse=2, reuse_tau=True, coarse_weights="average")
+#: Options of :class:`~mgnn.mgrit.MGRITPropagation` that shape the sweeps. ``fwd_iters``
+#: and ``bwd_iters`` are the iterations a solve *does* (for solves stopped by a
+#: tolerance: the number they took); ``norms``: a residual norm (one reduction) after
+#: every iteration, as with ``tol``, ``rtol`` or ``residuals``.
+_DEFAULTS = dict(levels=None, cf=4, relax="F", fwd_iters=1, bwd_iters=1, cycle="F",
+                 min_coarse=None, reuse_tau=True, coarse_weights="average", norms=False)
 
 
 @dataclass
@@ -102,6 +104,9 @@ class StepCosts:
         Bytes per second of a message.
     state_bytes : int
         Size of one state message (s * w * itemsize).
+    layer_bytes : int
+        Size of one residual layer's weights and bias (the halo of weights a rank
+        receives for coarse intervals reaching into its neighbours' layers).
     """
 
     forward: float
@@ -119,6 +124,7 @@ class StepCosts:
     latency: float = 0.0
     bandwidth: float = math.inf
     state_bytes: int = 0
+    layer_bytes: int = 0
 
     @property
     def message(self):
@@ -192,10 +198,13 @@ def _solver_class():
 def _solver(N, cfg, comm=None, offsets=None):
     from mgnn.mgrit.layer_parallel import RELAX
 
+    min_coarse = cfg["min_coarse"]
+    if min_coarse is None:  # as MGRITPropagation
+        min_coarse = 16 if cfg["levels"] is None else 2
     relax = cfg["relax"] if isinstance(cfg["relax"], (list, tuple)) else [cfg["relax"]]
     return _solver_class()(
         _stepper_class()((1,)), np.arange(N + 1, dtype=np.float64), cf=cfg["cf"],
-        max_levels=cfg["levels"], min_coarse=cfg["min_coarse"],
+        max_levels=cfg["levels"], min_coarse=min_coarse,
         cf_sweeps=[RELAX[r] for r in relax], cycle=cfg["cycle"], comm=comm, offsets=offsets,
         check_stepper=False)
 
@@ -253,13 +262,9 @@ def _layout(N, P, cfg, reverse):
     """Per rank q (in the solve's rank order), per level: the plans' (indep, dep,
     send_early) step counts, the rank's points and coarse points, and its left
     neighbour on that level (or None)."""
-    from mgnn.parallel.partition import block_offsets
+    from mgnn.mgrit.layer_parallel import point_offsets
 
-    L = block_offsets(N, P)
-    if reverse:
-        offs = np.array([0] + [N - int(L[P - q]) + 1 for q in range(1, P)] + [N + 1])
-    else:
-        offs = np.array([0] + [int(L[k]) + 1 for k in range(1, P)] + [N + 1])
+    offs = point_offsets(N, P)[1 if reverse else 0]
     ranks = []
     for q in range(P):
         s = _solver(N, cfg, comm=_LayoutComm(q, P), offsets=offs)
@@ -324,7 +329,8 @@ class PerformanceModel:
 
         Terms: ``fine forward`` / ``fine adjoint`` (steps on level 0),
         ``coarse forward`` / ``coarse adjoint`` (steps on coarser levels, records,
-        restrictions), ``messages`` (the weight halo and the loss reduction),
+        restrictions), ``messages`` (the weights a rank receives for coarse intervals
+        that reach into other ranks' layers, and the loss reduction),
         ``waiting`` (idle time until a neighbour's state arrived: the message and
         the neighbour's own work before it, e.g. the sequential coarsest solve),
         ``io`` (opening, closing layer and loss),
@@ -338,34 +344,47 @@ class PerformanceModel:
             raise ValueError(f"N={N} layers cannot be split over P={P} ranks")
         key = (N, P, tuple(sorted((k, str(v)) for k, v in cfg.items())))
         if key not in self._layouts:
+            from mgnn.mgrit.layer_parallel import halo_ranges
+
+            hier = _solver(N, cfg).hierarchy
             self._layouts[key] = (sweep_trace(N, **cfg), _layout(N, P, cfg, False)[0],
-                                  _layout(N, P, cfg, True)[0])
-        trace, fwd_ranks, bwd_ranks = self._layouts[key]
+                                  _layout(N, P, cfg, True)[0],
+                                  halo_ranges(N, P, hier, cfg["coarse_weights"] == "average"))
+        trace, fwd_ranks, bwd_ranks, halo = self._layouts[key]
         msg = c.message if P > 1 else 0.0
         terms = ("fine forward", "fine adjoint", "coarse forward", "coarse adjoint",
                  "messages", "waiting", "io", "overhead")
         acc = [dict.fromkeys(terms, 0.0) for _ in range(P)]
         clock = np.zeros(P)
-        # per evaluation: bind the weights (halo exchange, averaged coarse weights)
+        # per evaluation: bind the weights (averaged coarse weights), receive the halo
+        # of weights for coarse intervals reaching into other ranks' layers
         for r in range(P):
-            layers = len(range(*_block(N, P, r)))
-            t = layers * c.bind + c.solve * 2
+            a, b = _block(N, P, r)
+            t = (b - a) * c.bind + c.solve * 2
             acc[r]["overhead"] += t
-            clock[r] += t + (msg if P > 1 else 0.0)
-            acc[r]["messages"] += msg if P > 1 else 0.0
+            clock[r] += t
+            extra = halo[1][r] - halo[0][r] - (b - a)
+            if P > 1 and extra > 0:
+                senders = math.ceil(extra / max(N // P, 1))
+                t = senders * c.latency + extra * c.layer_bytes / c.bandwidth
+                acc[r]["messages"] += t
+                clock[r] += t
         # the opening layer on rank 0 before the forward solve
         acc[0]["io"] += c.io / 2
         clock[0] += c.io / 2
+        red = math.ceil(math.log2(P)) * c.latency if P > 1 else 0.0
+        norms = red if cfg["norms"] else 0.0
         self._solve(trace["forward"], fwd_ranks, clock, acc, "forward", msg, cfg, False)
+        clock += cfg["fwd_iters"] * norms
+        for a in acc:
+            a["messages"] += cfg["fwd_iters"] * norms
         # closing layer and loss on the last rank before the adjoint solve
         acc[P - 1]["io"] += c.io / 2
         clock[P - 1] += c.io / 2
         self._solve(trace["adjoint"], bwd_ranks, clock, acc, "adjoint", msg, cfg, True)
-        if P > 1:  # the loss to every rank
-            red = math.ceil(math.log2(P)) * c.latency
-            clock += red
-            for a in acc:
-                a["messages"] += red
+        clock += cfg["bwd_iters"] * norms + red  # residual norms, the loss to every rank
+        for a in acc:
+            a["messages"] += cfg["bwd_iters"] * norms + red
         last = int(np.argmax(clock))
         out = dict(acc[last])
         out["total"] = float(clock[last])
@@ -544,7 +563,8 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     return StepCosts(forward=cf_, forward_coarse=cfc, adjoint=ca, adjoint_grad=cag,
                      adjoint_coarse=cac, record=crec, serial_layer=serial_layer, io=io,
                      state=cstate, sweep=c_sweep, solve=c_solve, bind=c_bind, latency=lat,
-                     bandwidth=bw, state_bytes=nbytes)
+                     bandwidth=bw, state_bytes=nbytes,
+                     layer_bytes=net.block_size * np.dtype(dt).itemsize)
 
 
 def measure_latency(comm=None, nbytes=8, repeats=200):

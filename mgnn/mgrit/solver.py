@@ -85,7 +85,7 @@ from mgnn._validation import (
     check_scalar,
     per_level,
 )
-from mgnn.backend import get_namespace
+from mgnn.backend import get_namespace, to_host
 from mgnn.mgrit.hierarchy import TimeHierarchy
 from mgnn.mgrit.stepper import Stepper
 from mgnn.parallel.comm import get_comm
@@ -382,6 +382,11 @@ class MGRIT:
                 ranges.append((a, max(a, b)))
             lv.a, lv.b = ranges[comm.rank]
             lv.nloc = lv.b - lv.a
+            if lvl == 0 and not lv.coarsest:
+                # C-points (but point 0) of every rank: the rows of the residual norms
+                m = lv.m
+                self._c_counts = [len(range((-a) % m if a + (-a) % m > 0 else m, b - a, m))
+                                  if b > a else 0 for a, b in ranges]
             nonempty = [r for r in range(comm.size) if ranges[r][1] > ranges[r][0]]
             lv.left = lv.right = None
             if lv.nloc:
@@ -735,36 +740,45 @@ class MGRIT:
             if lvl > 0:
                 self._cycle(lvl, False)
 
-    def _sq_norm(self, block, views):
-        """Sum of the squared norms of the states of ``block`` (rows ``views``)."""
+    def _point_sq_norms(self, block, out):
+        """Squared norm of each state of ``block`` into ``out`` (one row per state):
+        each state's sum is computed alike on any rank."""
         if self._fast_norm:
-            # einsum, not BLAS dot: no thread start-up on a busy machine; no copy of
-            # a strided block either
+            # einsum, not BLAS: no thread start-up, no copy of a strided block
             idx = list(range(block.ndim))
-            return float(self._xp.einsum(block, idx, block, idx, []).real)
-        norm = self.stepper.norm
-        return sum(norm(r) ** 2 for r in views)
+            vals = self._xp.einsum(block, idx, block, idx, [0]).real
+            out[:] = vals if self._xp is np else to_host(vals)
+        else:
+            norm = self.stepper.norm
+            for k in range(block.shape[0]):
+                out[k] = norm(block[k]) ** 2
 
     def _residual(self):
         """Global norm of the C-point residuals of level 0 (needs S valid); with
-        ``state_rtol`` also the norm of the C-point states (``self._state_norm``), in
-        the same reduction."""
+        ``state_rtol`` also the norm of the C-point states (``self._state_norm``).
+
+        Each C-point's squared norm is computed on its rank, all of them are gathered
+        (one collective) and summed exactly rounded (``math.fsum``): the norms, and
+        so any decision taken on them, do not depend on the number of ranks."""
         lv = self.levels[0]
         tic = time.perf_counter()
-        sq = np.zeros(2)
-        if lv.R.shape[0]:
+        two = self._state_rtol is not None
+        n = lv.R.shape[0]
+        local = np.zeros((n, 2))
+        if n:
             uc = lv.U[lv.cs :: lv.m]
             self._xp.subtract(lv.S, uc, out=lv.R)
-            sq[0] = self._sq_norm(lv.R, lv.Rv)
-            if self._state_rtol is not None:
-                sq[1] = self._sq_norm(uc, uc)
-        if self._state_rtol is not None:
-            sq = self.comm.allreduce(sq, op="sum")
+            self._point_sq_norms(lv.R, local[:, 0])
+            if two:
+                self._point_sq_norms(uc, local[:, 1])
+        if self.comm.size > 1:
+            allsq = np.empty((sum(self._c_counts), 2))
+            self.comm.allgatherv(local, allsq, self._c_counts)
         else:
-            sq[0] = self.comm.allreduce(float(sq[0]), op="sum")
-        self._state_norm = math.sqrt(max(float(sq[1]), 0.0))
+            allsq = local
+        self._state_norm = math.sqrt(math.fsum(allsq[:, 1])) if two else 0.0
         self._time[0] += time.perf_counter() - tic
-        return math.sqrt(max(float(sq[0]), 0.0))
+        return math.sqrt(math.fsum(allsq[:, 0]))
 
     def _check_stepper(self, u0):
         """One probe step: the stepper must fill u_out in place and leave u_in alone."""

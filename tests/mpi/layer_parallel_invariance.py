@@ -39,7 +39,9 @@ def main(path):
     out = {"size": world.size, "cases": {}}
     cases = out["cases"]
     for levels, avg in ((1, "inject"), (2, "inject"), (3, "average")):
-        prop = MGRITPropagation(levels=levels, cf=2, min_coarse=1, coarse_weights=avg)
+        prop = MGRITPropagation(levels=levels, cf=2, min_coarse=1, coarse_weights=avg,
+                                relax="FCF", cycle="V", fwd_iters=2, bwd_iters=1, rtol=None,
+                                reuse_tau=False)
         obj = LayerParallelObjective(net, X, y, comm=world, tikhonov=1e-3, propagation=prop)
         tl = obj.scatter(theta)
         fs = []
@@ -55,10 +57,13 @@ def main(path):
         }
     # the one-shot options: kept tau, F-relaxation, averaged weights, every level; V and F
     # cycles; with the smoothness regulariser; gradient written in the last fine sweep
-    one_shot = dict(levels=None, cf=2, min_coarse=1, relax="F", fwd_iters=1, bwd_iters=1,
-                    coarse_weights="average", reuse_tau=True, residuals=False)
+    one_shot = dict(levels=None, cf=2, min_coarse=1, relax="F", cycle="V", fwd_iters=1,
+                    bwd_iters=1, rtol=None, coarse_weights="average", reuse_tau=True,
+                    residuals=False)
     for name, opts in (("one_shot_V", one_shot),
-                       ("one_shot_F", dict(one_shot, cf=[4, 2], cycle="F", residuals=2))):
+                       ("one_shot_F", dict(one_shot, cf=[4, 2], cycle="F", residuals=2)),
+                       # the defaults: iterations chosen by the residual (rtol)
+                       ("defaults", dict(min_coarse=2))):
         prop = MGRITPropagation(**opts)
         obj = LayerParallelObjective(net, X, y, comm=world, tikhonov=1e-3, smoothness=1e-2,
                                      propagation=prop)
@@ -80,7 +85,9 @@ def main(path):
     G = obj.gather(obj.grad(obj.scatter(theta)))
     cases["smooth_L1"] = {"bitwise_serial_grad": bool(np.array_equal(G, g_s))}
     for method, options in (("lbfgs", {"maxiter": 6}), ("adam", {"maxiter": 6, "lr": 1e-2})):
-        prop = MGRITPropagation(levels=2, cf=2, fwd_iters=2, bwd_iters=1)
+        prop = MGRITPropagation(levels=2, cf=2, fwd_iters=2, bwd_iters=1, relax="FCF",
+                                cycle="V", rtol=None, coarse_weights="inject",
+                                reuse_tau=False)
         obj = LayerParallelObjective(net, X, y, comm=world, tikhonov=1e-3, propagation=prop)
         res = mgnn.minimize(obj, obj.scatter(theta), method=method, options=options)
         hist = res.history
