@@ -34,9 +34,14 @@ def _choice(value, name, choices):
 def _propagation(p):
     from mgnn.mgrit import MGRITPropagation
 
-    return MGRITPropagation(levels=p["levels"], cf=p["cf"], relax=p["relax"],
-                            fwd_iters=p["fwd_iters"], bwd_iters=p["bwd_iters"],
-                            coarse_weights=p["coarse_weights"])
+    def none(v):  # TOML has no None: 0 stands for it
+        return v or None
+
+    return MGRITPropagation(levels=none(p["levels"]), cf=p["cf"], relax=p["relax"],
+                            cycle=p["cycle"], fwd_iters=p["fwd_iters"],
+                            bwd_iters=p["bwd_iters"], rtol=none(p["rtol"]),
+                            tol=none(p["tol"]), coarse_weights=p["coarse_weights"],
+                            min_coarse=none(p["min_coarse"]), reuse_tau=p["reuse_tau"])
 
 
 def build(cfg):
