@@ -21,7 +21,7 @@ For each case (N layers, width w, s samples; default the four of issue 12: 1024/
 
 Ends with the issue's targets, each marked met / missed (measured, or predicted where
 the cores are missing), and writes ``layer_parallel.json`` and a PNG of measured and
-predicted speedups. BLAS runs single-threaded (one core per rank).
+predicted speedups. BLAS and Numba run single-threaded (one core per rank).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
@@ -118,7 +119,8 @@ def run_ranks(P, cases, config, init, repeats, tmp):
 
 # ----------------------------------------------------------------------- one process
 def gradient_errors(net, X, y, theta, config):
-    """``(warm, cold)`` relative gradient errors of one-shot MGRIT against serial."""
+    """``(warm, cold, (forward, adjoint iterations))``: relative gradient errors of
+    one-shot MGRIT against serial, and the iterations of a steady-state evaluation."""
     from mgnn.mgrit import MGRITPropagation
     from mgnn.objective import Objective
 
@@ -134,7 +136,10 @@ def gradient_errors(net, X, y, theta, config):
     for _ in range(5):  # the one-shot state at theta + d
         obj.grad(theta + d)
     warm = np.linalg.norm(obj.grad(theta) - g0) / n0
-    return float(warm), float(cold)
+    for _ in range(3):  # the steady state the timed runs measure
+        obj.grad(theta)
+    st = prop.last_stats()
+    return float(warm), float(cold), (st["forward"].nit, st["adjoint"].nit)
 
 
 def parse_config(items):
@@ -193,8 +198,11 @@ def main(argv=None):
         measured[P] = run_ranks(P, cases, config, args.init, repeats, out)
 
     model_cfg = {k: v for k, v in config.items()
-                 if k in ("levels", "cf", "relax", "fwd_iters", "bwd_iters", "cycle",
-                          "min_coarse", "reuse_tau", "coarse_weights")}
+                 if k in ("levels", "cf", "relax", "cycle", "min_coarse", "reuse_tau",
+                          "coarse_weights")}
+    # a residual norm (one reduction) per iteration with a tolerance or when asked
+    model_cfg["norms"] = bool(prop.rtol is not None or prop.tol is not None
+                              or prop.residuals == 1)
     rows, detail = [], {}
     for N, w, s in cases:
         key = f"{N},{w},{s}"
@@ -202,7 +210,9 @@ def main(argv=None):
         ser = Objective(net, X, y)
         t_ser = measure(lambda: ser.value_and_grad(theta), repeats=repeats,  # noqa: B023
                         min_sample=0.2)
-        warm, cold = gradient_errors(net, X, y, theta, config)
+        warm, cold, nits = gradient_errors(net, X, y, theta, config)
+        # the model replays the iterations the steady-state solves took
+        cfg_case = dict(model_cfg, fwd_iters=nits[0], bwd_iters=nits[1])
         costs = measure_step_costs(net, s, coarse_weights=config.get("coarse_weights",
                                                                       "average"))
         lat = [m[key]["latency"] for m in measured.values() if m and m[key]["latency"]]
@@ -214,9 +224,10 @@ def main(argv=None):
             costs.latency, costs.bandwidth = 2e-6, 5e9  # typical shared-memory MPI
             msg_src = "assumed 2 us + 5 GB/s"
         model = PerformanceModel(costs)
-        pred = {P: model.mgrit_time(N, P, **model_cfg) for P in MODEL_P if P <= N}
+        pred = {P: model.mgrit_time(N, P, **cfg_case) for P in MODEL_P if P <= N}
         row = dict(case=key, N=N, w=w, s=s, serial=t_ser, serial_pred=model.serial_time(N),
-                   err_warm=warm, err_cold=cold, messages=msg_src)
+                   err_warm=warm, err_cold=cold, messages=msg_src, nit_fwd=nits[0],
+                   nit_bwd=nits[1])
         for P in MODEL_P:
             if P in pred:
                 row[f"pred{P}"] = pred[P]
@@ -225,8 +236,8 @@ def main(argv=None):
                 row[f"meas{P}"] = m[key]["time"]
                 row[f"model_err{P}"] = 100 * (pred[P] - m[key]["time"]) / m[key]["time"]
         row["costs"] = costs_as_dict(costs)
-        row["breakdown16"] = model.breakdown(N, 16, **model_cfg) if N >= 16 else None
-        row["breakdown64"] = model.breakdown(N, 64, **model_cfg) if N >= 64 else None
+        row["breakdown16"] = model.breakdown(N, 16, **cfg_case) if N >= 16 else None
+        row["breakdown64"] = model.breakdown(N, 64, **cfg_case) if N >= 64 else None
         rows.append(row)
         detail[key] = pred
 
@@ -238,7 +249,8 @@ def main(argv=None):
         if measured[P]:
             cols += [(f"meas{P}", f"P={P} ms", ms), (f"pred{P}", "model", ms),
                      (f"model_err{P}", "err", lambda v: f"{v:+.0f}%")]
-    cols += [("err_warm", "grad err warm", ".1e"), ("err_cold", "cold", ".1e")]
+    cols += [("err_warm", "grad err warm", ".1e"), ("err_cold", "cold", ".1e"),
+             ("nit_fwd", "it f", "d"), ("nit_bwd", "it b", "d")]
     print(format_table(rows, cols))
 
     print("\nspeedup over serial (measured where the cores exist, else predicted *):")

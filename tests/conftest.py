@@ -30,8 +30,8 @@ def run_under_mpi(tmp_path_factory):
     """``run(script, counts, timeout)``: run ``script OUT.json`` under ``mpiexec -n P`` for
     each P in ``counts`` and return ``{P: json_of_P["cases"]}``.
 
-    BLAS runs single-threaded in the launched processes (P ranks x 2 threads would
-    oversubscribe the cores, and a threaded GEMM may sum in another order). Skips
+    BLAS and Numba run single-threaded in the launched processes (P ranks x 2 threads
+    would oversubscribe the cores, and a threaded GEMM may sum in another order). Skips
     when mpiexec or mpi4py is missing, or when the MPI refuses that many ranks.
     """
     import json
@@ -42,7 +42,8 @@ def run_under_mpi(tmp_path_factory):
     if not _mpi_available():
         pytest.skip("mpiexec or mpi4py not available")
     tmp = tmp_path_factory.mktemp("mpi")
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="1")
 
     def run(script, counts=(1, 2, 3), timeout=90):
         out = {}

@@ -36,13 +36,13 @@ Examples
 >>> model = PerformanceModel(costs)
 >>> model.serial_time(1024)
 0.03082
->>> cfg = dict(levels=None, cf=4, fwd_iters=1, bwd_iters=1, reuse_tau=True)
+>>> cfg = dict(cf=[8, 4], fwd_iters=1, bwd_iters=1)   # F-cycles, kept tau, ...
 >>> mgrit_level_steps(1024, **cfg)
-{'forward': [1024, 704, 176, 44, 8], 'adjoint': [1024, 704, 176, 44, 8]}
+{'forward': [1024, 480, 128], 'adjoint': [1024, 480, 128]}
 >>> round(model.serial_time(1024) / model.mgrit_time(1024, P=1, **cfg), 2)
-0.53
+0.67
 >>> round(model.serial_time(1024) / model.mgrit_time(1024, P=16, **cfg), 1)
-7.3
+8.4
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ class PerformanceModel:
     >>> m = PerformanceModel(StepCosts(1e-5, 1e-5, 1e-5, 2e-5, 1e-5, serial_layer=3e-5))
     >>> b = m.breakdown(256, 4, levels=3, cf=4)
     >>> sorted(b)  # doctest: +NORMALIZE_WHITESPACE
-    ['coarse forward', 'coarse adjoint', 'fine adjoint', 'fine forward', 'io', 'messages',
+    ['coarse adjoint', 'coarse forward', 'fine adjoint', 'fine forward', 'io', 'messages',
      'overhead', 'total', 'waiting']
     >>> abs(sum(v for k, v in b.items() if k != 'total') - b['total']) < 1e-12
     True
@@ -386,7 +386,7 @@ class PerformanceModel:
         for a in acc:
             a["messages"] += cfg["bwd_iters"] * norms + red
         last = int(np.argmax(clock))
-        out = dict(acc[last])
+        out = {k: float(v) for k, v in acc[last].items()}
         out["total"] = float(clock[last])
         return out
 
