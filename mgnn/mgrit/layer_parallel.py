@@ -603,12 +603,12 @@ class MGRITPropagation(Propagation):
 
     The defaults are the one-shot setting that trained the layer-parallel peaks
     example to the serial run's accuracy at the least cost measured (see the
-    README): F-cycles over as many levels as ``min_coarse`` allows, coarsening by
-    4, F-relaxation, averaged coarse weights, each solve warm-started from the
-    previous one on the same samples and starting from the FAS right-hand side
-    that solve kept, iterated until its residual is below ``rtol`` times the norm
-    of its states (at most 3 iterations). ``levels=1`` is the serial sweep, bit for
-    bit, whatever the other options.
+    README): F-cycles over as many levels as ``min_coarse`` allows, coarsening by 8
+    and then by 4, F-relaxation, averaged coarse weights, each solve warm-started
+    from the previous one on the same samples and starting from the FAS
+    right-hand side that solve kept, iterated until its residual is below ``rtol``
+    times the norm of its states (at most 3 iterations). ``levels=1`` is the serial
+    sweep, bit for bit, whatever the other options.
 
     Parameters
     ----------
@@ -633,11 +633,8 @@ class MGRITPropagation(Propagation):
     coarse_weights : {'average', 'inject'}
         Weights of a coarse step: the mean of the fine layers it spans, or those
         of its first layer.
-    min_coarse : int or None
-        Minimum number of intervals of the coarsest grid. ``None``: 16 with
-        ``levels=None`` (no coarse step spans more than 1/16 of the network, so a
-        cold start and the weights a rank needs from its neighbours stay modest),
-        2 with a given number of levels.
+    min_coarse : int
+        Minimum number of intervals of the coarsest grid.
     warm_start : bool
         Start each solve from the previous solution on the same samples (the same
         mini-batch, or all data): another batch's states are a worse start than
@@ -700,7 +697,7 @@ class MGRITPropagation(Propagation):
     >>> theta = net.init(rng)
     >>> prop = MGRITPropagation()
     >>> prop
-    MGRITPropagation(levels=None, cf=4, relax='F', cycle='F', fwd_iters=3, bwd_iters=3,
+    MGRITPropagation(levels=None, cf=[8, 4], relax='F', cycle='F', fwd_iters=3, bwd_iters=3,
                      tol=None, rtol=0.0001, coarse_weights='average', reuse_tau=True,
                      warm_start=True, skip=False, residuals=True, ranks=1)
     >>> obj = Objective(net, X, y, propagation=prop)
@@ -715,11 +712,11 @@ class MGRITPropagation(Propagation):
     6e-09 1 1
     1e-10 1 1
     >>> prop.last_stats()["forward"].level_steps    # fine and coarse steps, all ranks
-    [256, 240, 64]
+    [256, 120, 52, 12]
     """
 
-    def __init__(self, levels=None, cf=4, relax="F", fwd_iters=3, bwd_iters=3, tol=None,
-                 cycle="F", comm=None, coarse_weights="average", min_coarse=None,
+    def __init__(self, levels=None, cf=(8, 4), relax="F", fwd_iters=3, bwd_iters=3, tol=None,
+                 cycle="F", comm=None, coarse_weights="average", min_coarse=2,
                  warm_start=True, max_stats=100000, batched=False, skip=False,
                  residuals=True, reuse_tau=True, rtol=1e-4):
         self.levels = None if levels is None else check_positive_int(levels, "levels")
@@ -746,8 +743,6 @@ class MGRITPropagation(Propagation):
         self.rtol = None if rtol is None else check_scalar(rtol, "rtol", low=0.0)
         self.cycle = check_choice(cycle, "cycle", ("V", "F"))
         self.coarse_weights = check_choice(coarse_weights, "coarse_weights", COARSE_WEIGHTS)
-        if min_coarse is None:
-            min_coarse = 16 if self.levels is None else 2
         self.min_coarse = check_positive_int(min_coarse, "min_coarse")
         self.warm_start = bool(warm_start)
         self.max_stats = check_positive_int(max_stats, "max_stats")

@@ -38,11 +38,11 @@ Examples
 0.03082
 >>> cfg = dict(cf=[8, 4], fwd_iters=1, bwd_iters=1)   # F-cycles, kept tau, ...
 >>> mgrit_level_steps(1024, **cfg)
-{'forward': [1024, 480, 128], 'adjoint': [1024, 480, 128]}
+{'forward': [1024, 480, 208, 74, 16], 'adjoint': [1024, 480, 208, 74, 16]}
 >>> round(model.serial_time(1024) / model.mgrit_time(1024, P=1, **cfg), 2)
-0.67
+0.62
 >>> round(model.serial_time(1024) / model.mgrit_time(1024, P=16, **cfg), 1)
-8.4
+8.3
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ __all__ = ["StepCosts", "PerformanceModel", "measure_step_costs", "measure_laten
 #: and ``bwd_iters`` are the iterations a solve *does* (for solves stopped by a
 #: tolerance: the number they took); ``norms``: a residual norm (one reduction) after
 #: every iteration, as with ``tol``, ``rtol`` or ``residuals``.
-_DEFAULTS = dict(levels=None, cf=4, relax="F", fwd_iters=1, bwd_iters=1, cycle="F",
-                 min_coarse=None, reuse_tau=True, coarse_weights="average", norms=False)
+_DEFAULTS = dict(levels=None, cf=[8, 4], relax="F", fwd_iters=1, bwd_iters=1, cycle="F",
+                 min_coarse=2, reuse_tau=True, coarse_weights="average", norms=False)
 
 
 @dataclass
@@ -198,13 +198,10 @@ def _solver_class():
 def _solver(N, cfg, comm=None, offsets=None):
     from mgnn.mgrit.layer_parallel import RELAX
 
-    min_coarse = cfg["min_coarse"]
-    if min_coarse is None:  # as MGRITPropagation
-        min_coarse = 16 if cfg["levels"] is None else 2
     relax = cfg["relax"] if isinstance(cfg["relax"], (list, tuple)) else [cfg["relax"]]
     return _solver_class()(
         _stepper_class()((1,)), np.arange(N + 1, dtype=np.float64), cf=cfg["cf"],
-        max_levels=cfg["levels"], min_coarse=min_coarse,
+        max_levels=cfg["levels"], min_coarse=cfg["min_coarse"],
         cf_sweeps=[RELAX[r] for r in relax], cycle=cfg["cycle"], comm=comm, offsets=offsets,
         check_stepper=False)
 

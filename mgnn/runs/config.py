@@ -14,7 +14,7 @@ and unknown sections or keys are errors, never ignored:
     process) or ``"layer_parallel"`` (``LayerParallelObjective``: layers over the
     MPI ranks, run under ``mpiexec``), with the MGRIT settings of
     :class:`~mgnn.mgrit.MGRITPropagation` (its defaults; TOML has no None, so
-    ``levels = 0``, ``min_coarse = 0``, ``rtol = 0`` and ``tol = 0`` stand for it).
+    ``levels = 0``, ``rtol = 0`` and ``tol = 0`` stand for it).
 ``[solver]``
     ``name = "minimize"``, ``"nested_iteration"``, ``"rmtr"``, ``"mgopt"``, or the
     domain-decomposition methods ``"apts"`` and ``"spqn"``.
@@ -57,9 +57,9 @@ DEFAULTS = {
     "net": {"width": 8, "depth": 16, "T": 5.0, "activation": "tanh", "dtype": "float64",
             "init": "glorot", "inner_scale": 0.0, "seed": 0},
     "objective": {"tikhonov": 1e-6, "smoothness": 0.0},
-    "propagation": {"kind": "serial", "levels": 0, "cf": 4, "relax": "F", "cycle": "F",
+    "propagation": {"kind": "serial", "levels": 0, "cf": [8, 4], "relax": "F", "cycle": "F",
                     "fwd_iters": 3, "bwd_iters": 3, "rtol": 1e-4, "tol": 0.0,
-                    "coarse_weights": "average", "min_coarse": 0, "reuse_tau": True,
+                    "coarse_weights": "average", "min_coarse": 2, "reuse_tau": True,
                     "layer_ranks": 0},
     "solver": {"name": "minimize"},
     "optimizer": {"method": "adam", "options": {}},

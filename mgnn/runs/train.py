@@ -41,7 +41,7 @@ def _propagation(p):
                             cycle=p["cycle"], fwd_iters=p["fwd_iters"],
                             bwd_iters=p["bwd_iters"], rtol=none(p["rtol"]),
                             tol=none(p["tol"]), coarse_weights=p["coarse_weights"],
-                            min_coarse=none(p["min_coarse"]), reuse_tau=p["reuse_tau"])
+                            min_coarse=p["min_coarse"], reuse_tau=p["reuse_tau"])
 
 
 def build(cfg):
