@@ -27,7 +27,6 @@ predicted speedups. BLAS and Numba run single-threaded (one core per rank).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import subprocess
@@ -41,6 +40,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+from mgnn.runs.config import parse_options  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import format_table, machine_info, measure, save_json  # noqa: E402
@@ -142,17 +143,6 @@ def gradient_errors(net, X, y, theta, config):
     return float(warm), float(cold), (st["forward"].nit, st["adjoint"].nit)
 
 
-def parse_config(items):
-    config = {}
-    for item in items or ():
-        key, _, val = item.partition("=")
-        try:
-            config[key] = ast.literal_eval(val)
-        except (ValueError, SyntaxError):
-            config[key] = val
-    return config
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -175,11 +165,10 @@ def main(argv=None):
         return None
 
     from mgnn.mgrit import MGRITPropagation
-    from mgnn.mgrit.model import PerformanceModel, StepCosts, costs_as_dict, \
-        measure_step_costs
+    from mgnn.mgrit.model import PerformanceModel, costs_as_dict, measure_step_costs
     from mgnn.objective import Objective
 
-    config = parse_config(args.set)
+    config = parse_options(args.set)
     prop = MGRITPropagation(**config)  # validates the options
     cases = QUICK_CASES if args.quick else CASES
     out = Path(args.out)

@@ -20,7 +20,6 @@ accuracy against wall time, serial and MGRIT together, in
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from mgnn.mgrit import LayerParallelObjective, MGRITPropagation
 from mgnn.nets import ResNet
 from mgnn.objective import Objective
 from mgnn.parallel import get_comm
+from mgnn.runs.config import parse_options
 
 
 def _sleep_until_all_arrive(comm):
@@ -83,17 +83,6 @@ class Recorder:
             if acc is not None and acc >= target:
                 return t
         return None
-
-
-def parse_options(items):
-    out = {}
-    for item in items or ():
-        key, _, val = item.partition("=")
-        try:
-            out[key] = ast.literal_eval(val)
-        except (ValueError, SyntaxError):
-            out[key] = val
-    return out
 
 
 def main(argv=None):

@@ -8,29 +8,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_layer_parallel import make, rel
 
 from mgnn.mgrit import MGRITPropagation
 from mgnn.mgrit.model import PerformanceModel, StepCosts, mgrit_level_steps, sweep_trace
-from mgnn.nets import ResNet
 from mgnn.objective import Objective
 
 ONE_SHOT = dict(levels=None, min_coarse=2, cf=4, relax="F", cycle="V", fwd_iters=1,
                 bwd_iters=1, rtol=None, coarse_weights="average", reuse_tau=True,
                 residuals=False)
-
-
-def make(depth=32, width=4, act="tanh", seed=0, s=30, T=3.0, scale=0.5):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((s, 2))
-    y = ((X[:, 0] > 0) + (X[:, 1] > 0.3)).astype(int)
-    net = ResNet(2, width, depth, 3, T=T, activation=act)
-    theta = net.init(rng)
-    theta[net.layer_slice(0, depth)] = scale * rng.standard_normal(net.n_residual)
-    return net, X, y, theta
-
-
-def rel(a, b):
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 @pytest.mark.parametrize("opts", [

@@ -461,8 +461,12 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     a serial evaluation for the serial cost per layer and the opening/closing/loss
     cost, and a solver's empty sweep for the fixed cost of a sweep.
     """
-    from mgnn.mgrit.layer_parallel import MGRITPropagation, ResNetAdjointStepper, \
-        ResNetStepper, _Weights
+    from mgnn.mgrit.layer_parallel import (
+        MGRITPropagation,
+        ResNetAdjointStepper,
+        ResNetStepper,
+        _Weights,
+    )
     from mgnn.mgrit.solver import _Plan
     from mgnn.objective import Objective
 

@@ -108,23 +108,50 @@ def _merge(base, new, where=()):
             base[key] = val
 
 
+def parse_value(raw):
+    """A command-line value: a Python/TOML literal, ``true``/``false``, or a bare string.
+
+    Examples
+    --------
+    >>> parse_value("[8, 4]"), parse_value("true"), parse_value("F"), parse_value("1e-4")
+    ([8, 4], True, 'F', 0.0001)
+    """
+    raw = raw.strip()
+    if raw in ("true", "false"):
+        return raw == "true"
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def parse_options(items):
+    """``["key=value", ...]`` as a dict of :func:`parse_value` values (scripts' options).
+
+    Examples
+    --------
+    >>> parse_options(["cf=[8, 4]", "relax=F"])
+    {'cf': [8, 4], 'relax': 'F'}
+    """
+    out = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"an option must read key=value, got {item!r}")
+        out[key.strip()] = parse_value(raw)
+    return out
+
+
 def parse_set(item):
     """``"section.key=value"`` as a nested dict; the value is a Python/TOML literal or a
     bare string (``true``/``false`` are booleans)."""
     if not isinstance(item, str) or "=" not in item:
         raise ValueError(f"--set needs section.key=value, got {item!r}")
     path, raw = item.split("=", 1)
-    raw = raw.strip()
     keys = [k.strip() for k in path.split(".")]
     if len(keys) < 2 or not all(keys):
         raise ValueError(f"--set needs section.key=value, got {item!r}")
-    if raw in ("true", "false"):
-        val = raw == "true"
-    else:
-        try:
-            val = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            val = raw
+    val = parse_value(raw)
     out = cur = {}
     for k in keys[:-1]:
         cur = cur.setdefault(k, {})
