@@ -202,8 +202,8 @@ def main(argv=None):
         warm, cold, nits = gradient_errors(net, X, y, theta, config)
         # the model replays the iterations the steady-state solves took
         cfg_case = dict(model_cfg, fwd_iters=nits[0], bwd_iters=nits[1])
-        costs = measure_step_costs(net, s, coarse_weights=config.get("coarse_weights",
-                                                                      "average"))
+        costs = measure_step_costs(net, s, coarse_weights=prop.coarse_weights,
+                                   interval=int(np.atleast_1d(prop.cf)[0]))
         lat = [m[key]["latency"] for m in measured.values() if m and m[key]["latency"]]
         bws = [m[key]["bandwidth"] for m in measured.values() if m and m[key]["latency"]]
         if lat:

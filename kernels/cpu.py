@@ -312,6 +312,12 @@ def adjoint_step(L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True
                              bool(skip), _partials(s, wo, wi, dt, (wo, wi)),
                              _partials(s, wo, wi, dt, (wo,)), True)
             return
+        if not want_g and L is not None and _all_c(L_next, U, W, S, D, L):
+            # adjoint of the states only (MGRIT's non-final sweeps): no wrappers
+            _F.adjoint_layer(L_next, U, W, S, dt.type(h), int(act), D, L, True,
+                             _dummy(dt, 2), _dummy(dt, 1), False, bool(skip),
+                             _dummy(dt, 3), _dummy(dt, 2), True)
+            return
         Do = _Out(D)
         Lo = _Out(L) if L is not None else None
         gWo = _Out(gW if gW is not None else np.empty((wo, wi), dt)) if want_g else None
@@ -508,6 +514,56 @@ def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0=0, n1=None):
     n1 = P.size // (U.shape[2] ** 2 + U.shape[2]) if n1 is None else n1
     _check_sweep(U, P, n0, n1)
     return int(_F.adjoint_sweep_k(L, int(cur), U, P, S, U.dtype.type(h), int(act), D, G, n0, n1))
+
+
+def adjoint_chain(L, U, P, S, h, act, D, G=None):
+    """Adjoint steps through the ``n`` layers of a stack, keeping every adjoint.
+
+    ``L`` (n+1, s, w): ``L[0]`` holds the adjoint of ``U[n]``; ``L[k]`` receives
+    that of ``U[n-k]``. ``U`` and ``S`` hold (at least) the n layers' input
+    states and records, ``P`` their parameter blocks ``[W_q, b_q]`` and ``G``
+    (same layout as ``P``, or None for no gradient) receives their gradient
+    blocks. The stepping of MGRIT's adjoint F-intervals; bit-identical to
+    :func:`adjoint_step` layer by layer (for any thread count).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> n, s, w = 3, 5, 4
+    >>> P = rng.standard_normal(n * (w * w + w))
+    >>> U = np.empty((n + 1, s, w)); U[0] = rng.standard_normal((s, w))
+    >>> S = np.empty((n, s, w)); act = ACTIVATIONS["tanh"]
+    >>> forward_sweep(U, P, 0.1, act, S)
+    >>> L = np.empty((n + 1, s, w)); L[0] = rng.standard_normal((s, w))
+    >>> adjoint_chain(L, U, P, S, 0.1, act, np.empty((s, w)))
+    >>> lam, D = L[0].copy(), np.empty((s, w))
+    >>> for q in range(n - 1, -1, -1):
+    ...     blk = P[q * 20:(q + 1) * 20]
+    ...     out = np.empty((s, w))
+    ...     adjoint_step(lam, U[q], blk[:16].reshape(4, 4), S[q], 0.1, act, D, L=out)
+    ...     lam = out
+    >>> bool(np.array_equal(lam, L[n]))
+    True
+    """
+    n = L.shape[0] - 1
+    if L.ndim != 3 or not L.flags.c_contiguous:
+        raise ValueError(f"L must be a C-contiguous (n+1, s, w) stack, got shape {L.shape}")
+    s, w = L.shape[1], L.shape[2]
+    for name, a in (("U", U), ("S", S)):
+        if a.ndim != 3 or not a.flags.c_contiguous or a.shape[0] < n or a.shape[1:] != (s, w):
+            raise ValueError(f"{name} must be a C-contiguous stack of at least {n} "
+                             f"({s}, {w}) arrays, got shape {a.shape}")
+    if P.ndim != 1 or not P.flags.c_contiguous or P.size != n * (w * w + w):
+        raise ValueError(f"P must be {n} contiguous blocks of w^2 + w = {w * w + w}, "
+                         f"got shape {P.shape}")
+    want_g = G is not None
+    if want_g and (G.shape != P.shape or not G.flags.c_contiguous):
+        raise ValueError(f"G must be a contiguous array like P {P.shape}, got {G.shape}")
+    dt = U.dtype
+    _F.adjoint_chain_k(L, U, P, S, dt.type(h), int(act), D, G if want_g else _dummy(dt, 1),
+                       want_g, _partials(s, w, w, dt, (w, w)) if want_g else _dummy(dt, 3),
+                       _partials(s, w, w, dt, (w,)) if want_g else _dummy(dt, 2))
 
 
 def tangent_sweep(U, dU, P, dP, S, h, act, dZ, n0=0, n1=None):

@@ -534,6 +534,31 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
     return cur
 
 
+@njit(cache=True, error_model="numpy")
+def adjoint_chain(L, U, P, S, h, act, D, G, want_g, Pg, Pb):
+    """Adjoint steps through layers n-1 .. 0 of the stack keeping every adjoint.
+
+    ``L`` (n+1, s, w): ``L[0]`` holds the adjoint of ``U[n]`` and ``L[k]`` receives
+    that of ``U[n-k]``; ``U``, ``S`` (>= n, s, w) and ``P``, ``G`` (n (w^2 + w),)
+    are the states, records, parameters and gradient blocks of those n layers
+    (gradient written only with ``want_g``). Each layer is one call of the single
+    adjoint step's layer code: bit-identical to stepping layer by layer.
+    """
+    n = L.shape[0] - 1
+    w = U.shape[2]
+    gd = np.empty((1, 1), U.dtype)
+    bd = np.empty(1, U.dtype)
+    for k in range(n):
+        q = n - 1 - k
+        W, _ = _layer(P, q, w)
+        if want_g:
+            gW, gb = _layer(G, q, w)
+        else:
+            gW, gb = gd, bd
+        _adjoint_layer(L[k], U[q], W, S[q], h, act, D, L[k + 1], True, gW, gb, want_g, True,
+                       Pg, Pb, False)
+
+
 # ----------------------------------------------------------------------------
 # k layers at once on stacks given as flat arrays + element offsets of each slice
 # ----------------------------------------------------------------------------
@@ -607,6 +632,7 @@ tangent_layer = _tangent_layer
 soadjoint_layer = _soadjoint_layer
 forward_sweep_k = forward_sweep
 adjoint_sweep_k = adjoint_sweep
+adjoint_chain_k = adjoint_chain
 tangent_sweep_k = tangent_sweep
 soadjoint_sweep_k = soadjoint_sweep
 forward_batch_k = forward_batch

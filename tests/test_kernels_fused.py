@@ -191,6 +191,7 @@ def test_sweeps_equal_steps_bit_for_bit(N, s, w, dtype, act, seed):
     L = np.empty((2, s, w), dtype)
     L[0] = rng.standard_normal((s, w))
     lam = L[0].copy()
+    lam0 = lam.copy()
     G = np.empty_like(P)
     cur = K.adjoint_sweep(L, 0, U, P, S, h, a, np.empty((s, w), dtype), G)
     D, Lo = np.empty((2, s, w), dtype)
@@ -202,6 +203,22 @@ def test_sweeps_equal_steps_bit_for_bit(N, s, w, dtype, act, seed):
         np.testing.assert_array_equal(gbs, gb)
         lam = Lo.copy()
     np.testing.assert_array_equal(L[cur], lam)
+    # the chain keeps every adjoint; with and without the gradient
+    C = np.empty((N + 1, s, w), dtype)
+    C[0] = lam0
+    G2 = np.empty_like(P)
+    K.adjoint_chain(C, U, P, S, h, a, np.empty((s, w), dtype), G2)
+    np.testing.assert_array_equal(G2, G)
+    np.testing.assert_array_equal(C[N], lam)
+    C2 = np.empty_like(C)
+    C2[0] = lam0
+    K.adjoint_chain(C2, U, P, S, h, a, np.empty((s, w), dtype))
+    np.testing.assert_array_equal(C2, C)
+    lam = C[0].copy()
+    for n in range(N - 1, -1, -1):
+        K.adjoint_step(lam, U[n], layer(P, n, w)[0], S[n], h, a, D, L=Lo)
+        np.testing.assert_array_equal(C[N - n], Lo)
+        lam = Lo.copy()
     # tangent and second-order adjoint
     dU = np.empty_like(U)
     dU[0] = rng.standard_normal((s, w))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from test_layer_parallel import make, rel
 
 from mgnn.mgrit import MGRITPropagation
+from mgnn.mgrit.layer_parallel import ResNetAdjointStepper, ResNetStepper
 from mgnn.mgrit.model import PerformanceModel, StepCosts, mgrit_level_steps, sweep_trace
 from mgnn.objective import Objective
 
@@ -208,3 +209,23 @@ def test_model_breakdown_adds_up_and_scales():
         model.mgrit_time(8, 16, **cfg)
     with pytest.raises(TypeError, match="unknown MGRIT option"):
         model.mgrit_time(64, 2, tol=1e-3)
+
+
+@pytest.mark.parametrize("width", [4, 16])
+def test_whole_interval_kernels_equal_single_steps(width, monkeypatch):
+    """Level-0 F-intervals through one kernel call (forward sweep, adjoint chain with the
+    gradient in the final sweep) give the single steps' values and gradients bit for bit,
+    over warm-started evaluations."""
+    net, X, y, theta = make(depth=64, width=width)
+    thetas = [theta, theta * (1 + 1e-3), theta]
+
+    def run():
+        obj = Objective(net, X, y, propagation=MGRITPropagation())
+        return [obj.value_and_grad(t) for t in thetas]
+
+    chained = run()
+    monkeypatch.setattr(ResNetStepper, "sweep", None)
+    monkeypatch.setattr(ResNetAdjointStepper, "sweep", None)
+    for (f1, g1), (f2, g2) in zip(chained, run(), strict=True):
+        assert f1 == f2
+        np.testing.assert_array_equal(g1, g2)

@@ -186,3 +186,34 @@ def test_steps_of_all_ranks_follow_the_hierarchy(n, cf, levels, iters, nu, keep)
         return  # grid too short for the levels
     res = s.solve(np.ones(1), max_iter=iters, residuals=False, keep_tau=keep)
     assert res.level_steps_all == res.level_steps
+
+
+class Chained(Dahlquist):
+    """Dahlquist stepper with a whole-interval ``sweep`` (step by step, recording runs)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.runs = []
+
+    def sweep(self, U, t, level, index):
+        assert level == 0 and U.shape[0] >= 3
+        self.runs.append((index, U.shape[0] - 1))
+        for q in range(U.shape[0] - 1):
+            self.step(U[q], U[q + 1], t[q], t[q + 1], level, index + q)
+
+
+@pytest.mark.parametrize("relax,cycle,levels", [("F", "V", 3), ("FCF", "F", 2), ("F", "F", 1)])
+def test_whole_interval_sweeps_equal_the_steps(relax, cycle, levels):
+    """A stepper's ``sweep`` takes the runs of consecutive fine F-steps (two or more,
+    never a C-point step or a coarse one); the iterates equal those of single steps."""
+    opts = dict(cf=4, max_levels=levels, cf_sweeps=1 if relax == "FCF" else 0, cycle=cycle)
+    ref = MGRIT(Dahlquist(lam=-1.0), T, **opts).solve(np.ones(1), max_iter=3, tol=0.0)
+    st = Chained(lam=-1.0)
+    res = MGRIT(st, T, **opts).solve(np.ones(1), max_iter=3, tol=0.0)
+    np.testing.assert_array_equal(res.u, ref.u)
+    assert st.runs
+    for index, n in st.runs:
+        if levels > 1:  # runs stay inside an F-interval: no C-point is stepped into
+            assert index // 4 == (index + n - 1) // 4 and (index + n) % 4 != 0
+        else:  # one level: the sequential solve is one run
+            assert (index, n) == (0, len(T) - 1)

@@ -70,7 +70,7 @@ class _Weights:
     """
 
     def __init__(self, spans=()):
-        self.W = self.b = None
+        self.W = self.b = self.flat = None
         self.lo = 0
         self.spans = frozenset(int(x) for x in spans)
         self.blocks = {}  # (phase, span) -> (first window start, W means, b means)
@@ -78,8 +78,12 @@ class _Weights:
         self.stacks = {}  # stacked single means for batched steps: buffers kept
         self.fresh = set()  # keys of ``stacks`` computed from the bound weights
 
-    def bind(self, W, b, lo):
+    def bind(self, W, b, lo, flat=None):
+        """Bind layers ``lo ..``: ``W`` (k, w, w), ``b`` (k, w) views and, where the
+        layers' blocks ``[W_n, b_n]`` are one contiguous array, that array ``flat``
+        (1-D; enables whole-interval sweeps, see :meth:`flat_range`)."""
         self.W, self.b, self.lo = W, b, lo
+        self.flat = flat if flat is not None and flat.flags.c_contiguous else None
         self.blocks.clear()
         self.single.clear()
         self.fresh.clear()
@@ -98,6 +102,15 @@ class _Weights:
     def layer(self, n):
         k = n - self.lo
         return self.W[k], self.b[k]
+
+    def flat_range(self, n0, k):
+        """The contiguous blocks of layers ``n0 .. n0+k-1`` (a view), or None when the
+        bound weights have no flat form."""
+        if self.flat is None:
+            return None
+        bs = self.flat.size // self.W.shape[0]
+        a = (n0 - self.lo) * bs
+        return self.flat[a:a + k * bs]
 
     def _block(self, n0, span):
         key = (n0 % span, span)
@@ -211,6 +224,11 @@ class _ResNetStepperBase(Stepper):
         self.rec = xp.empty((s, net.width), net.dtype)
         self.scratch = _BatchScratch(xp, s, net.width, net.dtype)
         self.xp = xp
+        # whole F-intervals in one kernel call on level 0 (see ``sweep``): where the
+        # kernel module has the fused whole-sweep kernels for this width
+        uses = getattr(self.k, "uses_fused", None)
+        self.chains = bool(uses is not None and hasattr(self.k, "adjoint_chain")
+                           and uses(net.width, net.width, np.dtype(net.dtype)))
 
     def new_vector(self, level=0):
         """A new state in the stepper's array namespace (NumPy or CuPy)."""
@@ -277,6 +295,21 @@ class ResNetStepper(_ResNetStepperBase):
         span = int(round(t1 - t0))
         W, b = self.weights.average(index, span) if self.average else self.weights.layer(index)
         self.k.forward_step(u_in, W, b, self.h * span, self.act, self.rec, u_out)
+
+    def sweep(self, U, t, level, index):
+        """``n = len(U) - 1`` consecutive fine steps ``U[q] -> U[q+1]`` through layers
+        ``index + q`` (MGRIT's level-0 F-intervals): one call of
+        :func:`mgnn.kernels.cpu.forward_sweep` where the fused kernels serve the
+        width and the blocks are contiguous, else ``n`` calls of :meth:`step`.
+        Bit-identical to the steps either way."""
+        n = U.shape[0] - 1
+        P = self.weights.flat_range(index, n) if self.chains else None
+        if P is not None and U.flags.c_contiguous:
+            a = index - self.s_lo
+            self.k.forward_sweep(U, P, self.h, self.act, self.S[a:a + n], 0, n)
+            return
+        for q in range(n):
+            self.step(U[q], U[q + 1], t[q], t[q + 1], level, index + q)
 
     def step_batch(self, u_in, u_out, t0, t1, level, index):
         k = len(index)
@@ -378,6 +411,29 @@ class ResNetAdjointStepper(_ResNetStepperBase):
             W, _ = self.weights.layer(n0)
             k.adjoint_step(u_in, u, W, self.S[n0 - self.s_lo], self.h * span, self.act,
                            self.D, L=u_out)
+
+    def sweep(self, Lam, t, level, index):
+        """``n = len(Lam) - 1`` consecutive fine adjoint steps ``Lam[q] -> Lam[q+1]``
+        (reversed indices ``index + q``, layers ``N-1-index`` down to ``N-index-n``),
+        with the gradient blocks when in the final sweep: one call of
+        :func:`mgnn.kernels.cpu.adjoint_chain` where the fused kernels serve the width
+        and the blocks are contiguous, else ``n`` calls of :meth:`step`.
+        Bit-identical to the steps either way."""
+        n = Lam.shape[0] - 1
+        lo = self.N - index - n  # lowest layer of the interval
+        P = self.weights.flat_range(lo, n) if self.chains else None
+        G = None
+        if P is not None and self.grad:
+            G = self.G[lo - self.g_lo:lo - self.g_lo + n]
+            G = G.reshape(-1) if G.flags.c_contiguous else None
+            P = P if G is not None else None
+        if P is not None and Lam.flags.c_contiguous:
+            self.k.adjoint_chain(Lam, self.U[lo - self.u_lo:], P,
+                                 self.S[lo - self.s_lo:lo - self.s_lo + n], self.h, self.act,
+                                 self.D, G)
+            return
+        for q in range(n):
+            self.step(Lam[q], Lam[q + 1], t[q], t[q + 1], level, index + q)
 
     def step_batch(self, u_in, u_out, t0, t1, level, index):
         nb = len(index)
@@ -529,7 +585,8 @@ class _Engine:
             if a < b:
                 reqs.append(comm.Irecv(H[a - lo:b - lo], q, 7000))
         comm.waitall(reqs)
-        self.weights.bind(H[:, :w * w].reshape(-1, w, w), H[:, w * w:], lo)
+        self.weights.bind(H[:, :w * w].reshape(-1, w, w), H[:, w * w:], lo,
+                          H.reshape(-1) if H.flags.c_contiguous else None)
 
     def broadcast(self, x, root):
         """``x`` of rank ``root`` on every rank of the layer communicator (exact)."""
@@ -963,7 +1020,7 @@ class MGRITPropagation(Propagation):
         eng = self._engine(net, ws.s, ws.xp)
         eng.key = getattr(ws, "key", None)
         p = net.unpack(theta)
-        eng.weights.bind(p.W, p.b, 0)
+        eng.weights.bind(p.W, p.b, 0, p.residual)
         eng.fstep.S, eng.fstep.s_lo = ws.S, 0
         res, st = self._solve(eng, "forward", ws.U[0])
         # the workspace's states become the solver's storage (no copy; the solver
@@ -976,7 +1033,7 @@ class MGRITPropagation(Propagation):
         eng = self._engine(net, ws.s, ws.xp)
         p = net.unpack(theta)
         if not eng.weights.same(p.W, 0):  # else: bound by this evaluation's forward
-            eng.weights.bind(p.W, p.b, 0)
+            eng.weights.bind(p.W, p.b, 0, p.residual)
         b = eng.bstep
         b.U, b.S, b.G = ws.U, ws.S, grad_blocks
         b.u_lo = b.s_lo = b.g_lo = 0

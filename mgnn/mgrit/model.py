@@ -454,12 +454,16 @@ def _median_time(fn, repeats, inner):
     return float(np.median(ts))
 
 
-def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="average"):
+def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="average",
+                       interval=8):
     """Time the layer steps of ``net`` on ``s`` samples (medians, seconds).
 
     Uses the MGRIT steppers themselves (so their Python call overhead is included),
     a serial evaluation for the serial cost per layer and the opening/closing/loss
-    cost, and a solver's empty sweep for the fixed cost of a sweep.
+    cost, and a solver's empty sweep for the fixed cost of a sweep. Fine steps are
+    timed as the solver takes them on level 0: F-intervals of ``interval - 1``
+    steps in one ``sweep`` call (the whole-interval kernels, where the width has
+    them), then the single step into the C-point.
     """
     from mgnn.mgrit.layer_parallel import (
         MGRITPropagation,
@@ -476,7 +480,7 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     p = net.unpack(theta)
     avg = coarse_weights == "average"
     W = _Weights(spans=(4,))
-    W.bind(p.W, p.b, 0)
+    W.bind(p.W, p.b, 0, p.residual)
     w = net.width
     fs = ResNetStepper(net, s, W, avg)
     bs = ResNetAdjointStepper(net, s, W, avg)
@@ -487,16 +491,24 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     fs.S = S
     bs.U, bs.S, bs.G = U, S, G
     L = rng.standard_normal((N + 1, s, w)).astype(dt)
-    L2 = np.empty_like(L)
-    U2 = np.empty_like(U)
+    U2 = U.copy()
+    L2 = L.copy()
+    tt = [float(n) for n in range(N + 1)]
+    m = max(int(interval), 2)
     g = np.zeros((s, w), dt)
     span = 4 if N >= 8 else 1
     nc = max((N - span) // span, 1)
     fs.step(U[0], U2[1], 0.0, 1.0, 0, 0)  # warm up the kernels
+    if N >= 2:
+        fs.sweep(U2[:3], tt[:3], 0, 0)
+        bs.sweep(L2[:3], tt[:3], 0, 0)
 
     def fwd():
-        for n in range(N):
-            fs.step(U[n], U2[n + 1], n, n + 1.0, 0, n)
+        for i in range(0, N, m):
+            n = min(m - 1, N - i)
+            fs.sweep(U2[i:i + n + 1], tt[i:i + n + 1], 0, i)
+            if i + n < N:
+                fs.step(U2[i + n], U2[i + n + 1], i + n, i + n + 1.0, 0, i + n)
 
     def fwd_c():
         for j in range(nc):
@@ -506,8 +518,11 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
 
     def adj(grad):
         bs.final_sweep(grad)
-        for j in range(N):
-            bs.step(L[j], L2[j + 1], j, j + 1.0, 0, j)
+        for i in range(0, N, m):
+            n = min(m - 1, N - i)
+            bs.sweep(L2[i:i + n + 1], tt[i:i + n + 1], 0, i)
+            if i + n < N:
+                bs.step(L2[i + n], L2[i + n + 1], i + n, i + n + 1.0, 0, i + n)
         bs.final_sweep(False)
 
     def adj_c():
@@ -552,7 +567,7 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     c_bind = 0.0
     if avg:
         def bind():
-            eng.weights.bind(p.W, p.b, 0)
+            eng.weights.bind(p.W, p.b, 0, p.residual)
             for spn in eng.weights.spans:
                 eng.weights.average(0, spn)
         c_bind = _median_time(bind, repeats, 20) / N

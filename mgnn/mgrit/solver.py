@@ -35,6 +35,10 @@ Implementation notes
   any may be the last; the sequential sweep with one level) and that sweep then
   takes every fine step. A ResNet's adjoint stepper writes the parameter
   gradient in it, its forward stepper the layer records of the final states.
+* Whole intervals: a stepper may define ``sweep(U, t, level, index)``; the
+  unbatched solver then hands each run of two or more level-0 steps from point
+  to point (an F-interval, the one-level solve) to one call of it (see
+  :mod:`mgnn.mgrit.stepper`).
 * Kept right-hand side (one-shot): ``solve(..., keep_tau=True)`` ends by
   restricting the final iterate to level 1 and keeping the FAS right-hand side
   ``tau = S - Phi_1(v)``; the next ``solve(..., reuse_tau=True)`` starts its first
@@ -53,7 +57,8 @@ Implementation notes
   neighbour and sweep, posted before the steps that do not need it and sent as
   soon as it is final. On level 0 the received ghost sits in the row before the
   rank's own states (``u_with_ghost``). Iterates do not depend on the number of
-  ranks; residual norms differ only in the order of the final sum. The step
+  ranks, nor do residual norms (the squares of the C-point residuals are
+  gathered and summed exactly, in point order, on every rank). The step
   counts of all ranks (``level_steps_all``) follow from the hierarchy, without
   communication; a fixed iteration count without residual norms has no
   collective operation at all.
@@ -177,7 +182,7 @@ class MGRITResult:
 class _Plan:
     """Precomputed steps of one sweep: independent ones, then ghost-dependent ones."""
 
-    __slots__ = ("indep", "dep", "send_early", "add_g", "n_steps", "n_global", "waves")
+    __slots__ = ("indep", "dep", "send_early", "add_g", "n_steps", "n_global", "waves", "ops")
 
     def __init__(self, indep, dep, send_early, add_g):
         self.indep = indep
@@ -187,6 +192,7 @@ class _Plan:
         self.n_steps = len(indep) + len(dep)
         self.n_global = 0  # steps of this sweep on all ranks together (set by MGRIT._setup)
         self.waves = None  # batched form of ``indep`` (see MGRIT._make_waves)
+        self.ops = None  # (indep, dep) as calls with whole-interval sweeps (MGRIT._ops)
 
 
 class _Level:
@@ -340,6 +346,9 @@ class MGRIT:
         ) else False
         self._checked = not check_stepper
         self._wants_final = callable(getattr(stepper, "final_sweep", None))
+        # whole level-0 F-intervals in one call where the stepper can (not batched:
+        # waves group the same steps across intervals instead)
+        self._sweeps = callable(getattr(stepper, "sweep", None)) and not batched
         self._state_rtol, self._state_norm = None, 0.0
         self.tau_ready = False
         self._setup()
@@ -489,6 +498,7 @@ class MGRIT:
         tl, Uv = lv.tl, lv.Uv
         m = lv.m
         entries = []
+        chain = []  # per entry: whether it steps Uv[k-1] (or the ghost) into Uv[k]
         first_c = None  # local index of the first point whose input is local
         for i in range(max(a, 1), b):
             k = i - a
@@ -500,6 +510,7 @@ class MGRIT:
                     first_c = k
                 if is_c and kind == "Fi":
                     entries.append(None)  # placeholder: keeps the ghost split below
+                    chain.append(False)
                     continue
             elif kind == "solve":
                 uo = Uv[k]
@@ -507,22 +518,58 @@ class MGRIT:
                 uo = lv.Gv[k]
             g = lv.Gv[k] if (lv.G is not None and kind != "stepC") else None
             entries.append((ui, uo, tl[i - 1], tl[i], (i - 1) * s, g))
+            chain.append(g is None and uo is Uv[k])
         add_g = lv.G is not None and kind != "stepC"
         if a == 0:
             # point 0 is local and fixed: nothing depends on a ghost
-            return _Plan([e for e in entries if e is not None], [], True, add_g)
-        if kind in ("F", "Fi"):
-            if first_c is None:
-                indep, dep, early = [], entries, False
+            split = len(entries)
+            indep, dep, early = entries, [], True
+        elif kind in ("F", "Fi"):
+            if first_c is None:  # every local point waits for the ghost
+                split, early = len(entries), False
             else:
                 # points a..first_c depend on the ghost, the rest do not
-                dep, indep, early = entries[: first_c + 1], entries[first_c + 1 :], True
+                split, early = first_c + 1, True
         elif kind == "solve":
-            indep, dep, early = [], entries, False
+            split, early = len(entries), False
         else:
-            indep, dep, early = entries[1:], entries[:1], True
-        return _Plan([e for e in indep if e is not None], [e for e in dep if e is not None],
+            split, early = 1, True
+        if a != 0:  # entries[:split] wait for the ghost
+            dep, indep = entries[:split], entries[split:]
+        plan = _Plan([e for e in indep if e is not None], [e for e in dep if e is not None],
                      early, add_g)
+        if lv.lvl == 0 and self._sweeps and lv.block is not None:
+            k0 = max(a, 1) - a  # local index of entries[0]
+            if a == 0:
+                plan.ops = (self._ops(lv, k0, entries, chain), [])
+            else:
+                plan.ops = (self._ops(lv, k0 + split, entries[split:], chain[split:]),
+                            self._ops(lv, k0, entries[:split], chain[:split]))
+        return plan
+
+    def _ops(self, lv, k0, entries, chain):
+        """Calls doing the steps ``entries`` (local indices ``k0, k0+1, ...``) on level 0:
+        runs of two or more steps from point to point become one ``stepper.sweep`` over
+        a view of the block (ghost row, then the rank's points)."""
+        step, sweep = self.stepper.step, self.stepper.sweep
+        ops, q, n = [], 0, len(entries)
+        while q < n:
+            if entries[q] is None:
+                q += 1
+                continue
+            r = q
+            while r + 1 < n and chain[q] and chain[r + 1]:
+                r += 1
+            if r > q:
+                # points k0+q .. k0+r from point k0+q-1 (block rows k0+q .. k0+r+1)
+                ka, kb = k0 + q, k0 + r
+                t = lv.tl[lv.a + ka - 1:lv.a + kb + 1]
+                ops.append((sweep, (lv.block[ka:kb + 2], t, 0, entries[q][4])))
+            else:
+                ui, uo, t0, t1, idx, _ = entries[q]
+                ops.append((step, (ui, uo, t0, t1, 0, idx)))
+            q = r + 1
+        return ops
 
     def _make_waves(self, lv, kind, plan):
         """Batched form of ``plan.indep``: a list of waves ``(u_in, u_out, g, t0, t1,
@@ -598,13 +645,20 @@ class MGRIT:
                 step_batch(ui, uo, t0, t1, lv.lvl, idx)
                 if g is not None:
                     add(uo, g, out=uo)
+        elif plan.ops is not None:
+            for fn, args in plan.ops[0]:
+                fn(*args)
         else:
             self._run(lv, plan.indep, plan.add_g)
         if plan.send_early and lv.right is not None:
             sreq = comm.Isend(lv.Uv[-1], lv.right, lv.lvl)
         if rreq is not None:
             rreq.Wait()
-        self._run(lv, plan.dep, plan.add_g)
+        if plan.ops is not None:
+            for fn, args in plan.ops[1]:
+                fn(*args)
+        else:
+            self._run(lv, plan.dep, plan.add_g)
         if not plan.send_early and lv.right is not None:
             sreq = comm.Isend(lv.Uv[-1], lv.right, lv.lvl)
         if sreq is not None:

@@ -34,6 +34,20 @@ index[q])``. ``MGRIT(..., batched=True)`` then advances all intervals of a level
 together (one call per offset inside the intervals), e.g. as batched GEMMs on a
 GPU. The solver checks it against :meth:`Stepper.step` on its first solve.
 
+Whole-interval sweeps (optional)
+--------------------------------
+A stepper may implement ::
+
+    sweep(U, t, level, index)
+
+which takes ``n = len(U) - 1`` consecutive steps ``U[q] -> U[q+1]`` with times
+``t[q], t[q+1]`` and indices ``index + q``; ``U`` is a contiguous view of the
+solver's level-0 block. The unbatched solver hands every run of two or more
+level-0 steps from point to point (the F-points of an interval, the sequential
+solve of one level) to it, so a stepper can take an F-interval in one kernel
+call (the ResNet steppers call the fused whole-sweep kernels). The result must
+equal the single steps bit for bit.
+
 Final sweep (optional)
 ----------------------
 A stepper may implement ``final_sweep(active)``: MGRIT calls it with ``True``
