@@ -1,0 +1,1 @@
+"""Physics-informed training (PINNs) on mgnn's ResNet."""
