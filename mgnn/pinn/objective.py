@@ -49,6 +49,7 @@ from collections import OrderedDict
 import numpy as np
 
 from mgnn._validation import check_array, check_choice, check_scalar
+from mgnn.backend import get_namespace, to_numpy
 from mgnn.objective import Objective
 from mgnn.pinn.operators import derivative, dirichlet, make_pde
 from mgnn.pinn.streams import (
@@ -155,21 +156,26 @@ class _Term:
     """One residual term on its points: operator, data, stream layout, input stack,
     transform coefficients and the per-point weight c = w_t / n_t."""
 
-    def __init__(self, name, op, X, f, weight, c, embedding, transform):
-        self.name, self.op, self.X, self.f = name, op, X, f
+    def __init__(self, name, op, X, f, weight, c, embedding, transform, xp=np):
+        # X (host) for subsets; Vin, f and the transform coefficients live in xp
+        self.name, self.op, self.X = name, op, X
         self.weight, self.c = weight, c
         self.layout = op.layout()
         self.n = X.shape[0]
-        self.Vin = embedding.stack(X, self.layout)
-        self.coef = None if transform is None else transform.coefficients(X, self.layout)
+        self.f = xp.asarray(f)
+        self.Vin = xp.asarray(embedding.stack(X, self.layout))
+        self.coef = None if transform is None else tuple(
+            xp.asarray(a) for a in transform.coefficients(X, self.layout))
 
     def take(self, idx):
         """A term on the subset ``idx`` of the points (same per-point weight)."""
         t = _Term.__new__(_Term)
         t.__dict__.update(self.__dict__)
-        t.X, t.f, t.n = self.X[idx], self.f[idx], len(idx)
-        t.Vin = np.ascontiguousarray(self.Vin[:, idx])
-        t.coef = None if self.coef is None else tuple(np.ascontiguousarray(a[:, idx])
+        xp = get_namespace(self.Vin)
+        di = xp.asarray(idx)
+        t.X, t.f, t.n = self.X[idx], self.f[di], len(idx)
+        t.Vin = xp.ascontiguousarray(self.Vin[:, di])
+        t.coef = None if self.coef is None else tuple(xp.ascontiguousarray(a[:, di])
                                                      for a in self.coef)
         return t
 
@@ -224,12 +230,12 @@ class PINNObjective(Objective):
     ...                     conditions=[bc], pde_params={"n_dims": 1})
     >>> obj                                                # doctest: +NORMALIZE_WHITESPACE
     PINNObjective(ResNet(n_in=1, width=8, depth=4, n_out=1, T=1.0, h=0.25,
-                  activation='tanh', n_params=329, dtype=float64),
+                  activation='tanh', n_params=313, dtype=float64),
       pde: -u_xx = f, hessian='exact', tikhonov=0, smoothness=0, propagation=SerialStreams()
       term      points  streams  weight  kind
       interior      31        3       1  -u_xx = f
       ends           2        1       1  u = g
-      work per value-and-gradient on all points: 2.94 plain gradients)
+      work per value-and-gradient on all points: 2.88 plain gradients)
     >>> theta = net.init(0)
     >>> f, g = obj.value_and_grad(theta)
     >>> Hg = obj.hessp(theta, g)
@@ -247,7 +253,8 @@ class PINNObjective(Objective):
         self.net = net
         self.pde = make_pde(pde, **(pde_params or {}))
         d = self.pde.n_dims
-        X = check_array(interior, "interior", shape=(None, d))
+        xp = get_namespace(interior)
+        X = to_numpy(check_array(interior, "interior", shape=(None, d), xp=xp))
         if X.shape[0] == 0:
             raise ValueError("interior must hold at least one point")
         dt = net.dtype
@@ -282,7 +289,7 @@ class PINNObjective(Objective):
         coords = self.pde.coords
         X = np.ascontiguousarray(X, dtype=dt)
         terms = [_Term("interior", self.pde, X, _values(source, X, "source", dt), weight,
-                       weight / X.shape[0], embedding, transform)]
+                       weight / X.shape[0], embedding, transform, xp)]
         names = {"interior"}
         for i, c in enumerate(conditions):
             name = c.name
@@ -292,10 +299,80 @@ class PINNObjective(Objective):
             Xc = np.ascontiguousarray(c.points, dtype=dt)
             terms.append(_Term(name, c.operator(d, coords), Xc,
                                _values(c.value, Xc, f"conditions[{i}].value", dt),
-                               c.weight, c.weight / Xc.shape[0], embedding, transform))
+                               c.weight, c.weight / Xc.shape[0], embedding, transform, xp))
         for t in terms:
             check_stream_activation(net, t.layout)
+        self.xp = xp
         self._setup(terms, propagation, space)
+
+    @classmethod
+    def from_problem(cls, net, problem, points, *, bc="penalty", weight=1.0,
+                     boundary_weight=1.0, **options):
+        """The PINN objective of a :class:`~mgnn.data.pde.PDEProblem` on collocation points.
+
+        Parameters
+        ----------
+        net : ResNet
+            Inputs: the problem's coordinates, plus one per periodic coordinate
+            (which enters as (cos, sin) through a :class:`PeriodicEmbedding`).
+        problem : PDEProblem
+        points : Collocation
+            From ``problem.sample(...)``.
+        bc : {'penalty', 'exact'}
+            Conditions as penalty terms (one per condition, weight
+            ``boundary_weight``), or imposed exactly by the problem's output
+            transform (then the boundary points are not used).
+        weight : float
+            Weight of the residual term.
+        **options
+            Further :class:`PINNObjective` options (``hessian``, ``tikhonov``,
+            ``propagation``, ...).
+
+        Examples
+        --------
+        >>> from mgnn.data.pde import poisson_2d
+        >>> from mgnn.nets import ResNet
+        >>> p = poisson_2d()
+        >>> obj = PINNObjective.from_problem(ResNet(2, 8, 4, 1, task="regression"), p,
+        ...                                  p.sample(64, 16), bc="exact")
+        >>> [t.name for t in obj.terms], obj.transform
+        (['interior'], OutputTransform(u = x(1-x)y(1-y) N))
+        """
+        from mgnn.data.pde import Collocation, PDEProblem
+        from mgnn.pinn.transforms import Field, PeriodicEmbedding
+
+        if not isinstance(problem, PDEProblem):
+            raise TypeError(f"problem must be a PDEProblem, got {type(problem).__name__}")
+        if not isinstance(points, Collocation):
+            raise TypeError(f"points must be a Collocation (problem.sample(...)), got "
+                            f"{type(points).__name__}")
+        check_choice(bc, "bc", ("penalty", "exact"))
+        for key in ("source", "conditions", "transform", "embedding", "domain", "pde_params"):
+            if key in options:
+                raise ValueError(f"{key} comes from the problem; it cannot be given to "
+                                 "from_problem")
+        pde = make_pde(problem.pde, **problem.pde_params)
+        d = problem.domain.d
+        embedding = PeriodicEmbedding(d, problem.periodic) if problem.periodic else None
+        conditions, transform = [], None
+        if bc == "exact":
+            if problem.exact_bc is None:
+                raise ValueError(f"problem {problem.name!r} has no exact output transform; "
+                                 "use bc='penalty'")
+            A, B, desc = problem.exact_bc
+            transform = OutputTransform(Field(A, "A"), Field(B, "B"), desc)
+        else:
+            for i, b in enumerate(problem.boundary):
+                label = problem.condition_label(i)
+                if label not in points.boundary:
+                    raise ValueError(f"points has no boundary points for the condition "
+                                     f"{label!r}; it holds {list(points.boundary)}")
+                conditions.append(Condition(points.boundary[label], b.values, kind=b.kind,
+                                            dim=b.dim, weight=boundary_weight, name=label))
+        dom = (problem.domain.lower, problem.domain.upper)
+        return cls(net, pde, points.interior, source=problem.source, conditions=conditions,
+                   weight=weight, transform=transform, embedding=embedding, domain=dom,
+                   **options)
 
     def _setup(self, terms, propagation, space, n_ref=None):
         self.terms = terms
@@ -307,7 +384,6 @@ class PINNObjective(Objective):
                             f"MGRITStreams), got {type(propagation).__name__}")
         self.propagation = propagation
         self.space = EuclideanSpace() if space is None else space
-        self.xp = np
         self._workspaces = OrderedDict()
         self._stream_rows = np.array([t.layout.S for t in terms], dtype=np.float64)
         self._rows_total = float(sum(t.layout.S * t.n for t in terms))
@@ -398,6 +474,12 @@ class PINNObjective(Objective):
                      f"{self.counter.cost['grad'] * self.counter.scale:.3g} plain gradients)")
         return "\n".join(lines)
 
+    def _charge_propagation(self):
+        """Charge work a propagation did beyond the serial sweeps (MGRIT iterations)."""
+        take = getattr(self.propagation, "take_extra_work", None)
+        if take is not None:
+            self.counter.work += self.counter.scale * take(self.net, self._n_ref)
+
     def accuracy(self, theta, X=None, Y=None):
         raise ValueError("accuracy needs a classification network; a PINN has error() and "
                          "relative_l2()")
@@ -453,9 +535,10 @@ class PINNObjective(Objective):
                 ws.full = True
             ws.f, ws.coef = term.f, term.coef
         else:
-            np.take(term.Vin, loc, axis=1, out=ws.Vin)
-            ws.f = term.f[loc]
-            ws.coef = None if term.coef is None else tuple(a[:, loc] for a in term.coef)
+            dloc = self.xp.asarray(loc)
+            self.xp.take(term.Vin, dloc, axis=1, out=ws.Vin)
+            ws.f = term.f[dloc]
+            ws.coef = None if term.coef is None else tuple(a[:, dloc] for a in term.coef)
         return ws
 
     # ---------------------------------------------------------- evaluations
@@ -464,7 +547,7 @@ class PINNObjective(Objective):
         N = O[:, :, 0]
         if self.transform is None:
             return N
-        U = np.empty_like(N)
+        U = self.xp.empty_like(N)
         self.transform.apply(ws.coef, N, U, term.layout)
         return U
 
@@ -478,10 +561,11 @@ class PINNObjective(Objective):
 
     def _evaluate(self, theta, batch, want_grad):
         theta = self.net.check_theta(theta)
+        xp = self.xp
         pieces, scale, share = self._plan(batch)
         val = 0.0
-        grad = np.zeros_like(theta) if want_grad else None
-        gpart = np.empty_like(theta) if want_grad else None
+        grad = xp.zeros_like(theta) if want_grad else None
+        gpart = xp.empty_like(theta) if want_grad else None
         for t, loc in pieces:
             term = self.terms[t]
             ws = self._workspace(t, loc)
@@ -489,9 +573,9 @@ class PINNObjective(Objective):
             U = self._streams(term, ws, O)
             r = term.op.residual(U, term.layout, ws.f)
             c = term.c * scale
-            val += 0.5 * c * float(np.dot(r, r))
+            val += 0.5 * c * float(xp.dot(r, r))
             if want_grad:
-                Ubar = term.op.vjp(U, c * r, term.layout, np.empty_like(U))
+                Ubar = term.op.vjp(U, c * r, term.layout, xp.empty_like(U))
                 self._to_output(term, ws, Ubar, ws.Obar)
                 backward_sweep(self.net, theta, ws, self.propagation, ws.Obar, gpart)
                 grad += gpart
@@ -535,8 +619,9 @@ class PINNObjective(Objective):
         v = self.net.check_theta(v, "v")
         net = self.net
         pieces, scale, share = self._plan(batch)
-        hv = np.zeros_like(theta)
-        part = np.empty_like(theta)
+        xp = self.xp
+        hv = xp.zeros_like(theta)
+        part = xp.empty_like(theta)
         for t, loc in pieces:
             term = self.terms[t]
             lay = term.layout
@@ -549,15 +634,15 @@ class PINNObjective(Objective):
             if self.transform is None:
                 dU = dN
             else:
-                dU = np.empty_like(dN)
+                dU = xp.empty_like(dN)
                 self.transform.apply(ws.coef, dN, dU, lay, affine=False)
             c = term.c * scale
             dr = term.op.jvp(U, dU, lay)
-            dUbar = term.op.vjp(U, c * dr, lay, np.empty_like(U))
+            dUbar = term.op.vjp(U, c * dr, lay, xp.empty_like(U))
             if exact:
                 r = term.op.residual(U, lay, ws.f)
                 term.op.hvp(U, c * r, dU, lay, dUbar)
-                Ubar = term.op.vjp(U, c * r, lay, np.empty_like(U))
+                Ubar = term.op.vjp(U, c * r, lay, xp.empty_like(U))
                 self._to_output(term, ws, Ubar, ws.Obar)
                 self._to_output(term, ws, dUbar, ws.dObar)
                 second_order_sweep(net, theta, v, ws, self.propagation, ws.Obar, ws.dObar, part)
@@ -578,14 +663,16 @@ class PINNObjective(Objective):
             ws = self._workspace(t, None)
             U = self._streams(term, ws, forward_sweep(self.net, theta, ws, self.propagation))
             r = term.op.residual(U, term.layout, ws.f)
-            out[term.name] = 0.5 * term.c * float(np.dot(r, r))
+            out[term.name] = 0.5 * term.c * float(self.xp.dot(r, r))
         return out
 
     # --------------------------------------------------------- the solution
     def solution(self, theta, X):
-        """``u`` at the points ``X`` (n, d) (embedding and transform applied), shape (n,)."""
+        """``u`` at the points ``X`` (n, d) (embedding and transform applied): a NumPy
+        array (n,), evaluated in chunks of 8192 points."""
         theta = self.net.check_theta(theta)
-        X = check_array(X, "X", shape=(None, self.pde.n_dims))
+        xp = self.xp
+        X = to_numpy(check_array(X, "X", shape=(None, self.pde.n_dims), xp=get_namespace(X)))
         X = np.ascontiguousarray(X, dtype=self.net.dtype)
         lay = StreamLayout(self.pde.n_dims)
         out = np.empty(X.shape[0], dtype=self.net.dtype)
@@ -594,16 +681,17 @@ class PINNObjective(Objective):
         for a in range(0, X.shape[0], chunk):
             Xc = X[a:a + chunk]
             if ws is None or ws.s != Xc.shape[0]:
-                ws = StreamWorkspace(self.net, lay, Xc.shape[0], self.xp)
-            self.embedding.stack(Xc, lay, ws.Vin)
+                ws = StreamWorkspace(self.net, lay, Xc.shape[0], xp)
+            ws.Vin[...] = xp.asarray(self.embedding.stack(Xc, lay))
             O = forward_sweep(self.net, theta, ws, SerialStreams())
             N = O[:, :, 0]
             if self.transform is None:
-                out[a:a + chunk] = N[0]
+                out[a:a + chunk] = to_numpy(N[0])
             else:
-                U = np.empty_like(N)
-                self.transform.apply(self.transform.coefficients(Xc, lay), N, U, lay)
-                out[a:a + chunk] = U[0]
+                U = xp.empty_like(N)
+                coef = tuple(xp.asarray(c) for c in self.transform.coefficients(Xc, lay))
+                self.transform.apply(coef, N, U, lay)
+                out[a:a + chunk] = to_numpy(U[0])
         return out
 
     def error(self, theta, X=None, Y=None):

@@ -32,6 +32,7 @@ import numbers
 import numpy as np
 
 from mgnn._validation import check_positive_int, check_scalar
+from mgnn.backend import get_namespace
 from mgnn.pinn.streams import StreamLayout
 
 __all__ = ["Operator", "PDES", "make_pde", "poisson", "diffusion_advection", "burgers",
@@ -150,7 +151,8 @@ class Operator:
 
     def residual(self, U, layout, f=None):
         """``r`` (n,) from the stream stack ``U`` (S, n) and the data ``f`` (n,) or None."""
-        r = np.zeros(U.shape[1], dtype=U.dtype) if f is None else -np.asarray(f, U.dtype)
+        xp = get_namespace(U)
+        r = xp.zeros(U.shape[1], dtype=U.dtype) if f is None else -xp.asarray(f, U.dtype)
         for c, fs in self._factors(U, layout):
             term = c
             for k, p in fs:
@@ -160,7 +162,7 @@ class Operator:
 
     def jvp(self, U, dU, layout):
         """Linearisation: ``dr = sum_k dr/dU_k dU_k`` (n,)."""
-        dr = np.zeros(U.shape[1], dtype=U.dtype)
+        dr = get_namespace(U).zeros(U.shape[1], dtype=U.dtype)
         for c, fs in self._factors(U, layout):
             for a, (k, p) in enumerate(fs):
                 t = c * p * (U[k] ** (p - 1) if p > 1 else 1.0) * dU[k]
