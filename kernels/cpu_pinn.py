@@ -60,8 +60,6 @@ for any derivative stream.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
 from mgnn.kernels.cpu import (  # noqa: F401  (re-exported activation codes)
     ACTIVATIONS,
     IDENTITY,
@@ -74,6 +72,7 @@ from mgnn.kernels.cpu import (  # noqa: F401  (re-exported activation codes)
     _dsigma,
     _sigma,
 )
+from numba import njit
 
 #: Elements of one stream handled per chunk of the fused loops (all streams of a
 #: chunk stay in L1/L2 while the chunk is processed).

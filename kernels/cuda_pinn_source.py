@@ -77,7 +77,7 @@ for (int j = 0; j < S; ++j) {
     ptrdiff_t e = (ptrdiff_t)j * n + i;
     T x = dG[e];
     if (want_T) x += Tm[e];
-    if (j == 0) x += db[i %% w];
+    if (j == 0) x += db[i % w];
     dG[e] = x;
 }
 T dz = dG[i];
@@ -94,7 +94,7 @@ for (int q = 0; q < m2; ++q) {
     T v = h * (d3 * dz * P * P + T(2) * d2 * P * dG[ep] + d2 * dz * G[eq] + d1 * dG[eq]);
     out[eq] = skip ? dV[eq] + v : v;
 }
-""" % {}
+"""
 
 _SOADJOINT = r"""
 const int m1 = S - 1 - m2;

@@ -316,7 +316,7 @@ def make_pde(pde, **params):
     >>> make_pde("navier_stokes")
     Traceback (most recent call last):
     ...
-    ValueError: pde must be an Operator or one of ['allen_cahn', 'burgers', 'diffusion_advection', 'klein_gordon', 'poisson'], got 'navier_stokes'
+    ValueError: pde must be an Operator or one of ['allen_cahn', ...], got 'navier_stokes'
     """
     if isinstance(pde, Operator):
         if params:

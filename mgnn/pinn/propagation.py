@@ -27,7 +27,7 @@ With one level both solves are the serial sweeps, bit for bit.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+import weakref
 
 import numpy as np
 
@@ -144,7 +144,8 @@ class MGRITStreams(StreamPropagation):
     cycle : {'V', 'F'}
     min_coarse : int
     warm_start : bool
-        Start each solve from the previous solution of the same stack shape.
+        Start each solve from the previous solution on the same workspace (the same
+        term of an objective, or the same batch size).
 
     Attributes
     ----------
@@ -191,7 +192,7 @@ class MGRITStreams(StreamPropagation):
         self.warm_start = bool(warm_start)
         self.max_stats = check_positive_int(max_stats, "max_stats")
         self.stats = []
-        self._engines = OrderedDict()
+        self._engines = weakref.WeakKeyDictionary()  # workspace -> {shape key: engine}
         self._extra_flops = 0.0
         self._boost_iters = self._boost_left = 0
         self._boosted = False
@@ -210,8 +211,9 @@ class MGRITStreams(StreamPropagation):
 
     def reset(self):
         """Forget the warm starts."""
-        for eng in self._engines.values():
-            eng.warm_f = eng.warm_b = False
+        for engines in self._engines.values():
+            for eng in engines.values():
+                eng.warm_f = eng.warm_b = False
 
     def last_stats(self):
         return self.stats[-1] if self.stats else None
@@ -242,16 +244,16 @@ class MGRITStreams(StreamPropagation):
 
     # -- solves ------------------------------------------------------------------
     def _engine(self, net, ws):
+        # one engine (solvers and warm starts) per workspace: each term of a PINN
+        # objective has its own points, so warm starts must not be shared between terms
         S = ws.layout.S
         key = (net.depth, net.width, net.h, net.act, np.dtype(net.dtype).str, S, ws.m2, ws.s)
-        eng = self._engines.get(key)
+        engines = self._engines.get(ws)
+        if engines is None:
+            engines = self._engines[ws] = {}
+        eng = engines.get(key)
         if eng is None:
-            eng = _Engine(self, net, ws.s, S, ws.m2, ws.xp)
-            self._engines[key] = eng
-            while len(self._engines) > 8:
-                self._engines.popitem(last=False)
-        else:
-            self._engines.move_to_end(key)
+            eng = engines[key] = _Engine(self, net, ws.s, S, ws.m2, ws.xp)
         return eng
 
     def _solve(self, eng, kind, u0):
