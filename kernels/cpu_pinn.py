@@ -71,56 +71,153 @@ from mgnn.kernels.cpu import (  # noqa: F401  (re-exported activation codes)
     _d2sigma,
     _dsigma,
     _sigma,
+    _tanh,
 )
 from numba import njit
 
-#: Elements of one stream handled per chunk of the fused loops (all streams of a
-#: chunk stay in L1/L2 while the chunk is processed).
-_CHUNK = 512
+
+# ----------------------------------------------------------------------------
+# activations, specialised: each is a tuple of inlined scalar functions
+# (sigma, record, and the first to fourth derivatives) passed to the fused kernels
+# as arguments, so Numba compiles one branch-free loop per activation (a runtime
+# ``act`` test inside the loops stops LLVM from vectorising them). The derivatives
+# take the record r (tanh(z) for tanh, z otherwise).
+# ----------------------------------------------------------------------------
+@njit(inline="always", cache=True, error_model="numpy")
+def _tanh_sigma(z):
+    return _tanh(z)
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _d3sigma(r, act):
-    """sigma'''(z) from the record r (A = tanh(z) for tanh, Z otherwise); 0 a.e. for
-    the piecewise polynomial activations."""
-    if act == TANH:
-        a2 = r * r
-        return (_c(1.0, r) - a2) * (_c(6.0, r) * a2 - _c(2.0, r))
+def _tanh_record(z, a):
+    return a
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _tanh_d1(r):
+    return _c(1.0, r) - r * r
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _tanh_d2(r):
+    return _c(-2.0, r) * r * (_c(1.0, r) - r * r)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _tanh_d3(r):
+    a2 = r * r
+    return (_c(1.0, r) - a2) * (_c(6.0, r) * a2 - _c(2.0, r))
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _tanh_d4(r):
+    a2 = r * r
+    return _c(8.0, r) * r * (_c(2.0, r) - _c(3.0, r) * a2) * (_c(1.0, r) - a2)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _z_record(z, a):
+    return z
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _zero(r):
     return _c(0.0, r)
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _d4sigma(r, act):
-    """sigma''''(z) from the record r; 0 a.e. except for tanh."""
-    if act == TANH:
-        a2 = r * r
-        return _c(8.0, r) * r * (_c(2.0, r) - _c(3.0, r) * a2) * (_c(1.0, r) - a2)
-    return _c(0.0, r)
+def _one(r):
+    return _c(1.0, r)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _identity_sigma(z):
+    return z
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _relu_sigma(z):
+    return _sigma(z, RELU)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _relu_d1(r):
+    return _dsigma(r, RELU)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _srelu_sigma(z):
+    return _sigma(z, SMOOTH_RELU)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _srelu_d1(r):
+    return _dsigma(r, SMOOTH_RELU)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _srelu_d2(r):
+    return _d2sigma(r, SMOOTH_RELU)
+
+
+#: activation code -> (sigma, record, d1, d2, d3, d4); the third and fourth
+#: derivatives of the piecewise polynomial activations are 0 almost everywhere
+#: (their jumps are not represented: see the module docstring).
+_FUNCS = {
+    TANH: (_tanh_sigma, _tanh_record, _tanh_d1, _tanh_d2, _tanh_d3, _tanh_d4),
+    IDENTITY: (_identity_sigma, _z_record, _one, _zero, _zero, _zero),
+    RELU: (_relu_sigma, _z_record, _relu_d1, _zero, _zero, _zero),
+    SMOOTH_RELU: (_srelu_sigma, _z_record, _srelu_d1, _srelu_d2, _zero, _zero),
+}
+
+
+def _funcs(act):
+    try:
+        return _FUNCS[act]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown activation code {act!r}; expected one of "
+                         f"{sorted(_FUNCS)}") from None
 
 
 @njit(cache=True, error_model="numpy")
-def activation_derivatives(Z, act, order, out):
-    """``out = sigma^(order)(Z)`` elementwise for order 0..4, from the pre-activation."""
+def _derivatives(Z, order, out, sig, rec, d1, d2, d3, d4):
     z = Z.reshape(-1)
     o = out.reshape(-1)
     for i in range(z.size):
         x = z[i]
+        a = sig(x)
+        r = rec(x, a)
         if order == 0:
-            o[i] = _sigma(x, act)
-            continue
-        r = _sigma(x, act) if act == TANH else x
-        if order == 1:
-            o[i] = _dsigma(r, act)
+            o[i] = a
+        elif order == 1:
+            o[i] = d1(r)
         elif order == 2:
-            o[i] = _d2sigma(r, act)
+            o[i] = d2(r)
         elif order == 3:
-            o[i] = _d3sigma(r, act)
+            o[i] = d3(r)
         else:
-            o[i] = _d4sigma(r, act)
+            o[i] = d4(r)
+
+
+def activation_derivatives(Z, act, order, out):
+    """``out = sigma^(order)(Z)`` elementwise for order 0..4, from the pre-activation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = np.empty(2)
+    >>> activation_derivatives(np.array([0.0, 1.0]), ACTIVATIONS["tanh"], 2, out)
+    >>> bool(np.allclose(out, [0.0, -2 * np.tanh(1.0) / np.cosh(1.0) ** 2]))
+    True
+    """
+    if not 0 <= int(order) <= 4:
+        raise ValueError(f"order must be 0..4, got {order}")
+    _derivatives(Z, int(order), out, *_funcs(act))
 
 
 # ----------------------------------------------------------------------------
-# fused elementwise kernels (streams flattened to (S, s*w), processed in chunks)
+# fused elementwise kernels: every stream is a flat plane of n = s*w elements and
+# every loop runs over one plane (contiguous, branch-free, vectorised)
 # ----------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
 def _add_bias(G0, b):
@@ -141,121 +238,101 @@ def _colsum(A, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_fuse(V, G, h, act, m2, skip, out):
-    # G holds [Z; P; Q] (bias added) on entry and the record on exit
+def _forward_fuse(V, G, h, m2, out, sig, rec, d1, d2):
+    # G holds [Z; P; Q] (bias added) on entry and the record on exit; out = V + h Phi(G)
+    # (V is ``out`` itself, zeroed, for a layer without skip)
     S = G.shape[0]
     n = G.shape[1] * G.shape[2]
     m1 = S - 1 - m2
-    keep_a = act == TANH
     g = G.reshape(S, n)
     o = out.reshape(S, n)
-    v = V.reshape(S, n) if skip else o
-    for c0 in range(0, n, _CHUNK):
-        c1 = min(c0 + _CHUNK, n)
-        if skip:
-            for e in range(c0, c1):
-                z = g[0, e]
-                a = _sigma(z, act)
-                g[0, e] = a if keep_a else z
-                o[0, e] = v[0, e] + h * a
-        else:
-            for e in range(c0, c1):
-                z = g[0, e]
-                a = _sigma(z, act)
-                g[0, e] = a if keep_a else z
-                o[0, e] = h * a
-        for j in range(1, m1 + 1):
-            if skip:
-                for e in range(c0, c1):
-                    o[j, e] = v[j, e] + h * _dsigma(g[0, e], act) * g[j, e]
-            else:
-                for e in range(c0, c1):
-                    o[j, e] = h * _dsigma(g[0, e], act) * g[j, e]
-        for q in range(m2):
-            jp = 1 + q
-            jq = 1 + m1 + q
-            for e in range(c0, c1):
-                r = g[0, e]
-                P = g[jp, e]
-                val = h * (_d2sigma(r, act) * P * P + _dsigma(r, act) * g[jq, e])
-                o[jq, e] = v[jq, e] + val if skip else val
+    v = V.reshape(S, n)
+    g0, o0, v0 = g[0], o[0], v[0]
+    for e in range(n):
+        z = g0[e]
+        a = sig(z)
+        g0[e] = rec(z, a)
+        o0[e] = v0[e] + h * a
+    for j in range(1, m1 + 1):
+        gj, oj, vj = g[j], o[j], v[j]
+        for e in range(n):
+            oj[e] = vj[e] + h * d1(g0[e]) * gj[e]
+    for q in range(m2):
+        gp, gq, oq, vq = g[1 + q], g[1 + m1 + q], o[1 + m1 + q], v[1 + m1 + q]
+        for e in range(n):
+            r = g0[e]
+            P = gp[e]
+            oq[e] = vq[e] + h * (d2(r) * P * P + d1(r) * gq[e])
 
 
 @njit(cache=True, error_model="numpy")
-def _delta_fuse(G, Ln, h, act, m2, D):
+def _delta_fuse(G, Ln, h, m2, D, d1, d2, d3):
     S = G.shape[0]
     n = G.shape[1] * G.shape[2]
     m1 = S - 1 - m2
     g = G.reshape(S, n)
     ln = Ln.reshape(S, n)
     d = D.reshape(S, n)
-    for c0 in range(0, n, _CHUNK):
-        c1 = min(c0 + _CHUNK, n)
-        for e in range(c0, c1):
-            d[0, e] = h * _dsigma(g[0, e], act) * ln[0, e]
-        for j in range(1, m1 + 1):
-            for e in range(c0, c1):
-                r = g[0, e]
-                M = h * ln[j, e]
-                d[0, e] += _d2sigma(r, act) * g[j, e] * M
-                d[j, e] = _dsigma(r, act) * M
-        for q in range(m2):
-            jp = 1 + q
-            jq = 1 + m1 + q
-            for e in range(c0, c1):
-                r = g[0, e]
-                P = g[jp, e]
-                N = h * ln[jq, e]
-                d2 = _d2sigma(r, act)
-                d[0, e] += (_d3sigma(r, act) * P * P + d2 * g[jq, e]) * N
-                d[jp, e] += _c(2.0, r) * d2 * P * N
-                d[jq, e] = _dsigma(r, act) * N
+    g0, d0, l0 = g[0], d[0], ln[0]
+    for e in range(n):
+        d0[e] = h * d1(g0[e]) * l0[e]
+    for j in range(1, m1 + 1):
+        gj, lj, dj = g[j], ln[j], d[j]
+        for e in range(n):
+            r = g0[e]
+            M = h * lj[e]
+            d0[e] += d2(r) * gj[e] * M
+            dj[e] = d1(r) * M
+    for q in range(m2):
+        gp, gq, lq = g[1 + q], g[1 + m1 + q], ln[1 + m1 + q]
+        dp, dq = d[1 + q], d[1 + m1 + q]
+        for e in range(n):
+            r = g0[e]
+            P = gp[e]
+            N = h * lq[e]
+            c2 = d2(r)
+            d0[e] += (d3(r) * P * P + c2 * gq[e]) * N
+            dp[e] += _c(2.0, r) * c2 * P * N
+            dq[e] = d1(r) * N
 
 
 @njit(cache=True, error_model="numpy")
-def _tangent_fuse(dG, T, db, G, dV, h, act, m2, skip, want_T, out):
-    # dG <- dG + T + [db; 0] (the tangent record); out = skip*dV + h Phi'(G) dG
+def _tangent_fuse(dG, db, G, dV, h, m2, out, d1, d2, d3):
+    # dG <- dG + [db; 0] (the tangent record); out = dV + h Phi'(G) dG
+    # (dV is ``out`` itself, zeroed, for a layer without skip or without a stack direction)
     S = G.shape[0]
     s, w = G.shape[1], G.shape[2]
     n = s * w
     m1 = S - 1 - m2
-    if want_T:
-        dgf = dG.reshape(-1)
-        tf = T.reshape(-1)
-        for e in range(dgf.size):
-            dgf[e] += tf[e]
     for i in range(s):
         for k in range(w):
             dG[0, i, k] += db[k]
     g = G.reshape(S, n)
     dg = dG.reshape(S, n)
     o = out.reshape(S, n)
-    dv = dV.reshape(S, n) if skip else o
-    for c0 in range(0, n, _CHUNK):
-        c1 = min(c0 + _CHUNK, n)
-        for e in range(c0, c1):
-            val = h * _dsigma(g[0, e], act) * dg[0, e]
-            o[0, e] = dv[0, e] + val if skip else val
-        for j in range(1, m1 + 1):
-            for e in range(c0, c1):
-                r = g[0, e]
-                val = h * (_d2sigma(r, act) * dg[0, e] * g[j, e] + _dsigma(r, act) * dg[j, e])
-                o[j, e] = dv[j, e] + val if skip else val
-        for q in range(m2):
-            jp = 1 + q
-            jq = 1 + m1 + q
-            for e in range(c0, c1):
-                r = g[0, e]
-                dz = dg[0, e]
-                P = g[jp, e]
-                d2 = _d2sigma(r, act)
-                val = h * (_d3sigma(r, act) * dz * P * P + _c(2.0, r) * d2 * P * dg[jp, e]
-                           + d2 * dz * g[jq, e] + _dsigma(r, act) * dg[jq, e])
-                o[jq, e] = dv[jq, e] + val if skip else val
+    dv = dV.reshape(S, n)
+    g0, dg0, o0, dv0 = g[0], dg[0], o[0], dv[0]
+    for e in range(n):
+        o0[e] = dv0[e] + h * d1(g0[e]) * dg0[e]
+    for j in range(1, m1 + 1):
+        gj, dgj, oj, dvj = g[j], dg[j], o[j], dv[j]
+        for e in range(n):
+            r = g0[e]
+            oj[e] = dvj[e] + h * (d2(r) * dg0[e] * gj[e] + d1(r) * dgj[e])
+    for q in range(m2):
+        gp, dgp = g[1 + q], dg[1 + q]
+        gq, dgq, oq, dvq = g[1 + m1 + q], dg[1 + m1 + q], o[1 + m1 + q], dv[1 + m1 + q]
+        for e in range(n):
+            r = g0[e]
+            dz = dg0[e]
+            P = gp[e]
+            c2 = d2(r)
+            oq[e] = dvq[e] + h * (d3(r) * dz * P * P + _c(2.0, r) * c2 * P * dgp[e]
+                                  + c2 * dz * gq[e] + d1(r) * dgq[e])
 
 
 @njit(cache=True, error_model="numpy")
-def _soadjoint_fuse(G, dG, Ln, dLn, h, act, m2, D, dD):
+def _soadjoint_fuse(G, dG, Ln, dLn, h, m2, D, dD, d1, d2, d3, d4):
     # D = h Phi'(G)^T Ln ; dD = h [ (d/dG Phi'(G)^T Ln) dG + Phi'(G)^T dLn ]
     S = G.shape[0]
     n = G.shape[1] * G.shape[2]
@@ -266,49 +343,50 @@ def _soadjoint_fuse(G, dG, Ln, dLn, h, act, m2, D, dD):
     dln = dLn.reshape(S, n)
     d = D.reshape(S, n)
     dd = dD.reshape(S, n)
-    two = _c(2.0, h)
-    for c0 in range(0, n, _CHUNK):
-        c1 = min(c0 + _CHUNK, n)
-        for e in range(c0, c1):
-            r = g[0, e]
-            d1 = _dsigma(r, act)
-            L0 = h * ln[0, e]
-            d[0, e] = d1 * L0
-            dd[0, e] = _d2sigma(r, act) * dg[0, e] * L0 + d1 * h * dln[0, e]
-        for j in range(1, m1 + 1):
-            for e in range(c0, c1):
-                r = g[0, e]
-                d1 = _dsigma(r, act)
-                d2 = _d2sigma(r, act)
-                dz = dg[0, e]
-                P = g[j, e]
-                M = h * ln[j, e]
-                dM = h * dln[j, e]
-                d[0, e] += d2 * P * M
-                d[j, e] = d1 * M
-                dd[0, e] += _d3sigma(r, act) * dz * P * M + d2 * (dg[j, e] * M + P * dM)
-                dd[j, e] = d2 * dz * M + d1 * dM
-        for q in range(m2):
-            jp = 1 + q
-            jq = 1 + m1 + q
-            for e in range(c0, c1):
-                r = g[0, e]
-                d1 = _dsigma(r, act)
-                d2 = _d2sigma(r, act)
-                d3 = _d3sigma(r, act)
-                dz = dg[0, e]
-                P = g[jp, e]
-                dP = dg[jp, e]
-                Q = g[jq, e]
-                N = h * ln[jq, e]
-                dN = h * dln[jq, e]
-                d[0, e] += (d3 * P * P + d2 * Q) * N
-                d[jp, e] += two * d2 * P * N
-                d[jq, e] = d1 * N
-                dd[0, e] += ((_d4sigma(r, act) * dz * P * P + two * d3 * P * dP + d3 * dz * Q
-                              + d2 * dg[jq, e]) * N + (d3 * P * P + d2 * Q) * dN)
-                dd[jp, e] += two * (d3 * dz * P * N + d2 * dP * N + d2 * P * dN)
-                dd[jq, e] = d2 * dz * N + d1 * dN
+    g0, dg0, d0, dd0, l0, dl0 = g[0], dg[0], d[0], dd[0], ln[0], dln[0]
+    for e in range(n):
+        r = g0[e]
+        c1 = d1(r)
+        L0 = h * l0[e]
+        d0[e] = c1 * L0
+        dd0[e] = d2(r) * dg0[e] * L0 + c1 * h * dl0[e]
+    for j in range(1, m1 + 1):
+        gj, dgj, lj, dlj, dj, ddj = g[j], dg[j], ln[j], dln[j], d[j], dd[j]
+        for e in range(n):
+            r = g0[e]
+            c1 = d1(r)
+            c2 = d2(r)
+            dz = dg0[e]
+            P = gj[e]
+            M = h * lj[e]
+            dM = h * dlj[e]
+            d0[e] += c2 * P * M
+            dj[e] = c1 * M
+            dd0[e] += d3(r) * dz * P * M + c2 * (dgj[e] * M + P * dM)
+            ddj[e] = c2 * dz * M + c1 * dM
+    for q in range(m2):
+        gp, dgp, dp, ddp = g[1 + q], dg[1 + q], d[1 + q], dd[1 + q]
+        k = 1 + m1 + q
+        gq, dgq, lq, dlq, dq, ddq = g[k], dg[k], ln[k], dln[k], d[k], dd[k]
+        for e in range(n):
+            r = g0[e]
+            c1 = d1(r)
+            c2 = d2(r)
+            c3 = d3(r)
+            two = _c(2.0, r)
+            dz = dg0[e]
+            P = gp[e]
+            dP = dgp[e]
+            Q = gq[e]
+            N = h * lq[e]
+            dN = h * dlq[e]
+            d0[e] += (c3 * P * P + c2 * Q) * N
+            dp[e] += two * c2 * P * N
+            dq[e] = c1 * N
+            dd0[e] += ((d4(r) * dz * P * P + two * c3 * P * dP + c3 * dz * Q + c2 * dgq[e]) * N
+                       + (c3 * P * P + c2 * Q) * dN)
+            ddp[e] += two * (c3 * dz * P * N + c2 * dP * N + c2 * P * dN)
+            ddq[e] = c2 * dz * N + c1 * dN
 
 
 # ----------------------------------------------------------------------------
@@ -360,9 +438,12 @@ def forward_step(V, W, b, h, act, m2, G, out, skip=True):
     ...                                 -2 * w**2 * a[0] * (1 - a[0]**2)]))
     True
     """
+    sig, rec, d1, d2, _, _ = _funcs(act)
     np.matmul(_rows(V), W.T, out=_rows(G))
     _add_bias(G[0], b)
-    _forward_fuse(V, G, G.dtype.type(h), act, m2, skip, out)
+    if not skip:
+        out[...] = 0
+    _forward_fuse(V if skip else out, G, G.dtype.type(h), m2, out, sig, rec, d1, d2)
 
 
 def adjoint_step(L_next, V, W, G, h, act, m2, D, L=None, gW=None, gb=None, skip=True):
@@ -373,7 +454,8 @@ def adjoint_step(L_next, V, W, G, h, act, m2, D, L=None, gW=None, gb=None, skip=
     ``gW = D^T V`` over all stream rows and ``gb`` = column sums of ``D[0]``
     (skipped when None).
     """
-    _delta_fuse(G, L_next, G.dtype.type(h), act, m2, D)
+    _, _, d1, d2, d3, _ = _funcs(act)
+    _delta_fuse(G, L_next, G.dtype.type(h), m2, D, d1, d2, d3)
     if L is not None:
         np.matmul(_rows(D), W, out=_rows(L))
         if skip:
@@ -392,20 +474,21 @@ def tangent_step(V, dV, W, dW, db, G, h, act, m2, dG, out, T=None, skip=True):
     opening layer, whose input is data); ``dW=None``: no weight direction. ``T``
     (S, s, w_out) is scratch, needed when both are present.
     """
-    h = G.dtype.type(h)
+    _, _, d1, d2, d3, _ = _funcs(act)
     if dV is not None:
         np.matmul(_rows(dV), W.T, out=_rows(dG))
     elif dW is None:
         dG[...] = 0
-    want_T = dW is not None
-    if want_T:
+    if dW is not None:
         if dV is None:
             np.matmul(_rows(V), dW.T, out=_rows(dG))
-            want_T = False
         else:
             np.matmul(_rows(V), dW.T, out=_rows(T))
-    _tangent_fuse(dG, T if want_T else dG, db, G, dV if dV is not None else dG, h, act, m2,
-                  skip and dV is not None, want_T, out)
+            np.add(dG, T, out=dG)
+    plain = skip and dV is not None
+    if not plain:
+        out[...] = 0
+    _tangent_fuse(dG, db, G, dV if plain else out, G.dtype.type(h), m2, out, d1, d2, d3)
 
 
 def soadjoint_step(L_next, dL_next, V, dV, W, dW, G, dG, h, act, m2, D, dD,
@@ -424,7 +507,8 @@ def soadjoint_step(L_next, dL_next, V, dV, W, dW, G, dG, h, act, m2, D, dD,
     ``tmpW`` (w_out, w_in) are scratch for the two-term sums. Outputs left as
     None are not computed.
     """
-    _soadjoint_fuse(G, dG, L_next, dL_next, G.dtype.type(h), act, m2, D, dD)
+    _, _, d1, d2, d3, d4 = _funcs(act)
+    _soadjoint_fuse(G, dG, L_next, dL_next, G.dtype.type(h), m2, D, dD, d1, d2, d3, d4)
     if L is not None:
         np.matmul(_rows(D), W, out=_rows(L))
         if skip:
