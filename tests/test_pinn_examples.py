@@ -63,3 +63,15 @@ def test_pinn_benchmark_script_runs(tmp_path, monkeypatch, capsys):
     assert "| burgers | 4 | 8 | 2 | 64 |" in capsys.readouterr().out
     assert json.loads(path.read_text())["rows"][0]["pde"] == "burgers"
     sys.modules.pop("_common", None)
+
+
+def test_readme_pinn_section_runs(capsys):
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"\*\*Physics-informed training\*\*.*?```python\n(.*?)```", text,
+                      re.S).group(1)
+    ns = {}
+    exec(compile(block, "README PINN section", "exec"), ns)
+    assert ns["error"] < 1e-2 and ns["pinn_res"].work > 0
+    assert "plain gradients" in capsys.readouterr().out
