@@ -239,3 +239,44 @@ def test_stream_activation_refusals():
     output_streams(net, net.init(0), X, first=[0])  # first derivatives: fine
     with pytest.raises(ValueError, match="smooth_relu"):
         output_streams(net, net.init(0), X, first=[0], second=[0])
+
+
+@pytest.mark.parametrize("name", ["_forward_fuse", "_soadjoint_fuse"])  # all of sigma..d4
+def test_float32_stream_kernels_stay_float32(name):
+    """Typed constants: the float32 specialisations compute in float32 (no fpext)."""
+    from numba import njit
+
+    fresh = njit(error_model="numpy")(getattr(kp, name).py_func)  # uncached: inspectable
+    rng = np.random.default_rng(0)
+    A = [rng.standard_normal((5, 3, 4)).astype(np.float32) for _ in range(6)]
+    b = rng.standard_normal(4).astype(np.float32)
+    h = np.float32(0.5)
+    _, _, d1, d2, d3, d4 = kp._FUNCS[kp.TANH]
+    if name == "_forward_fuse":
+        fresh(A[0], A[1], h, 2, A[2], kp._tanh_sigma, kp._tanh_record, d1, d2)
+    elif name == "_delta_fuse":
+        fresh(A[0], A[1], h, 2, A[2], d1, d2, d3)
+    elif name == "_tangent_fuse":
+        fresh(A[0], b, A[1], A[2], h, 2, A[3], d1, d2, d3)
+    else:
+        fresh(A[0], A[1], A[2], A[3], h, 2, A[4], A[5], d1, d2, d3, d4)
+    ir = fresh.inspect_llvm(fresh.signatures[0])
+    assert "define" in ir and "fpext" not in ir
+
+
+def test_float32_pinn_gradient_matches_float64():
+    from mgnn.data.pde import burgers_1d
+    from mgnn.pinn import PINNObjective
+
+    p = burgers_1d()
+    pts = p.sample(40, 12, seed=0)
+    n64 = ResNet(2, 6, 3, 1, task="regression")
+    n32 = ResNet(2, 6, 3, 1, task="regression", dtype=np.float32)
+    o64 = PINNObjective.from_problem(n64, p, pts)
+    o32 = PINNObjective.from_problem(n32, p, pts)
+    th = n64.init(0)
+    f64, g64 = o64.value_and_grad(th)
+    f32, g32 = o32.value_and_grad(th.astype(np.float32))
+    assert g32.dtype == np.float32 and o32.hessp(g32, g32).dtype == np.float32
+    assert abs(f32 - f64) <= 1e-5 * f64
+    assert np.linalg.norm(g32 - g64) <= 1e-5 * np.linalg.norm(g64)
