@@ -21,8 +21,9 @@ mode alongside the value. For one layer with pre-activation ``Z = U W^T + b``:
                           come first among the first-derivative streams)
 
 so that ``[Z; P; Q] = V W^T`` is ONE GEMM of ``(S s) x w`` by ``w x w`` (bias
-on stream 0 only), and everything elementwise is fused into one pass over the
-streams, in cache-sized chunks. The same step with ``skip=False`` and ``h=1`` is
+on stream 0 only), and everything elementwise is fused into one kernel: one
+branch-free, vectorised loop per stream plane, compiled once per activation (the
+activation's scalar derivative functions are compile-time arguments). The same step with ``skip=False`` and ``h=1`` is
 the opening layer: its input stack holds the input points and their derivatives
 with respect to the coordinates (unit vectors for raw coordinates, the Jacobian
 and Hessian diagonal of a feature map otherwise).

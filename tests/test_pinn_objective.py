@@ -255,3 +255,16 @@ def test_bad_input_names_the_argument():
         PINNObjective.from_problem(net, p, p.sample(4, 4), bc="weak")
     with pytest.raises(ValueError, match="source comes from the problem"):
         PINNObjective.from_problem(net, p, p.sample(4, 4), source=1.0)
+
+
+def test_pointwise_residuals_at_new_points():
+    obj, theta, rng = _objective("burgers", 4, 2, 5, "transform", n=9)
+    X = rng.uniform(0, 1, (6, 2))
+    src = lambda P: np.cos(P[:, 0] + P[:, 1])  # noqa: E731  (the objective's source)
+    r = obj.residuals(theta, X, src)
+    # the same residuals as an objective on those points: value = (1/(2n)) sum r^2
+    other = PINNObjective(obj.net, obj.pde, X, source=src, transform=obj.transform)
+    assert 0.5 * np.mean(r ** 2) == pytest.approx(other.value(theta), rel=1e-13)
+    work = obj.counter.work
+    obj.residuals(theta, obj.terms[0].X)  # all interior points: a third of a gradient
+    assert obj.counter.work - work == pytest.approx(obj.counter.cost["value"])

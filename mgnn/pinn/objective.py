@@ -666,6 +666,27 @@ class PINNObjective(Objective):
             out[term.name] = 0.5 * term.c * float(self.xp.dot(r, r))
         return out
 
+    def residuals(self, theta, X, source=None):
+        """Pointwise PDE residuals ``r(x)`` at new points ``X`` (n, d), e.g. to choose
+        collocation points adaptively (residual-based refinement).
+
+        ``source`` gives ``f`` at ``X`` (None: zeros, a number, an array or a callable,
+        as for the constructor). Charged as a value evaluation of ``len(X)`` interior
+        points. Returns a NumPy array (n,).
+        """
+        theta = self.net.check_theta(theta)
+        X = to_numpy(check_array(X, "X", shape=(None, self.pde.n_dims), xp=get_namespace(X)))
+        X = np.ascontiguousarray(X, dtype=self.net.dtype)
+        term = _Term("points", self.pde, X, _values(source, X, "source", self.net.dtype), 1.0,
+                     1.0, self.embedding, self.transform, self.xp)
+        ws = StreamWorkspace(self.net, term.layout, X.shape[0], self.xp)
+        ws.Vin[...] = term.Vin
+        ws.f, ws.coef = term.f, term.coef
+        U = self._streams(term, ws, forward_sweep(self.net, theta, ws, SerialStreams()))
+        r = term.op.residual(U, term.layout, ws.f)
+        self.counter.charge("value", term.layout.S * X.shape[0] / self._rows_total)
+        return to_numpy(r)
+
     # --------------------------------------------------------- the solution
     def solution(self, theta, X):
         """``u`` at the points ``X`` (n, d) (embedding and transform applied): a NumPy
