@@ -190,8 +190,8 @@ class PINNObjective(Objective):
         embedding's features (the coordinates by default); tanh (or identity)
         for second-order PDEs, tanh or 'smooth_relu' for first-order ones.
     pde : Operator or str
-        The residual (:mod:`mgnn.pinn.operators`); a name from
-        :data:`~mgnn.pinn.operators.PDES` with default parameters.
+        The residual (:mod:`mgnn.pinn.operators`), or a name from
+        :data:`~mgnn.pinn.operators.PDES` (with ``pde_params``).
     interior : (n, d) array
         Collocation points of the residual.
     source : None, float, array (n,) or callable ``f(X)``
@@ -216,6 +216,18 @@ class PINNObjective(Objective):
         :class:`~mgnn.pinn.streams.SerialStreams` (default) or
         :class:`~mgnn.pinn.propagation.MGRITStreams` (layer-parallel).
     space : EuclideanSpace, optional
+    pde_params : dict, optional
+        Parameters of a PDE given by name (e.g. ``{"nu": 0.01}`` for Burgers).
+
+    Attributes
+    ----------
+    terms : list
+        The residual terms (interior first, then the conditions): name, points,
+        stream layout, weight.
+    offsets : ndarray
+        Where each term's points start in the numbering of ``batch`` and ``subset``.
+    counter : WorkCounter
+        Work in plain value-and-gradient units (module docstring).
 
     Examples
     --------
