@@ -23,10 +23,11 @@ mode alongside the value. For one layer with pre-activation ``Z = U W^T + b``:
 so that ``[Z; P; Q] = V W^T`` is ONE GEMM of ``(S s) x w`` by ``w x w`` (bias
 on stream 0 only), and everything elementwise is fused into one kernel: one
 branch-free, vectorised loop per stream plane, compiled once per activation (the
-activation's scalar derivative functions are compile-time arguments). The same step with ``skip=False`` and ``h=1`` is
-the opening layer: its input stack holds the input points and their derivatives
-with respect to the coordinates (unit vectors for raw coordinates, the Jacobian
-and Hessian diagonal of a feature map otherwise).
+activation's scalar derivative functions are compile-time arguments). The same
+step with ``skip=False`` and ``h=1`` is the opening layer: its input stack holds
+the input points and their derivatives with respect to the coordinates (unit
+vectors for raw coordinates, the Jacobian and Hessian diagonal of a feature map
+otherwise).
 
 The *record* of a layer is ``G = V W^T`` with ``b`` added to stream 0 and stream 0
 replaced by ``tanh(Z)`` for tanh (as in :mod:`mgnn.kernels.cpu`): it holds

@@ -116,3 +116,22 @@ def test_mgrit_streams_converge_to_the_serial_gradient_and_charge_work():
     assert oneshot.counter.work > 4 * serial.counter.cost["grad"]  # extra MGRIT steps charged
     res = minimize(oneshot, theta, method="adam", options={"lr": 1e-2, "maxiter": 3})
     assert "mgrit_fwd_factor" in res.history
+
+
+def test_domain_decomposition_by_collocation_points():
+    from mgnn.dd import by_data, spqn
+
+    p = burgers_1d()
+    net = ResNet(2, 5, 4, 1, task="regression", T=2.0)
+    obj = PINNObjective.from_problem(net, p, p.sample(40, 12, seed=0))
+    theta = net.init(0)
+    dec = by_data(obj, 3, X="objective", axis=0)  # slabs in x, all terms
+    f = obj.value(theta)
+    # the weighted batch values of a partition are the subset values: they sum to f
+    parts = [w * obj.value(theta, s) for w, s in zip(dec.data_weights, dec.subdomains,
+                                                      strict=True)]
+    assert sum(parts) == pytest.approx(f, rel=1e-12)
+    for s, v in zip(dec.subdomains, parts, strict=True):
+        assert obj.subset(s).value(theta) == pytest.approx(v, rel=1e-12)
+    res = spqn(obj, theta, dec, options={"local_iters": 2, "global_iters": 1, "maxiter": 3})
+    assert res.fun < f

@@ -433,6 +433,18 @@ class PINNObjective(Objective):
         """Number of points of all terms (the index range of ``batch``)."""
         return int(self.offsets[-1])
 
+    @property
+    def X(self):
+        """All points (n_samples, d), term after term: row i is point i of ``batch`` and
+        ``subset`` (e.g. for ``mgnn.dd.by_data(obj, k, X='objective')``, slabs in space)."""
+        return np.concatenate([t.X for t in self.terms])
+
+    def features(self, theta, batch=None, out=None):
+        """Not available: a PINN loss is not a least-squares fit of the closing layer to
+        targets (the adaptive-basis / LSGD solvers need an :class:`Objective`)."""
+        raise NotImplementedError("features() (LSGD's least-squares closing layer) needs "
+                                  "data targets; a PINNObjective has PDE residuals")
+
     def with_net(self, net, propagation=None):
         """The same terms on another network (e.g. a coarse level of a hierarchy).
 
