@@ -11,6 +11,9 @@ Methods:
 
 ``adam``       full-batch Adam (lr 1e-3);
 ``lbfgs``      L-BFGS with the strong-Wolfe line search;
+``lbfgs-resample``  L-BFGS on a fresh Latin-hypercube sample of collocation points (same
+               sizes) every ``budget / rounds`` work units (a new L-BFGS memory each
+               round); the first round uses the common points;
 ``tr-lsr1``    trust region with the compact L-SR1 model, Steihaug-Toint CG;
 ``tr-gn``      trust region with exact Gauss-Newton products (Steihaug-Toint CG);
 ``nested``     nested iteration on a depth hierarchy (3 levels, factor 2), L-BFGS on
@@ -33,7 +36,7 @@ import mgnn
 from mgnn.multilevel import depth_hierarchy, mgopt, nested_iteration, rmtr
 from mgnn.pinn import PINNObjective
 
-METHODS = ("adam", "lbfgs", "tr-lsr1", "tr-gn", "nested", "rmtr", "mgopt")
+METHODS = ("adam", "lbfgs", "lbfgs-resample", "tr-lsr1", "tr-gn", "nested", "rmtr", "mgopt")
 
 
 class _Budget:
@@ -55,7 +58,7 @@ class _Budget:
             raise StopIteration
 
 
-def run_method(name, make_objective, problem, theta0, budget, levels=3):
+def run_method(name, make_objective, problem, theta0, budget, levels=3, rounds=4):
     """Train with ``name``; returns a dict with the error, work, iterations, time, curve."""
     X, U = problem.evaluation_grid()
     hessian = "gauss_newton" if name == "tr-gn" else "exact"
@@ -82,6 +85,21 @@ def run_method(name, make_objective, problem, theta0, budget, levels=3):
         }[name]
         res = mgnn.minimize(obj, theta0, method=method, options=opts, callback=cb)
         x, nit, msg = res.x, res.nit, res.message
+    elif name == "lbfgs-resample":
+        done = [0.0]  # work of the finished rounds
+        watch = _Budget(budget, lambda: done[0] + obj.counter.work, error, every)
+        x, nit = theta0, 0
+        for k in range(rounds):
+            obj = obj if k == 0 else make_objective(hessian, seed=10_000 + k)
+            res = mgnn.minimize(obj, x, method="lbfgs", options={"maxiter": big,
+                                                                 "gtol": 1e-12},
+                                callback=_round_callback(watch, budget * (k + 1) / rounds))
+            x, nit = res.x, nit + res.nit
+            done[0] += obj.counter.work
+            obj.counter.reset()
+            if watch.work() >= budget:
+                break
+        msg = f"{k + 1} rounds of collocation points"
     else:
         H = depth_hierarchy(obj, levels=levels)
 
@@ -116,6 +134,14 @@ def run_method(name, make_objective, problem, theta0, budget, levels=3):
     watch.curve.append((work, err))
     return dict(method=name, error=err, work=work, nit=int(nit), wall=wall, message=msg,
                 curve=watch.curve, x=x)
+
+
+def _round_callback(watch, stop):
+    def cb(intermediate_result):
+        watch(intermediate_result.x)
+        if watch.work() >= stop:
+            raise StopIteration
+    return cb
 
 
 def H_project(H, theta):
@@ -194,6 +220,12 @@ def plot(out_dir, name, problem, obj, best, rows):
 
 
 def make_objective_factory(problem, net, points, bc):
-    def make(hessian):
-        return PINNObjective.from_problem(net, problem, points, bc=bc, hessian=hessian)
+    """``make(hessian, seed=None)``: the objective on ``points``, or (with ``seed``) on a
+    fresh Latin-hypercube sample of the same sizes."""
+    n_int = len(points.interior)
+    n_bnd = sum(len(v) for v in points.boundary.values())
+
+    def make(hessian, seed=None):
+        pts = points if seed is None else problem.sample(n_int, n_bnd, "lhs", seed=seed)
+        return PINNObjective.from_problem(net, problem, pts, bc=bc, hessian=hessian)
     return make

@@ -1,8 +1,9 @@
 """Physics-informed training on viscous Burgers (nu = 0.01/pi): every optimizer and
 multilevel solver at equal work, against the Cole-Hopf reference.
 
-    python examples/pinn_burgers.py [--points 10000] [--budget 60000] [--bc exact|penalty]
-                                    [--methods lbfgs ...] [--out out] [--quick]
+    python examples/pinn_burgers.py [--points 10000] [--budget 20000] [--rounds 3]
+                                    [--bc exact|penalty] [--methods lbfgs ...] [--out out]
+                                    [--quick]
 
 u_t + u u_x = nu u_xx on [-1, 1] x [0, 1], u(x, 0) = -sin(pi x), u(+-1, t) = 0 (Raissi,
 Perdikaris & Karniadakis 2019). A ResNet PINN (width 20, 8 layers, tanh) on
@@ -14,7 +15,13 @@ grid (:func:`mgnn.data.pde.burgers_cole_hopf`). Prints a Markdown table of relat
 error and work, writes it with JSON into ``--out``, and plots the best solution, the
 reference, the error and the error against work (``pinn_burgers.png``).
 
-Target (issue 14): relative L2 error <= 1e-2 with L-BFGS or better.
+``lbfgs-resample`` draws fresh collocation points (same number) ``--rounds`` times
+within the budget; on fixed points L-BFGS fits the residual at the points long before
+the shock between them is right (the residual at fresh points stays 30x larger).
+
+Target (issue 14): relative L2 error <= 1e-2 with L-BFGS or better. The default run
+(10000 points, 20000 work units per method, four methods) takes about half an hour on
+two cores; ``--methods lbfgs-resample`` alone about eight minutes.
 """
 
 import argparse
@@ -47,9 +54,11 @@ def main(argv=None):
     ap.add_argument("--T", type=float, default=8.0)
     ap.add_argument("--points", type=int, default=10000, help="interior collocation points")
     ap.add_argument("--boundary", type=int, default=400, help="boundary points (penalty)")
-    ap.add_argument("--budget", type=float, default=60000.0, help="work units per method")
-    ap.add_argument("--methods", nargs="+", default=["lbfgs", "tr-gn", "nested", "adam"],
-                    choices=METHODS)
+    ap.add_argument("--budget", type=float, default=20000.0, help="work units per method")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="collocation samples of lbfgs-resample within the budget")
+    ap.add_argument("--methods", nargs="+",
+                    default=["lbfgs-resample", "lbfgs", "nested", "adam"], choices=METHODS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="out")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
@@ -66,7 +75,7 @@ def main(argv=None):
     print(make("exact"))
     rows = []
     for m in args.methods:
-        r = run_method(m, make, problem, theta0, args.budget)
+        r = run_method(m, make, problem, theta0, args.budget, rounds=args.rounds)
         rows.append(r)
         print(f"  {m:8s} error {r['error']:.3e}  work {r['work']:.0f}  iterations {r['nit']}  "
               f"{r['wall']:.1f} s  ({r['message']})", flush=True)

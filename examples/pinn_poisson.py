@@ -6,8 +6,9 @@
 Solves -Laplace u = f on [0, 1]^d (manufactured solution: sin(pi x) sin(pi y) in 2-D,
 sin(2 pi x) + 0.1 sin(8 pi x) in 1-D) with a ResNet PINN on Latin-hypercube collocation
 points, boundary conditions imposed exactly by an output transform (or as penalties),
-and trains it with Adam, L-BFGS, trust region (L-SR1 and Gauss-Newton), nested
-iteration, RMTR and MG/OPT on a depth hierarchy, each to the same work budget
+and trains it with Adam, L-BFGS (on fixed points, and on points resampled every quarter
+of the budget), trust region (L-SR1 and Gauss-Newton), nested iteration, RMTR and
+MG/OPT on a depth hierarchy, each to the same work budget
 (``examples/_pinn_common.py``). Prints a Markdown table of relative L2 error and work,
 writes it with JSON into ``--out``, and plots the best solution, the reference, the
 error and the error against work (``pinn_poisson.png``).

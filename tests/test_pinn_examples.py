@@ -18,8 +18,8 @@ def example_main(name):
 
 def test_pinn_poisson_quick(tmp_path, capsys):
     rows = example_main("pinn_poisson.py")(["--quick", "--out", str(tmp_path)])
-    assert [r["method"] for r in rows] == ["adam", "lbfgs", "tr-lsr1", "tr-gn", "nested",
-                                           "rmtr", "mgopt"]
+    assert [r["method"] for r in rows] == ["adam", "lbfgs", "lbfgs-resample", "tr-lsr1",
+                                           "tr-gn", "nested", "rmtr", "mgopt"]
     for r in rows:
         assert np.isfinite(r["error"]) and r["work"] > 0 and r["nit"] >= 1
         w, e = zip(*r["curve"], strict=True)
@@ -30,13 +30,14 @@ def test_pinn_poisson_quick(tmp_path, capsys):
     assert "| method | relative L2 error | work units" in out and "target relative L2" in out
     assert (tmp_path / "pinn_poisson.png").stat().st_size > 5_000
     data = json.loads((tmp_path / "pinn_poisson.json").read_text())
-    assert len(data["rows"]) == 7 and "x" not in data["rows"][0]
+    assert len(data["rows"]) == 8 and "x" not in data["rows"][0]
 
 
 def test_pinn_burgers_and_benchmark_quick(tmp_path):
     rows = example_main("pinn_burgers.py")(["--quick", "--out", str(tmp_path),
-                                            "--methods", "lbfgs", "tr-gn"])
-    assert [r["method"] for r in rows] == ["lbfgs", "tr-gn"]
+                                            "--methods", "lbfgs-resample", "tr-gn"])
+    assert [r["method"] for r in rows] == ["lbfgs-resample", "tr-gn"]
+    assert rows[0]["message"].endswith("rounds of collocation points")
     assert (tmp_path / "pinn_burgers.png").stat().st_size > 5_000
     rows = example_main("pinn_benchmark.py")(
         ["--quick", "--out", str(tmp_path), "--problems", "klein_gordon_1d", "allen_cahn_1d"])
