@@ -17,7 +17,9 @@ Derivatives with respect to theta are exact:
 * ``hessp`` with ``hessian='exact'`` (default): the exact Hessian-vector
   product, by a tangent sweep of the streams and the second-order adjoint sweep
   (which uses sigma''' and sigma''''), including the residual's own curvature
-  (``u u_x``, ``u^3``, ...);
+  (``u u_x``, ``u^3``, ...). Exact for tanh and identity; for the smoothed ReLU
+  (allowed for first-order PDEs only) sigma''' is 0 between its kinks and the
+  product is exact wherever no pre-activation sits exactly at a kink;
 * ``hessp`` with ``hessian='gauss_newton'`` (and :meth:`PINNObjective.gnp`
   always): the Gauss-Newton product ``J^T C J v`` (J the Jacobian of the
   residuals, C the weights), symmetric positive semidefinite (plus the
