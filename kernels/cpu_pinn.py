@@ -79,22 +79,8 @@ from numba import njit
 
 
 # ----------------------------------------------------------------------------
-# activations, specialised: each is a tuple of inlined scalar functions
-# (sigma, record, and the first to fourth derivatives) passed to the fused kernels
-# as arguments, so Numba compiles one branch-free loop per activation (a runtime
-# ``act`` test inside the loops stops LLVM from vectorising them). The derivatives
-# take the record r (tanh(z) for tanh, z otherwise).
+# tanh's derivatives from its record r = tanh(z) (polynomials in r)
 # ----------------------------------------------------------------------------
-@njit(inline="always", cache=True, error_model="numpy")
-def _tanh_sigma(z):
-    return _tanh(z)
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _tanh_record(z, a):
-    return a
-
-
 @njit(inline="always", cache=True, error_model="numpy")
 def _tanh_d1(r):
     return _c(1.0, r) - r * r
@@ -118,91 +104,43 @@ def _tanh_d4(r):
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _z_record(z, a):
-    return z
-
-
-@njit(inline="always", cache=True, error_model="numpy")
 def _zero(r):
     return _c(0.0, r)
 
 
-@njit(inline="always", cache=True, error_model="numpy")
-def _one(r):
-    return _c(1.0, r)
+_CODES = frozenset(ACTIVATIONS.values())
 
 
-@njit(inline="always", cache=True, error_model="numpy")
-def _identity_sigma(z):
-    return z
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _relu_sigma(z):
-    return _sigma(z, RELU)
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _relu_d1(r):
-    return _dsigma(r, RELU)
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _srelu_sigma(z):
-    return _sigma(z, SMOOTH_RELU)
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _srelu_d1(r):
-    return _dsigma(r, SMOOTH_RELU)
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _srelu_d2(r):
-    return _d2sigma(r, SMOOTH_RELU)
-
-
-#: activation code -> (sigma, record, d1, d2, d3, d4); the third and fourth
-#: derivatives of the piecewise polynomial activations are 0 almost everywhere
-#: (their jumps are not represented: see the module docstring).
-_FUNCS = {
-    TANH: (_tanh_sigma, _tanh_record, _tanh_d1, _tanh_d2, _tanh_d3, _tanh_d4),
-    IDENTITY: (_identity_sigma, _z_record, _one, _zero, _zero, _zero),
-    RELU: (_relu_sigma, _z_record, _relu_d1, _zero, _zero, _zero),
-    SMOOTH_RELU: (_srelu_sigma, _z_record, _srelu_d1, _srelu_d2, _zero, _zero),
-}
-
-
-def _funcs(act):
-    try:
-        return _FUNCS[act]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown activation code {act!r}; expected one of "
-                         f"{sorted(_FUNCS)}") from None
+def _check_act(act):
+    if act not in _CODES:
+        raise ValueError(f"unknown activation code {act!r}; expected one of {sorted(_CODES)}")
 
 
 @njit(cache=True, error_model="numpy")
-def _derivatives(Z, order, out, sig, rec, d1, d2, d3, d4):
+def _derivatives(Z, act, order, out):
     z = Z.reshape(-1)
     o = out.reshape(-1)
     for i in range(z.size):
         x = z[i]
-        a = sig(x)
-        r = rec(x, a)
+        a = _sigma(x, act)
+        r = a if act == TANH else x
         if order == 0:
             o[i] = a
         elif order == 1:
-            o[i] = d1(r)
+            o[i] = _dsigma(r, act)
         elif order == 2:
-            o[i] = d2(r)
+            o[i] = _d2sigma(r, act)
         elif order == 3:
-            o[i] = d3(r)
+            o[i] = _tanh_d3(r) if act == TANH else _zero(r)
         else:
-            o[i] = d4(r)
+            o[i] = _tanh_d4(r) if act == TANH else _zero(r)
 
 
 def activation_derivatives(Z, act, order, out):
     """``out = sigma^(order)(Z)`` elementwise for order 0..4, from the pre-activation.
+
+    The third and fourth derivatives of the piecewise polynomial activations are 0
+    almost everywhere (their jumps are not represented: see the module docstring).
 
     Examples
     --------
@@ -212,9 +150,10 @@ def activation_derivatives(Z, act, order, out):
     >>> bool(np.allclose(out, [0.0, -2 * np.tanh(1.0) / np.cosh(1.0) ** 2]))
     True
     """
+    _check_act(act)
     if not 0 <= int(order) <= 4:
         raise ValueError(f"order must be 0..4, got {order}")
-    _derivatives(Z, int(order), out, *_funcs(act))
+    _derivatives(Z, act, int(order), out)
 
 
 # ----------------------------------------------------------------------------
@@ -230,6 +169,13 @@ def _add_bias(G0, b):
 
 
 @njit(cache=True, error_model="numpy")
+def _zero_fill(A):
+    a = A.reshape(-1)
+    for i in range(a.size):
+        a[i] = 0.0
+
+
+@njit(cache=True, error_model="numpy")
 def _colsum(A, out):
     s, w = A.shape
     for k in range(w):
@@ -239,10 +185,23 @@ def _colsum(A, out):
             out[k] += A[i, k]
 
 
+# The fused kernels come in two forms with the same loops: ``*_tanh`` (tanh's
+# derivatives as polynomials of the record: branch-free loops that LLVM vectorises)
+# and ``*_any`` (the other activations through the runtime-``act`` scalar functions of
+# :mod:`mgnn.kernels.cpu`; their third and fourth derivatives vanish almost
+# everywhere). One form for all would test ``act`` inside the loops, which stops
+# vectorisation (2.5x slower at w = 64), and passing the derivative functions as
+# Numba arguments costs ~25 us of argument typing per call. Both forms are checked
+# against finite differences by the tests; the step functions below send tanh to
+# ``*_tanh`` and every other activation to ``*_any``.
 @njit(cache=True, error_model="numpy")
-def _forward_fuse(V, G, h, m2, out, sig, rec, d1, d2):
-    # G holds [Z; P; Q] (bias added) on entry and the record on exit; out = V + h Phi(G)
-    # (V is ``out`` itself, zeroed, for a layer without skip)
+def _forward_fuse_tanh(V, G, b, h, m2, skip, out):
+    # G holds [Z; P; Q] on entry (the bias is added here) and the record on exit;
+    # out = V + h Phi(G), or h Phi(G) without skip (then V is ``out`` itself, zeroed)
+    _add_bias(G[0], b)
+    if not skip:
+        _zero_fill(out)
+        V = out
     S = G.shape[0]
     n = G.shape[1] * G.shape[2]
     m1 = S - 1 - m2
@@ -252,23 +211,23 @@ def _forward_fuse(V, G, h, m2, out, sig, rec, d1, d2):
     g0, o0, v0 = g[0], o[0], v[0]
     for e in range(n):
         z = g0[e]
-        a = sig(z)
-        g0[e] = rec(z, a)
+        a = _tanh(z)
+        g0[e] = a
         o0[e] = v0[e] + h * a
     for j in range(1, m1 + 1):
         gj, oj, vj = g[j], o[j], v[j]
         for e in range(n):
-            oj[e] = vj[e] + h * d1(g0[e]) * gj[e]
+            oj[e] = vj[e] + h * _tanh_d1(g0[e]) * gj[e]
     for q in range(m2):
         gp, gq, oq, vq = g[1 + q], g[1 + m1 + q], o[1 + m1 + q], v[1 + m1 + q]
         for e in range(n):
             r = g0[e]
             P = gp[e]
-            oq[e] = vq[e] + h * (d2(r) * P * P + d1(r) * gq[e])
+            oq[e] = vq[e] + h * (_tanh_d2(r) * P * P + _tanh_d1(r) * gq[e])
 
 
 @njit(cache=True, error_model="numpy")
-def _delta_fuse(G, Ln, h, m2, D, d1, d2, d3):
+def _delta_fuse_tanh(G, Ln, h, m2, D):
     S = G.shape[0]
     n = G.shape[1] * G.shape[2]
     m1 = S - 1 - m2
@@ -277,14 +236,14 @@ def _delta_fuse(G, Ln, h, m2, D, d1, d2, d3):
     d = D.reshape(S, n)
     g0, d0, l0 = g[0], d[0], ln[0]
     for e in range(n):
-        d0[e] = h * d1(g0[e]) * l0[e]
+        d0[e] = h * _tanh_d1(g0[e]) * l0[e]
     for j in range(1, m1 + 1):
         gj, lj, dj = g[j], ln[j], d[j]
         for e in range(n):
             r = g0[e]
             M = h * lj[e]
-            d0[e] += d2(r) * gj[e] * M
-            dj[e] = d1(r) * M
+            d0[e] += _tanh_d2(r) * gj[e] * M
+            dj[e] = _tanh_d1(r) * M
     for q in range(m2):
         gp, gq, lq = g[1 + q], g[1 + m1 + q], ln[1 + m1 + q]
         dp, dq = d[1 + q], d[1 + m1 + q]
@@ -292,16 +251,19 @@ def _delta_fuse(G, Ln, h, m2, D, d1, d2, d3):
             r = g0[e]
             P = gp[e]
             N = h * lq[e]
-            c2 = d2(r)
-            d0[e] += (d3(r) * P * P + c2 * gq[e]) * N
+            c2 = _tanh_d2(r)
+            d0[e] += (_tanh_d3(r) * P * P + c2 * gq[e]) * N
             dp[e] += _c(2.0, r) * c2 * P * N
-            dq[e] = d1(r) * N
+            dq[e] = _tanh_d1(r) * N
 
 
 @njit(cache=True, error_model="numpy")
-def _tangent_fuse(dG, db, G, dV, h, m2, out, d1, d2, d3):
-    # dG <- dG + [db; 0] (the tangent record); out = dV + h Phi'(G) dG
-    # (dV is ``out`` itself, zeroed, for a layer without skip or without a stack direction)
+def _tangent_fuse_tanh(dG, db, G, dV, h, m2, plain, out):
+    # dG <- dG + [db; 0] (the tangent record); out = dV + h Phi'(G) dG, or h Phi'(G) dG
+    # (``plain`` False: no skip or no stack direction; then dV is ``out``, zeroed)
+    if not plain:
+        _zero_fill(out)
+        dV = out
     S = G.shape[0]
     s, w = G.shape[1], G.shape[2]
     n = s * w
@@ -315,12 +277,12 @@ def _tangent_fuse(dG, db, G, dV, h, m2, out, d1, d2, d3):
     dv = dV.reshape(S, n)
     g0, dg0, o0, dv0 = g[0], dg[0], o[0], dv[0]
     for e in range(n):
-        o0[e] = dv0[e] + h * d1(g0[e]) * dg0[e]
+        o0[e] = dv0[e] + h * _tanh_d1(g0[e]) * dg0[e]
     for j in range(1, m1 + 1):
         gj, dgj, oj, dvj = g[j], dg[j], o[j], dv[j]
         for e in range(n):
             r = g0[e]
-            oj[e] = dvj[e] + h * (d2(r) * dg0[e] * gj[e] + d1(r) * dgj[e])
+            oj[e] = dvj[e] + h * (_tanh_d2(r) * dg0[e] * gj[e] + _tanh_d1(r) * dgj[e])
     for q in range(m2):
         gp, dgp = g[1 + q], dg[1 + q]
         gq, dgq, oq, dvq = g[1 + m1 + q], dg[1 + m1 + q], o[1 + m1 + q], dv[1 + m1 + q]
@@ -328,13 +290,13 @@ def _tangent_fuse(dG, db, G, dV, h, m2, out, d1, d2, d3):
             r = g0[e]
             dz = dg0[e]
             P = gp[e]
-            c2 = d2(r)
-            oq[e] = dvq[e] + h * (d3(r) * dz * P * P + _c(2.0, r) * c2 * P * dgp[e]
-                                  + c2 * dz * gq[e] + d1(r) * dgq[e])
+            c2 = _tanh_d2(r)
+            oq[e] = dvq[e] + h * (_tanh_d3(r) * dz * P * P + _c(2.0, r) * c2 * P * dgp[e]
+                                  + c2 * dz * gq[e] + _tanh_d1(r) * dgq[e])
 
 
 @njit(cache=True, error_model="numpy")
-def _soadjoint_fuse(G, dG, Ln, dLn, h, m2, D, dD, d1, d2, d3, d4):
+def _soadjoint_fuse_tanh(G, dG, Ln, dLn, h, m2, D, dD):
     # D = h Phi'(G)^T Ln ; dD = h [ (d/dG Phi'(G)^T Ln) dG + Phi'(G)^T dLn ]
     S = G.shape[0]
     n = G.shape[1] * G.shape[2]
@@ -348,23 +310,23 @@ def _soadjoint_fuse(G, dG, Ln, dLn, h, m2, D, dD, d1, d2, d3, d4):
     g0, dg0, d0, dd0, l0, dl0 = g[0], dg[0], d[0], dd[0], ln[0], dln[0]
     for e in range(n):
         r = g0[e]
-        c1 = d1(r)
+        c1 = _tanh_d1(r)
         L0 = h * l0[e]
         d0[e] = c1 * L0
-        dd0[e] = d2(r) * dg0[e] * L0 + c1 * h * dl0[e]
+        dd0[e] = _tanh_d2(r) * dg0[e] * L0 + c1 * h * dl0[e]
     for j in range(1, m1 + 1):
         gj, dgj, lj, dlj, dj, ddj = g[j], dg[j], ln[j], dln[j], d[j], dd[j]
         for e in range(n):
             r = g0[e]
-            c1 = d1(r)
-            c2 = d2(r)
+            c1 = _tanh_d1(r)
+            c2 = _tanh_d2(r)
             dz = dg0[e]
             P = gj[e]
             M = h * lj[e]
             dM = h * dlj[e]
             d0[e] += c2 * P * M
             dj[e] = c1 * M
-            dd0[e] += d3(r) * dz * P * M + c2 * (dgj[e] * M + P * dM)
+            dd0[e] += _tanh_d3(r) * dz * P * M + c2 * (dgj[e] * M + P * dM)
             ddj[e] = c2 * dz * M + c1 * dM
     for q in range(m2):
         gp, dgp, dp, ddp = g[1 + q], dg[1 + q], d[1 + q], dd[1 + q]
@@ -372,9 +334,9 @@ def _soadjoint_fuse(G, dG, Ln, dLn, h, m2, D, dD, d1, d2, d3, d4):
         gq, dgq, lq, dlq, dq, ddq = g[k], dg[k], ln[k], dln[k], d[k], dd[k]
         for e in range(n):
             r = g0[e]
-            c1 = d1(r)
-            c2 = d2(r)
-            c3 = d3(r)
+            c1 = _tanh_d1(r)
+            c2 = _tanh_d2(r)
+            c3 = _tanh_d3(r)
             two = _c(2.0, r)
             dz = dg0[e]
             P = gp[e]
@@ -385,7 +347,168 @@ def _soadjoint_fuse(G, dG, Ln, dLn, h, m2, D, dD, d1, d2, d3, d4):
             d0[e] += (c3 * P * P + c2 * Q) * N
             dp[e] += two * c2 * P * N
             dq[e] = c1 * N
-            dd0[e] += ((d4(r) * dz * P * P + two * c3 * P * dP + c3 * dz * Q + c2 * dgq[e]) * N
+            c4 = _tanh_d4(r)
+            dd0[e] += ((c4 * dz * P * P + two * c3 * P * dP + c3 * dz * Q + c2 * dgq[e]) * N
+                       + (c3 * P * P + c2 * Q) * dN)
+            ddp[e] += two * (c3 * dz * P * N + c2 * dP * N + c2 * P * dN)
+            ddq[e] = c2 * dz * N + c1 * dN
+
+
+@njit(cache=True, error_model="numpy")
+def _forward_fuse_any(V, G, b, h, act, m2, skip, out):
+    # G holds [Z; P; Q] on entry (the bias is added here) and the record on exit;
+    # out = V + h Phi(G), or h Phi(G) without skip (then V is ``out`` itself, zeroed)
+    _add_bias(G[0], b)
+    if not skip:
+        _zero_fill(out)
+        V = out
+    S = G.shape[0]
+    n = G.shape[1] * G.shape[2]
+    m1 = S - 1 - m2
+    g = G.reshape(S, n)
+    o = out.reshape(S, n)
+    v = V.reshape(S, n)
+    g0, o0, v0 = g[0], o[0], v[0]
+    for e in range(n):
+        z = g0[e]
+        a = _sigma(z, act)
+        g0[e] = z if act != TANH else a
+        o0[e] = v0[e] + h * a
+    for j in range(1, m1 + 1):
+        gj, oj, vj = g[j], o[j], v[j]
+        for e in range(n):
+            oj[e] = vj[e] + h * _dsigma(g0[e], act) * gj[e]
+    for q in range(m2):
+        gp, gq, oq, vq = g[1 + q], g[1 + m1 + q], o[1 + m1 + q], v[1 + m1 + q]
+        for e in range(n):
+            r = g0[e]
+            P = gp[e]
+            oq[e] = vq[e] + h * (_d2sigma(r, act) * P * P + _dsigma(r, act) * gq[e])
+
+
+@njit(cache=True, error_model="numpy")
+def _delta_fuse_any(G, Ln, h, act, m2, D):
+    S = G.shape[0]
+    n = G.shape[1] * G.shape[2]
+    m1 = S - 1 - m2
+    g = G.reshape(S, n)
+    ln = Ln.reshape(S, n)
+    d = D.reshape(S, n)
+    g0, d0, l0 = g[0], d[0], ln[0]
+    for e in range(n):
+        d0[e] = h * _dsigma(g0[e], act) * l0[e]
+    for j in range(1, m1 + 1):
+        gj, lj, dj = g[j], ln[j], d[j]
+        for e in range(n):
+            r = g0[e]
+            M = h * lj[e]
+            d0[e] += _d2sigma(r, act) * gj[e] * M
+            dj[e] = _dsigma(r, act) * M
+    for q in range(m2):
+        gp, gq, lq = g[1 + q], g[1 + m1 + q], ln[1 + m1 + q]
+        dp, dq = d[1 + q], d[1 + m1 + q]
+        for e in range(n):
+            r = g0[e]
+            P = gp[e]
+            N = h * lq[e]
+            c2 = _d2sigma(r, act)
+            d0[e] += (_zero(r) * P * P + c2 * gq[e]) * N
+            dp[e] += _c(2.0, r) * c2 * P * N
+            dq[e] = _dsigma(r, act) * N
+
+
+@njit(cache=True, error_model="numpy")
+def _tangent_fuse_any(dG, db, G, dV, h, act, m2, plain, out):
+    # dG <- dG + [db; 0] (the tangent record); out = dV + h Phi'(G) dG, or h Phi'(G) dG
+    # (``plain`` False: no skip or no stack direction; then dV is ``out``, zeroed)
+    if not plain:
+        _zero_fill(out)
+        dV = out
+    S = G.shape[0]
+    s, w = G.shape[1], G.shape[2]
+    n = s * w
+    m1 = S - 1 - m2
+    for i in range(s):
+        for k in range(w):
+            dG[0, i, k] += db[k]
+    g = G.reshape(S, n)
+    dg = dG.reshape(S, n)
+    o = out.reshape(S, n)
+    dv = dV.reshape(S, n)
+    g0, dg0, o0, dv0 = g[0], dg[0], o[0], dv[0]
+    for e in range(n):
+        o0[e] = dv0[e] + h * _dsigma(g0[e], act) * dg0[e]
+    for j in range(1, m1 + 1):
+        gj, dgj, oj, dvj = g[j], dg[j], o[j], dv[j]
+        for e in range(n):
+            r = g0[e]
+            oj[e] = dvj[e] + h * (_d2sigma(r, act) * dg0[e] * gj[e] + _dsigma(r, act) * dgj[e])
+    for q in range(m2):
+        gp, dgp = g[1 + q], dg[1 + q]
+        gq, dgq, oq, dvq = g[1 + m1 + q], dg[1 + m1 + q], o[1 + m1 + q], dv[1 + m1 + q]
+        for e in range(n):
+            r = g0[e]
+            dz = dg0[e]
+            P = gp[e]
+            c2 = _d2sigma(r, act)
+            oq[e] = dvq[e] + h * (_zero(r) * dz * P * P + _c(2.0, r) * c2 * P * dgp[e]
+                                  + c2 * dz * gq[e] + _dsigma(r, act) * dgq[e])
+
+
+@njit(cache=True, error_model="numpy")
+def _soadjoint_fuse_any(G, dG, Ln, dLn, h, act, m2, D, dD):
+    # D = h Phi'(G)^T Ln ; dD = h [ (d/dG Phi'(G)^T Ln) dG + Phi'(G)^T dLn ]
+    S = G.shape[0]
+    n = G.shape[1] * G.shape[2]
+    m1 = S - 1 - m2
+    g = G.reshape(S, n)
+    dg = dG.reshape(S, n)
+    ln = Ln.reshape(S, n)
+    dln = dLn.reshape(S, n)
+    d = D.reshape(S, n)
+    dd = dD.reshape(S, n)
+    g0, dg0, d0, dd0, l0, dl0 = g[0], dg[0], d[0], dd[0], ln[0], dln[0]
+    for e in range(n):
+        r = g0[e]
+        c1 = _dsigma(r, act)
+        L0 = h * l0[e]
+        d0[e] = c1 * L0
+        dd0[e] = _d2sigma(r, act) * dg0[e] * L0 + c1 * h * dl0[e]
+    for j in range(1, m1 + 1):
+        gj, dgj, lj, dlj, dj, ddj = g[j], dg[j], ln[j], dln[j], d[j], dd[j]
+        for e in range(n):
+            r = g0[e]
+            c1 = _dsigma(r, act)
+            c2 = _d2sigma(r, act)
+            dz = dg0[e]
+            P = gj[e]
+            M = h * lj[e]
+            dM = h * dlj[e]
+            d0[e] += c2 * P * M
+            dj[e] = c1 * M
+            dd0[e] += _zero(r) * dz * P * M + c2 * (dgj[e] * M + P * dM)
+            ddj[e] = c2 * dz * M + c1 * dM
+    for q in range(m2):
+        gp, dgp, dp, ddp = g[1 + q], dg[1 + q], d[1 + q], dd[1 + q]
+        k = 1 + m1 + q
+        gq, dgq, lq, dlq, dq, ddq = g[k], dg[k], ln[k], dln[k], d[k], dd[k]
+        for e in range(n):
+            r = g0[e]
+            c1 = _dsigma(r, act)
+            c2 = _d2sigma(r, act)
+            c3 = _zero(r)
+            two = _c(2.0, r)
+            dz = dg0[e]
+            P = gp[e]
+            dP = dgp[e]
+            Q = gq[e]
+            N = h * lq[e]
+            dN = h * dlq[e]
+            d0[e] += (c3 * P * P + c2 * Q) * N
+            dp[e] += two * c2 * P * N
+            dq[e] = c1 * N
+            c4 = _zero(r)
+            dd0[e] += ((c4 * dz * P * P + two * c3 * P * dP + c3 * dz * Q + c2 * dgq[e]) * N
                        + (c3 * P * P + c2 * Q) * dN)
             ddp[e] += two * (c3 * dz * P * N + c2 * dP * N + c2 * P * dN)
             ddq[e] = c2 * dz * N + c1 * dN
@@ -440,12 +563,14 @@ def forward_step(V, W, b, h, act, m2, G, out, skip=True):
     ...                                 -2 * w**2 * a[0] * (1 - a[0]**2)]))
     True
     """
-    sig, rec, d1, d2, _, _ = _funcs(act)
+    _check_act(act)
     np.matmul(_rows(V), W.T, out=_rows(G))
-    _add_bias(G[0], b)
-    if not skip:
-        out[...] = 0
-    _forward_fuse(V if skip else out, G, G.dtype.type(h), m2, out, sig, rec, d1, d2)
+    h = G.dtype.type(h)
+    Vs = V if skip else out  # (unused without skip)
+    if act == TANH:
+        _forward_fuse_tanh(Vs, G, b, h, m2, skip, out)
+    else:
+        _forward_fuse_any(Vs, G, b, h, act, m2, skip, out)
 
 
 def adjoint_step(L_next, V, W, G, h, act, m2, D, L=None, gW=None, gb=None, skip=True):
@@ -456,8 +581,11 @@ def adjoint_step(L_next, V, W, G, h, act, m2, D, L=None, gW=None, gb=None, skip=
     ``gW = D^T V`` over all stream rows and ``gb`` = column sums of ``D[0]``
     (skipped when None).
     """
-    _, _, d1, d2, d3, _ = _funcs(act)
-    _delta_fuse(G, L_next, G.dtype.type(h), m2, D, d1, d2, d3)
+    _check_act(act)
+    if act == TANH:
+        _delta_fuse_tanh(G, L_next, G.dtype.type(h), m2, D)
+    else:
+        _delta_fuse_any(G, L_next, G.dtype.type(h), act, m2, D)
     if L is not None:
         np.matmul(_rows(D), W, out=_rows(L))
         if skip:
@@ -476,7 +604,7 @@ def tangent_step(V, dV, W, dW, db, G, h, act, m2, dG, out, T=None, skip=True):
     opening layer, whose input is data); ``dW=None``: no weight direction. ``T``
     (S, s, w_out) is scratch, needed when both are present.
     """
-    _, _, d1, d2, d3, _ = _funcs(act)
+    _check_act(act)
     if dV is not None:
         np.matmul(_rows(dV), W.T, out=_rows(dG))
     elif dW is None:
@@ -488,9 +616,12 @@ def tangent_step(V, dV, W, dW, db, G, h, act, m2, dG, out, T=None, skip=True):
             np.matmul(_rows(V), dW.T, out=_rows(T))
             np.add(dG, T, out=dG)
     plain = skip and dV is not None
-    if not plain:
-        out[...] = 0
-    _tangent_fuse(dG, db, G, dV if plain else out, G.dtype.type(h), m2, out, d1, d2, d3)
+    dVs = dV if plain else out  # (unused when not plain)
+    h = G.dtype.type(h)
+    if act == TANH:
+        _tangent_fuse_tanh(dG, db, G, dVs, h, m2, plain, out)
+    else:
+        _tangent_fuse_any(dG, db, G, dVs, h, act, m2, plain, out)
 
 
 def soadjoint_step(L_next, dL_next, V, dV, W, dW, G, dG, h, act, m2, D, dD,
@@ -509,8 +640,11 @@ def soadjoint_step(L_next, dL_next, V, dV, W, dW, G, dG, h, act, m2, D, dD,
     ``tmpW`` (w_out, w_in) are scratch for the two-term sums. Outputs left as
     None are not computed.
     """
-    _, _, d1, d2, d3, d4 = _funcs(act)
-    _soadjoint_fuse(G, dG, L_next, dL_next, G.dtype.type(h), m2, D, dD, d1, d2, d3, d4)
+    _check_act(act)
+    if act == TANH:
+        _soadjoint_fuse_tanh(G, dG, L_next, dL_next, G.dtype.type(h), m2, D, dD)
+    else:
+        _soadjoint_fuse_any(G, dG, L_next, dL_next, G.dtype.type(h), act, m2, D, dD)
     if L is not None:
         np.matmul(_rows(D), W, out=_rows(L))
         if skip:

@@ -241,7 +241,8 @@ def test_stream_activation_refusals():
         output_streams(net, net.init(0), X, first=[0], second=[0])
 
 
-@pytest.mark.parametrize("name", ["_forward_fuse", "_soadjoint_fuse"])  # all of sigma..d4
+@pytest.mark.parametrize("name", ["_forward_fuse_tanh", "_soadjoint_fuse_tanh",
+                                  "_soadjoint_fuse_any"])
 def test_float32_stream_kernels_stay_float32(name):
     """Typed constants: the float32 specialisations compute in float32 (no fpext)."""
     from numba import njit
@@ -251,15 +252,12 @@ def test_float32_stream_kernels_stay_float32(name):
     A = [rng.standard_normal((5, 3, 4)).astype(np.float32) for _ in range(6)]
     b = rng.standard_normal(4).astype(np.float32)
     h = np.float32(0.5)
-    _, _, d1, d2, d3, d4 = kp._FUNCS[kp.TANH]
-    if name == "_forward_fuse":
-        fresh(A[0], A[1], h, 2, A[2], kp._tanh_sigma, kp._tanh_record, d1, d2)
-    elif name == "_delta_fuse":
-        fresh(A[0], A[1], h, 2, A[2], d1, d2, d3)
-    elif name == "_tangent_fuse":
-        fresh(A[0], b, A[1], A[2], h, 2, A[3], d1, d2, d3)
+    if name == "_forward_fuse_tanh":
+        fresh(A[0], A[1], b, h, 2, True, A[2])
+    elif name == "_soadjoint_fuse_tanh":
+        fresh(A[0], A[1], A[2], A[3], h, 2, A[4], A[5])
     else:
-        fresh(A[0], A[1], A[2], A[3], h, 2, A[4], A[5], d1, d2, d3, d4)
+        fresh(A[0], A[1], A[2], A[3], h, ACT["smooth_relu"], 2, A[4], A[5])
     ir = fresh.inspect_llvm(fresh.signatures[0])
     assert "define" in ir and "fpext" not in ir
 
