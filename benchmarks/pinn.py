@@ -21,7 +21,9 @@ the row was timed (rows above a few % are noisy).
 
     python benchmarks/pinn.py [--quick] [--hessp] [--json out.json]
 
-Prints a Markdown table and writes JSON with ``--json``.
+Prints a Markdown table and writes JSON with ``--json``. Plain and PINN samples are
+taken in turn (medians of ``--repeats`` each), so a load change on a shared machine
+affects both.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ QUICK = dict(pdes=("poisson2d", "burgers"), widths=(16, 64), samples=(2000,), de
 TARGET = 1.5
 
 
+def _interleaved(fns, repeats):
+    """Medians of ``repeats`` samples of each function, the samples taken in turn
+    (each sample times a loop of at least 20 ms, as :func:`_common.measure`)."""
+    samples = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            samples[k].append(measure(fn, repeats=1, warmup=1, min_sample=0.02))
+    return [float(np.median(x)) for x in samples]
+
+
 def run_case(pde_name, w, N, s, args):
     d, make = PDES[pde_name]
     dt = np.dtype(args.dtype).type
@@ -57,17 +69,19 @@ def run_case(pde_name, w, N, s, args):
     pinn = PINNObjective(net, make(), X, source=lambda P: np.cos(P.sum(axis=1)))
     S = pinn.terms[0].layout.S
     row = dict(pde=pde_name, d=d, S=S, w=w, N=N, s=s, dtype=args.dtype)
-    kw = dict(repeats=args.repeats, warmup=1, min_sample=0.05)
-    row["plain_ms"] = 1e3 * measure(lambda: plain.value_and_grad(theta), **kw)
-    row["pinn_ms"] = 1e3 * measure(lambda: pinn.value_and_grad(theta), **kw)
+    # plain and PINN samples alternate, so that a change of the machine's load hits both
+    plain_t, pinn_t = _interleaved([lambda: plain.value_and_grad(theta),
+                                    lambda: pinn.value_and_grad(theta)], args.repeats)
+    row["plain_ms"], row["pinn_ms"] = 1e3 * plain_t, 1e3 * pinn_t
     row["ratio"] = row["pinn_ms"] / row["plain_ms"]
     row["bound"] = float(S)
     row["ratio_over_bound"] = row["ratio"] / S
     if args.hessp:
         v = rng.standard_normal(theta.size).astype(dt)
-        row["plain_hessp_ms"] = 1e3 * measure(lambda: plain.hessp(theta, v), **kw)
-        row["pinn_hessp_ms"] = 1e3 * measure(lambda: pinn.hessp(theta, v), **kw)
-        row["hessp_ratio_over_bound"] = row["pinn_hessp_ms"] / row["plain_hessp_ms"] / S
+        hp, hq = _interleaved([lambda: plain.hessp(theta, v), lambda: pinn.hessp(theta, v)],
+                              args.repeats)
+        row["plain_hessp_ms"], row["pinn_hessp_ms"] = 1e3 * hp, 1e3 * hq
+        row["hessp_ratio_over_bound"] = hq / hp / S
     return row
 
 
