@@ -133,6 +133,13 @@ class StreamWorkspace:
     ``G`` (N, S, s, w) records, ``G_open`` (S, s, w), ``O`` (S, s, n_out)
     output stack, ``Obar`` its adjoint, ``L`` (2, S, s, w) ping-pong adjoints,
     ``D`` (S, s, w). Second-order buffers come with :meth:`ensure_second_order`.
+
+    Examples
+    --------
+    >>> from mgnn.nets import ResNet
+    >>> StreamWorkspace(ResNet(2, 8, 4, 1, task="regression"), StreamLayout(2, [0, 1], [0, 1]),
+    ...                 100)
+    StreamWorkspace(5 streams x 100 points x width 8, 4 layers, 0.4 MiB)
     """
 
     def __init__(self, net, layout, s, xp=np):
@@ -178,6 +185,11 @@ class StreamWorkspace:
 
     def nbytes(self):
         return sum(v.nbytes for v in vars(self).values() if hasattr(v, "nbytes"))
+
+    def __repr__(self):
+        return (f"StreamWorkspace({self.layout.S} streams x {self.s} points x width "
+                f"{self._net.width}, {self._net.depth} layers, {self.nbytes() / 2**20:.1f} MiB"
+                f"{', second order' if self.second_order else ''})")
 
 
 class StreamPropagation:
