@@ -43,7 +43,9 @@ def test_streams_match_finite_differences(width, depth, n_in, act, seed):
         scale = 1.0 + np.abs(d1).max()
         assert np.abs(out["d"][j] - d1).max() <= 1e-7 * scale
         assert np.abs(out["dd"][j] - d2).max() <= 2e-5 * (1.0 + np.abs(d2).max())
-    assert np.array_equal(out["u"], f0)
+    # the plain forward runs its GEMMs in the fused kernels' summation order, the
+    # streams in BLAS's: equal up to rounding
+    assert np.abs(out["u"] - f0).max() <= 1e-14 * (1.0 + np.abs(f0).max())
 
 
 @settings(max_examples=15)
