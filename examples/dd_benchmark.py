@@ -32,8 +32,18 @@ Tikhonov term:
   target loss 5e-4, budget 400.
 
 The targets are the loss L-BFGS reaches after about 150 work units on seed 0 (a
-one-seed pilot). PINN problems: ``mgnn.pinn`` (issue 14) was not on ``main`` when
-this script was written; they are not in the table.
+one-seed pilot).
+
+A third table (``PINN_METHODS``) runs a physics-informed problem (:mod:`mgnn.pinn`):
+``poisson-pinn``, -Laplace u = f on [0, 1]^2 (solution sin(pi x) sin(pi y)), 1000
+Latin-hypercube collocation points, boundary condition imposed exactly by the
+output transform, a tanh ``ResNet(2, 16, 8, 1, T=4)`` with Glorot initialisation,
+no regulariser; target loss 1e-2 (what L-BFGS reaches after about 150 work units on
+seed 0), budget 1500. Work units are the network's plain gradients on the same
+points: one PINN value-and-gradient costs 5 of them (value, 2 first and 2 second
+derivative streams). Data subdomains are slabs of collocation points
+(:func:`mgnn.dd.by_data` on ``PINNObjective.X``). The validation column is the
+relative L2 error of u on the problem's evaluation grid.
 
 Methods (``METHODS``; all DD methods from :mod:`mgnn.dd`):
 
@@ -113,6 +123,8 @@ METHODS = {
     "2-level APTS data S=8": (apts, "data", 8, {"local_iters": 5, "coarse_iters": 3}, True),
 }
 PLAIN_METHODS = ("L-BFGS", HEADLINE)
+PINN_METHODS = ("L-BFGS", "TR", "Adam", "ASPQN data S=8", "APTS data S=8", "ASPQN layers S=4",
+                "2-level ASPQN data S=8")
 
 
 def problems(quick):
@@ -126,6 +138,23 @@ def problems(quick):
     out.append(("regression", d, mgnn.ResNet(2, 8, depth, 1, T=2.0, task="regression"), 1e-6,
                 0.06 if quick else 5e-4, 20 if quick else 400))
     return out
+
+
+def pinn_problems(quick):
+    """The PINN problem: (name, data, net, tikhonov, target, budget); ``data`` carries
+    the objective factory and the evaluation grid as validation data."""
+    from types import SimpleNamespace
+
+    from mgnn.data.pde import poisson_2d
+    from mgnn.pinn import PINNObjective
+
+    problem = poisson_2d()
+    points = problem.sample(100 if quick else 1000, 4, "lhs", seed=0)
+    net = mgnn.ResNet(2, 8 if quick else 16, 4 if quick else 8, 1, T=4.0, task="regression")
+    X_grid, U_grid = problem.evaluation_grid()
+    d = SimpleNamespace(X_val=X_grid, Y_val=U_grid, objective=lambda net: PINNObjective.
+                        from_problem(net, problem, points, bc="exact"))
+    return [("poisson-pinn", d, net, 0.0, 2.0 if quick else 1e-2, 100 if quick else 1500)]
 
 
 class Monitor:
@@ -196,6 +225,8 @@ def tune_adam(obj, H, theta0, target, budget):
 
 
 def val_metric(obj, x, d):
+    if hasattr(d, "objective"):
+        return obj.relative_l2(x, d.X_val, d.Y_val)
     if obj.net.task == "classification":
         return obj.accuracy(x, d.X_val, d.Y_val)
     return obj.error(x, d.X_val, d.Y_val)[0]
@@ -225,8 +256,11 @@ def summarise(name, method, runs, target, budget):
 def experiment(probs, methods, seeds, smooth, tune, log):
     rows, curves, runs_out, lrs = [], {}, [], {}
     for name, d, net, tik, target, budget in probs:
-        obj = mgnn.Objective(net, d.X_train, d.Y_train, tikhonov=tik,
-                             smoothness=SMOOTHNESS if smooth else 0.0)
+        if hasattr(d, "objective"):
+            obj = d.objective(net)
+        else:
+            obj = mgnn.Objective(net, d.X_train, d.Y_train, tikhonov=tik,
+                                 smoothness=SMOOTHNESS if smooth else 0.0)
         H = depth_hierarchy(obj, 2)
 
         def init(seed, net=net):
@@ -283,7 +317,7 @@ def table(rows, title):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         q = ratio_of(rows, r["problem"], r["method"])
-        metric = "acc" if r["problem"] == "peaks" else "MAE"
+        metric = {"peaks": "acc", "poisson-pinn": "rel L2"}.get(r["problem"], "MAE")
         lr = f" (lr {r['lr']:g})" if r["lr"] else ""
         met = "" if r["method"] in ("L-BFGS", "TR", "Adam") else (
             "n/a" if math.isnan(q) else ("yes" if q >= TARGET_RATIO else "no"))
@@ -338,6 +372,12 @@ def main(argv=None):
                                          lambda s: print(s, flush=True))
     plain_rows, _, plain_runs, _ = experiment(probs, list(PLAIN_METHODS), seeds, False, False,
                                               lambda s: print(s, flush=True))
+    pinn_probs = pinn_problems(args.quick)
+    pinn_rows, pinn_curves, pinn_runs, pinn_lrs = experiment(
+        pinn_probs, list(PINN_METHODS), seeds, False, not args.quick,
+        lambda s: print(s, flush=True))
+    curves.update(pinn_curves)
+    lrs.update(pinn_lrs)
     total, cpu = time.perf_counter() - t_start, time.process_time() - cpu0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     head = [r for r in rows if r["method"] == HEADLINE]
@@ -348,6 +388,9 @@ def main(argv=None):
                f"{'met' if len(met) >= 2 else 'missed'}** - ratios "
                + ", ".join(f"{p} {'n/a' if math.isnan(q) else f'{q:.2f}'}"
                            for p, q in ratios.items()) + ".")
+    q = ratio_of(pinn_rows, "poisson-pinn", HEADLINE)
+    pinn_verdict = (f"PINN (poisson-pinn): L-BFGS / {HEADLINE} parallel work to the target "
+                    f"{'n/a (not reached by both)' if math.isnan(q) else f'{q:.2f}'}.")
     notes = []
     for r in head:
         q = ratios[r["problem"]]
@@ -378,17 +421,23 @@ def main(argv=None):
         "of the merged point; all of a multiplicative sweep), mean over seeds and the whole "
         "run. It bounds the gain from more subdomains: the serial part of an outer "
         "iteration (at least one evaluation on all data) does not shrink as S grows.", "",
-        "PINN problems: not available (mgnn.pinn had not landed on main).", ""])
+        table(pinn_rows, "PINN: Poisson 2-D, exact boundary condition (Glorot init)"), "",
+        pinn_verdict, "",
+        "PINN work units: plain gradients of the same network on the same points (one "
+        "PINN value-and-gradient = 5 of them); validation: relative L2 error of u on the "
+        "evaluation grid.", ""])
     with open(os.path.join(args.out, "dd_benchmark.md"), "w") as fh:
         fh.write(text)
     with open(os.path.join(args.out, "dd_benchmark.json"), "w") as fh:
-        json.dump({"rows": rows, "plain_rows": plain_rows, "runs": runs + plain_runs,
+        json.dump({"rows": rows, "plain_rows": plain_rows, "pinn_rows": pinn_rows,
+                   "runs": runs + plain_runs + pinn_runs,
                    "lrs": lrs, "ratios": ratios, "seconds": total, "cpu_seconds": cpu,
                    "load": load, "arguments": vars(args)}, fh, indent=1, default=float)
     print(text)
-    plot(curves, names, list(METHODS), os.path.join(args.out, "dd_benchmark.png"))
-    return {"rows": rows, "plain_rows": plain_rows, "ratios": ratios, "lrs": lrs,
-            "verdict": verdict}
+    plot(curves, names + [p[0] for p in pinn_probs], list(METHODS),
+         os.path.join(args.out, "dd_benchmark.png"))
+    return {"rows": rows, "plain_rows": plain_rows, "pinn_rows": pinn_rows, "ratios": ratios,
+            "lrs": lrs, "verdict": verdict, "pinn_verdict": pinn_verdict}
 
 
 if __name__ == "__main__":

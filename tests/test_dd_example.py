@@ -18,7 +18,11 @@ def test_dd_benchmark_quick(tmp_path):
     assert [(r["problem"], r["method"]) for r in rows] == [
         (p, m) for p in ("peaks", "regression") for m in methods]
     assert {r["method"] for r in out["plain_rows"]} == set(ns["PLAIN_METHODS"])
-    for r in rows + out["plain_rows"]:
+    assert [(r["problem"], r["method"]) for r in out["pinn_rows"]] == [
+        ("poisson-pinn", m) for m in ns["PINN_METHODS"]]
+    for r in out["pinn_rows"]:  # validation: relative L2 error of the PINN solution
+        assert 0 < r["val"] < 10
+    for r in rows + out["plain_rows"] + out["pinn_rows"]:
         assert r["seeds"] == 1 and 0 <= r["reached"] <= 1
         if r["reached"]:
             assert 0 < r["parallel"] <= r["total"] * (1 + 1e-12)
@@ -32,6 +36,7 @@ def test_dd_benchmark_quick(tmp_path):
     assert "Target (>= 2x fewer parallel work units than L-BFGS" in md
     assert "| regression | 0.06 | ASPQN data S=8 |" in md
     assert "outer iterations" in md  # the note on the headline method
+    assert "| poisson-pinn | 2 | L-BFGS |" in md and "PINN (poisson-pinn): L-BFGS /" in md
     assert (tmp_path / "dd_benchmark.png").stat().st_size > 5_000
 
 
