@@ -135,3 +135,13 @@ def test_domain_decomposition_by_collocation_points():
         assert obj.subset(s).value(theta) == pytest.approx(v, rel=1e-12)
     res = spqn(obj, theta, dec, options={"local_iters": 2, "global_iters": 1, "maxiter": 3})
     assert res.fun < f
+
+
+def test_lsgd_refuses_a_pinn_with_a_message():
+    # LSGD fits the closing layer to data targets by least squares; a PDE residual is
+    # not such a fit (and features() says so when called directly)
+    obj, _ = _poisson()
+    with pytest.raises(ValueError, match="method 'lsgd' needs a loss that is quadratic"):
+        minimize(obj, obj.net.init(0), method="lsgd", options={"maxiter": 2})
+    with pytest.raises(NotImplementedError, match="needs data targets"):
+        obj.features(obj.net.init(0))
