@@ -21,6 +21,13 @@ the row was timed (rows above a few % are noisy).
 
     python benchmarks/pinn.py [--quick] [--hessp] [--json out.json]
 
+The plain baseline runs on the fused narrow-layer kernels (``kernels/cpu_fused.py``)
+for w <= 64 in float64; the PINN streams on register-tiled GEMMs
+(``kernels/cpu_tiles.py``) plus fused elementwise passes. Both use the machine's
+threads; on a shared machine, time one thread
+(``NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``): two-thread timings under load
+are dominated by waiting threads.
+
 Prints a Markdown table and writes JSON with ``--json``. Plain and PINN samples are
 taken in turn (medians of ``--repeats`` each), so a load change on a shared machine
 affects both.
