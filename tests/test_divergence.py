@@ -105,7 +105,7 @@ def test_mgopt_stops_on_sustained_growth():
     d = smooth_regression(100, 20)
     net = ResNet(2, 4, 4, 1, activation="relu", task="regression")
     H = depth_hierarchy(Objective(net, d.X_train, d.Y_train), 2)
-    res = mgopt(H, net.init(0), "sgd", {"lr": 2.0}, cycles=30, tau="none")
+    res = mgopt(H, net.init(0), "sgd", {"lr": 2.0}, pre=1, post=1, cycles=30, tau="none")
     assert res.status == 3 and not res.success
     assert res.message.startswith("Diverged: the loss stayed more than 10 x")
     assert "for 3 consecutive cycles" in res.message

@@ -164,7 +164,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="rematch"):
         mgopt(depth_hierarchy(obj, 2), theta, rematch_every=2)
     with pytest.raises(ValueError, match="tau_batch_size"):
-        mgopt(H, theta, tau="minibatch")
+        mgopt(H, theta, smoother_options={"lr": 0.01}, tau="minibatch")
     with pytest.raises(ValueError, match="maxiter"):
         mgopt(H, theta, "lbfgs", {"maxiter": 3})
     with pytest.raises(TypeError, match="unknown option"):

@@ -142,7 +142,7 @@ def test_resume_without_the_propagation_state_differs(tmp_path):
 
 
 RMTR_CASES = {
-    "exact": dict(maxiter=8),
+    "exact": dict(maxiter=8, hessian="exact", batch_size=None),
     "lsr1-batches": dict(maxiter=8, hessian="lsr1", batch_size=12, rng=3, growth_patience=1),
 }
 

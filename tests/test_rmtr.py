@@ -12,10 +12,19 @@ from hypothesis import strategies as st
 from mgnn.data import peaks, smooth_regression
 from mgnn.multilevel import Hierarchy, Level, Transfer, depth_hierarchy, rmtr
 from mgnn.multilevel.coarse_models import MODELS, make_coarse_model
+from mgnn.multilevel.recursive_trust_region import RMTR_MODELS
 from mgnn.nets import ResNet
 from mgnn.objective import Objective
 from mgnn.optim import FunctionObjective, minimize
 from mgnn.work import WorkCounter
+
+#: The classic method of Gratton, Sartenaer & Toint these tests were written for: exact
+#: curvature, all data, the corrections in the level's trust region (not the defaults).
+CLASSIC = {"hessian": "exact", "batch_size": None, "coarse_radius": "shared"}
+
+
+def classic(**opts):
+    return dict(CLASSIC, **opts)
 
 
 def peaks_objective(width=3, depth=8, n=120, seed=0, tikhonov=1e-4):
@@ -39,7 +48,8 @@ def test_one_level_gives_the_trust_region_iterates(opts):
     xs_tr, xs_ml = [], []
     tr = minimize(obj, theta0, method="trust-region", options=dict(opts, maxiter=15),
                   callback=lambda intermediate_result: xs_tr.append(intermediate_result.x))
-    ml = rmtr(H, theta0, options=dict(opts, maxiter=15, coarse_iters=1),
+    ml = rmtr(H, theta0, options=dict({"hessian": "exact", "batch_size": None}, **opts,
+                                      maxiter=15, coarse_iters=1),
               callback=lambda intermediate_result: xs_ml.append(intermediate_result.x))
     assert len(xs_tr) == len(xs_ml) == 15
     for a, b in zip(xs_tr, xs_ml, strict=True):
@@ -50,7 +60,8 @@ def test_one_level_gives_the_trust_region_iterates(opts):
     assert ml.work == pytest.approx(tr.work, rel=1e-12)
     assert ml.work_per_level == [ml.work]
     # several steps per cycle: the same iterates, grouped
-    ml3 = rmtr(H, theta0, options=dict(opts, maxiter=5, coarse_iters=3))
+    ml3 = rmtr(H, theta0, options=dict({"hessian": "exact", "batch_size": None}, **opts,
+                                       maxiter=5, coarse_iters=3))
     assert np.array_equal(ml3.x, tr.x)
 
 
@@ -121,17 +132,18 @@ def test_models_reject_another_batch():
 # ---------------------------------------------------------------------------
 # accepted steps never increase the fine objective
 # ---------------------------------------------------------------------------
-@settings(max_examples=12)
-@given(st.sampled_from("VW"), st.sampled_from(MODELS), st.sampled_from(["exact", "lsr1"]),
-       st.integers(2, 3), st.integers(0, 2**32 - 1))
-def test_fine_objective_is_monotone(cycle, model, hessian, levels, seed):
+@settings(max_examples=14)
+@given(st.sampled_from("VWF"), st.sampled_from(RMTR_MODELS), st.sampled_from(["exact", "lsr1"]),
+       st.sampled_from(["shared", "separate"]), st.integers(2, 3), st.integers(0, 2**32 - 1))
+def test_fine_objective_is_monotone(cycle, model, hessian, radius, levels, seed):
     obj = peaks_objective(depth=8, n=60, seed=seed % 100)
     H = depth_hierarchy(obj, levels, interpolation="linear")
     theta0 = obj.net.init(seed)
     iterates = []
     res = rmtr(H, theta0, options={"maxiter": 4, "cycle": cycle, "model": model,
                                    "hessian": hessian, "coarse_iters": 2,
-                                   "initial_radius": 2.0},
+                                   "initial_radius": 2.0, "coarse_radius": radius,
+                                   "batch_size": None},
                callback=lambda intermediate_result: iterates.append(intermediate_result.x))
     fun = res.history["fun"]
     assert np.all(np.diff(fun) <= 0)
@@ -149,7 +161,7 @@ def test_w_cycle_visits_coarse_levels_more_often():
     obj = peaks_objective(depth=8, n=60)
     H = depth_hierarchy(obj, 3)
     theta0 = obj.net.init(0)
-    opts = {"maxiter": 3, "kappa_g": 0.0, "initial_radius": 100.0}
+    opts = classic(maxiter=3, kappa_g=0.0, initial_radius=100.0)
     v = rmtr(H, theta0, options=dict(opts, cycle="V"))
     w = rmtr(H, theta0, options=dict(opts, cycle="W"))
     assert v.statistics[1].visits == v.statistics[0].visits == 3
@@ -217,10 +229,11 @@ def least_squares_hierarchy(n=64, m=200, levels=3, lam=1e-3, seed=0):
     {"model": "second-order", "cycle": "W"},
     {"model": "galerkin"},
     {"model": "first-order", "hessian": "lsr1"},
+    {"model": "hybrid", "hessian": "lsr1", "coarse_radius": "separate", "cycle": "F"},
 ])
 def test_convex_least_squares_converges_to_1e_8(options):
     H = least_squares_hierarchy()
-    res = rmtr(H, np.zeros(64), options=dict(options, gtol=1e-8, maxiter=200))
+    res = rmtr(H, np.zeros(64), options=classic(**options, gtol=1e-8, maxiter=200))
     assert res.success, res.message
     g = H[0].objective.grad(res.x)
     assert np.linalg.norm(g) <= 1e-8
@@ -270,7 +283,7 @@ def test_stochastic_cycles_share_one_batch_and_the_batch_grows():
     cycles = []
     res = rmtr(H, obj.net.init(0), options={
         "maxiter": 30, "batch_size": 16, "batch_growth": 2.0, "growth_patience": 1,
-        "rng": 3, "coarse_iters": 2, "pre_smooth": [1, 0]},
+        "growth_rule": "stall", "rng": 3, "coarse_iters": 2, "pre_smooth": [1, 0]},
         callback=lambda intermediate_result: cycles.append(len(log)))
     sizes = res.history["batch_size"]
     assert sizes[0] == 16 and np.all(np.diff(sizes) >= 0) and sizes[-1] == 128
@@ -303,18 +316,28 @@ def test_bad_input_names_the_argument():
     obj = peaks_objective()
     H = depth_hierarchy(obj, 2)
     theta0 = obj.net.init(0)
-    with pytest.raises(TypeError, match="unknown option 'lr' for method 'rmtr'"):
+    with pytest.raises(TypeError, match="unknown option 'learning_rate' for method 'rmtr'"):
+        rmtr(H, theta0, options={"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="'lr' has no effect with variant='monotone'"):
         rmtr(H, theta0, options={"lr": 0.1})
+    with pytest.raises(ValueError, match="'eta1' has no effect with variant='off'"):
+        rmtr(H, theta0, options={"variant": "off", "eta1": 0.2})
+    with pytest.raises(ValueError, match="variant='off' takes model='first-order'"):
+        rmtr(H, theta0, options={"variant": "off", "model": "galerkin"})
+    with pytest.raises(ValueError, match="unknown variant"):
+        rmtr(H, theta0, options={"variant": "adam"})
+    with pytest.raises(ValueError, match="unknown growth_rule"):
+        rmtr(H, theta0, options={"growth_rule": "double"})
     with pytest.raises(ValueError, match="unknown model"):
         rmtr(H, theta0, options={"model": "newton"})
     with pytest.raises(ValueError, match="unknown cycle"):
-        rmtr(H, theta0, options={"cycle": "F"})
+        rmtr(H, theta0, options={"cycle": "X"})
     with pytest.raises(ValueError, match="batch_size must be <= n_samples = 120"):
         rmtr(H, theta0, options={"batch_size": 500})
     with pytest.raises(ValueError, match="'rng' has no effect"):
-        rmtr(H, theta0, options={"rng": 0})
+        rmtr(H, theta0, options={"rng": 0, "batch_size": None})
     with pytest.raises(ValueError, match="'memory' has no effect"):
-        rmtr(H, theta0, options={"memory": 3})
+        rmtr(H, theta0, options={"memory": 3, "hessian": "exact"})
     with pytest.raises(ValueError, match="'cycle' has no effect with a hierarchy of one"):
         rmtr(depth_hierarchy(obj, 1), theta0, options={"cycle": "W"})
     with pytest.raises(ValueError, match="level 0 of the hierarchy has no objective"):
@@ -334,7 +357,7 @@ def test_runs_unchanged_on_a_width_hierarchy():
     obj = Objective(ResNet(2, 6, 4, 5, T=3.0), d.X_train, d.Y_train, tikhonov=1e-4)
     theta0 = obj.net.init(0)
     H = width_hierarchy(obj, theta0, 3)
-    res = rmtr(H, theta0, options={"maxiter": 4, "model": "galerkin", "hessian": "lsr1"})
+    res = rmtr(H, theta0, options=classic(maxiter=4, model="galerkin", hessian="lsr1"))
     assert np.all(np.diff(res.history["fun"]) <= 0) and res.fun < obj.value(theta0)
     assert res.statistics[0].coarse_tries > 0
 
@@ -377,25 +400,27 @@ class SpyTransfer(Transfer):
         return self.inner.project(x_fine)
 
 
+@pytest.mark.parametrize("radius", ["shared", "separate"])
 @pytest.mark.parametrize("interp", ["constant", "linear"])
-def test_prolonged_coarse_steps_stay_in_the_fine_trust_region(interp, monkeypatch):
+def test_prolonged_coarse_steps_stay_in_the_fine_trust_region(interp, radius, monkeypatch):
     obj = peaks_objective(depth=8, n=80)
     H0 = depth_hierarchy(obj, 2, interpolation=interp)
     theta0 = obj.net.init(2)
     radii, steps = [], []
     import mgnn.multilevel.recursive_trust_region as mod
 
-    orig = mod._Engine._coarse_correction
+    orig = mod.MonotoneEngine._coarse_correction
 
-    def spy(self, l, model, x, f, g, radius, cons, x_entry):
-        out = orig(self, l, model, x, f, g, radius, cons, x_entry)
-        radii.append(radius)
+    def spy(self, l, model, x, f, g, radius, cons, x_entry, kind):
+        bound = self.corr_radius[l] if self.separate else radius
+        out = orig(self, l, model, x, f, g, radius, cons, x_entry, kind)
+        radii.append(bound)
         steps.append(out[0] - x)
         return out
 
-    monkeypatch.setattr(mod._Engine, "_coarse_correction", spy)
-    res = rmtr(H0, theta0, options={"maxiter": 6, "kappa_g": 0.0, "coarse_iters": 4,
-                                    "initial_radius": 0.5})
+    monkeypatch.setattr(mod.MonotoneEngine, "_coarse_correction", spy)
+    res = rmtr(H0, theta0, options=dict(classic(maxiter=6, kappa_g=0.0, coarse_iters=4,
+                                                initial_radius=0.5), coarse_radius=radius))
     assert res.statistics[0].coarse_tries > 0
     assert res.statistics[1].truncated == 0  # no coarse step is ever cut back
     for r, s in zip(radii, steps, strict=True):
@@ -409,7 +434,7 @@ def test_first_coarse_step_not_cut_back_with_prolongation_norm():
     obj = peaks_objective(depth=8, n=80)
     H = depth_hierarchy(obj, 2)
     theta0 = obj.net.init(0)
-    opts = {"maxiter": 8, "kappa_g": 0.0, "coarse_iters": 3, "initial_radius": 0.2}
+    opts = classic(maxiter=8, kappa_g=0.0, coarse_iters=3, initial_radius=0.2)
     eu = rmtr(H, theta0, options=dict(opts, coarse_norm="euclidean"))
     pn = rmtr(H, theta0, options=dict(opts, coarse_norm="prolongation"))
     assert eu.statistics[1].truncated > 0
@@ -422,7 +447,7 @@ def test_options_coarse_hessian_and_coarse_gamma1(monkeypatch):
     obj = peaks_objective(depth=8, n=80)
     H = depth_hierarchy(obj, 3)
     theta0 = obj.net.init(0)
-    base = {"maxiter": 4, "kappa_g": 0.0, "initial_radius": 1.0}
+    base = classic(maxiter=4, kappa_g=0.0, initial_radius=1.0)
     # L-SR1 on the coarse levels only: no coarse Hessian products, fine ones still
     res = rmtr(H, theta0, options=dict(base, coarse_hessian="lsr1"))
     ev = res.evaluations_per_level
@@ -433,19 +458,19 @@ def test_options_coarse_hessian_and_coarse_gamma1(monkeypatch):
     import mgnn.multilevel.recursive_trust_region as mod
 
     seen = []
-    orig = mod._Engine._coarse_correction
+    orig = mod.MonotoneEngine._coarse_correction
 
-    def spy(self, l, model, x, f, g, radius, cons, x_entry):
+    def spy(self, l, model, x, f, g, radius, cons, x_entry, kind):
         acc = self.stats[l].coarse_accepted
         tries = self.stats[l].coarse_tries
-        out = orig(self, l, model, x, f, g, radius, cons, x_entry)
+        out = orig(self, l, model, x, f, g, radius, cons, x_entry, kind)
         if self.stats[l].coarse_tries > tries and self.stats[l].coarse_accepted == acc:
             seen.append((radius, out[3]))
         return out
 
-    monkeypatch.setattr(mod._Engine, "_coarse_correction", spy)
-    rmtr(H2, np.zeros(64), options={"maxiter": 30, "coarse_gamma1": 1.0, "eta1": 0.99,
-                                    "eta2": 0.995})
+    monkeypatch.setattr(mod.MonotoneEngine, "_coarse_correction", spy)
+    rmtr(H2, np.zeros(64), options=classic(maxiter=30, coarse_gamma1=1.0, eta1=0.99,
+                                           eta2=0.995))
     assert seen and all(a == b for a, b in seen)
     with pytest.raises(ValueError, match="coarse_gamma1"):
         rmtr(H, theta0, options={"coarse_gamma1": 0.0})

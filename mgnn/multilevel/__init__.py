@@ -34,3 +34,8 @@ __all__ += ["rmtr"]
 from mgnn.multilevel.mgopt import TauCorrected, mgopt  # noqa: E402
 
 __all__ += ["TauCorrected", "mgopt"]
+
+from mgnn.multilevel.presets import MGOPT_PRESETS, mgopt_preset, mtnn_hierarchy  # noqa: E402
+from mgnn.multilevel.sampling import SampleSize  # noqa: E402
+
+__all__ += ["MGOPT_PRESETS", "SampleSize", "mgopt_preset", "mtnn_hierarchy"]

@@ -1,35 +1,46 @@
-r"""MG/OPT: full-approximation-scheme V-cycles for training (Nash; MTNN in width).
+r"""MG/OPT: full-approximation-scheme cycles for training (Nash; MTNN in width).
 
-One V-cycle on level l of a :class:`~mgnn.multilevel.Hierarchy`, with the level's
+One cycle on level l of a :class:`~mgnn.multilevel.Hierarchy`, with the level's
 objective f_l (the plain objective on level 0, the tau-corrected model below)::
 
     x   <- pre-smoothing: `pre` steps of the smoother on f_l
-    x_c0 = Pi x                                        (projection of the iterate)
-    tau  = grad f_{l+1}(x_c0) - R grad f_l(x)          (tau='full' or 'minibatch';
-                                                        0 for tau='none')
-    f_{l+1}^tau(y) = f_{l+1}(y) - <tau, y>             (:class:`TauCorrected`)
-    x_c  <- V-cycle on level l+1 from x_c0 on f_{l+1}^tau (on the coarsest level:
-            `coarse_iters` smoother steps)
-    e    = P (x_c - x_c0)                              (FAS: prolong the correction)
-    x   <- x + alpha e, alpha = 1, or by backtracking on f_l (line_search=True)
+    repeat for each coarse correction of the cycle (V: one; W: two; F: two, the
+    first by an F-cycle, the second by a V-cycle on level l+1):
+        x_c0 = Pi x                                    (projection of the iterate)
+        tau  = grad f_{l+1}(x_c0) - R grad f_l(x)      (0 for tau='none')
+        f_{l+1}^tau(y) = f_{l+1}(y) - <tau, y>         (:class:`TauCorrected`)
+        x_c  <- cycle on level l+1 from x_c0 on f_{l+1}^tau (on the coarsest
+                level: `coarse_iters` smoother steps)
+        e    = P (x_c - x_c0)                          (FAS: prolong the correction)
+        x   <- x + alpha e, alpha = 1, or by backtracking on f_l (line_search=True)
     x   <- post-smoothing: `post` steps on f_l
 
 With tau on, grad f_{l+1}^tau(x_c0) = R grad f_l(x) (first-order coherence), and
 since R = P^T for the transfers of :mod:`mgnn.multilevel` the coarse model's
 directional derivatives at x_c0 are those of f_l along the prolonged directions.
-``tau='minibatch'`` evaluates both gradients on one shared mini-batch (cheaper,
-coherent on that batch only); ``tau='full'`` uses all data.
+Where the two gradients of tau are evaluated: ``tau='full'`` on all data;
+``'minibatch'`` on one fresh mini-batch of ``tau_batch_size`` samples;
+``'smoothing'`` on the samples the level's pre-smoothing steps of this cycle just
+used (MTNN's ``WholeSetTau`` over its cycle subset); each is coherent on its
+samples only.
 
 **Smoothers.** ``'sgd'`` and ``'adam'`` (the update rules of
 :func:`mgnn.optim.minimize`, with the same mini-batch sequence for the same
-``rng``) keep their optimizer state between calls: the fine level's momentum (and
-Adam's second moment and step count) persists across cycles, and on the way down
-each coarse level starts from the finer level's state moved by the same
-operators as gradients: m_c = R m, v_c = (R sqrt(v))^2, same step count (a
-one-level ``mgopt`` is exactly single-level Adam/SGD). Any other method of
-:func:`mgnn.optim.minimize` (``'lbfgs'``, ``'trust-region'``, a callable) runs
-as ``minimize(..., options=dict(options, maxiter=steps))``, a fresh run per call,
-as does ``'sgd'``/``'adam'`` with ``carry_state=False``.
+``rng``, plus ``weight_decay``: ``g + weight_decay * x`` as PyTorch's optimizers
+add it, not part of the objective) keep their optimizer state between calls: the
+fine level's momentum (and Adam's second moment and step count) persists across
+cycles, and on the way down each coarse level starts from the finer level's
+state moved by the same operators as gradients: m_c = R m, v_c = (R sqrt(v))^2,
+same step count (a one-level ``mgopt`` is exactly single-level Adam/SGD). With
+``state_transfer='fas'`` (SGD; MTNN) the momentum moves like an iterate instead:
+m_c = Pi m on the way down, m <- m + P (m_c - Pi m) on the way up. Any other
+method of :func:`mgnn.optim.minimize` (``'lbfgs'``, ``'trust-region'``,
+``'lsgd'``, a callable) runs as ``minimize(..., options=dict(options,
+maxiter=steps))``, a fresh run per call, as does ``'sgd'``/``'adam'`` with
+``carry_state=False``.
+
+**Presets.** ``mgopt(H, theta0, **mgopt_preset("mtnn"))`` is MTNN's configuration
+(:mod:`mgnn.multilevel.presets`).
 
 **Work** is counted in fine-gradient equivalents by the level objectives' counters
 (coarse levels scaled by their flop ratio): smoothing, tau gradients and line
@@ -73,12 +84,17 @@ from mgnn.runs.state import (
     stateful_components,
 )
 
-TAUS = ("none", "full", "minibatch")
+TAUS = ("auto", "none", "full", "minibatch", "smoothing")
 STATEFUL = ("sgd", "adam")
 _STATE_OPTIONS = {
-    "sgd": dict(lr=0.01, momentum=0.0, nesterov=False, batch_size=None, rng=None),
-    "adam": dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, batch_size=None, rng=None),
+    "sgd": dict(lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0, batch_size=None,
+                rng=None),
+    "adam": dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, batch_size=None,
+                 rng=None),
 }
+#: Cycle kinds and the cycles their coarse corrections run on the next level.
+CYCLE_CHILDREN = {"V": ("V",), "W": ("W", "W"), "F": ("F", "V")}
+STATE_TRANSFERS = ("restrict", "fas")
 
 
 class TauCorrected:
@@ -163,16 +179,22 @@ class _Smoother:
         self.kind = method.lower()
         opts, _ = parse_options(self.kind, self.options, _STATE_OPTIONS[self.kind])
         opts["lr"] = check_scalar(opts["lr"], "smoother_options['lr']", low=0.0, low_open=True)
+        opts["weight_decay"] = check_scalar(opts["weight_decay"],
+                                            "smoother_options['weight_decay']", low=0.0)
         self.opts = opts
         bs = opts["batch_size"]
+        if bs == "auto":
+            bs = min(n_samples, max(32, n_samples // 16))
         if bs is not None:
             bs = check_positive_int(bs, "batch_size")
             if bs > n_samples:
                 raise ValueError(f"batch_size must be <= n_samples = {n_samples}, got {bs}")
             if bs == n_samples:
                 bs = None
+        self.batch_size = bs
         self.batches = Batches(n_samples, bs, True, False, np.random.default_rng(seed))
         self.k = 0
+        self.last_batches = []  # the batches of the last run() (tau='smoothing')
 
     def state_dict(self):
         """Batch generator and position (stateful), or the generator a fresh-run smoother
@@ -198,9 +220,14 @@ class _Smoother:
             return SGDUpdate(o["momentum"], o["nesterov"])
         return AdamUpdate(o["beta1"], o["beta2"], o["eps"])
 
-    def coarse_state(self, state, transfer):
-        """The state moved to the next coarser level by the gradient restriction."""
-        return None if state is None else state.transferred(transfer.restrict)
+    def coarse_state(self, state, transfer, mode="restrict"):
+        """The state moved to the next coarser level: by the gradient restriction
+        (``'restrict'``), or the momentum projected like an iterate (``'fas'``, SGD)."""
+        if state is None:
+            return None
+        if mode == "fas":
+            return state.transferred(transfer.project)
+        return state.transferred(transfer.restrict)
 
     def run(self, obj, x, steps, state):
         if steps == 0:
@@ -211,14 +238,25 @@ class _Smoother:
             if res.status == 3:
                 raise _Diverged(res.message)
             return res.x
+        wd = self.opts["weight_decay"]
+        self.last_batches = []
         for _ in range(steps):
             batch, _ = self.batches(self.k)
             self.k += 1
+            self.last_batches.append(batch)
             f, g = obj.value_and_grad(x, batch=batch)
             if not (math.isfinite(f) and np.isfinite(g).all()):
                 raise _Diverged(f"non-finite loss or gradient ({f}) in a smoothing step")
+            if wd:
+                g = g + wd * x
             x = _finite(x - state(g, self.opts["lr"]), "a smoothing step")
         return x
+
+    def smoothing_batch(self):
+        """The samples of the last :meth:`run` (None: all data)."""
+        if not self.last_batches or any(b is None for b in self.last_batches):
+            return None
+        return np.concatenate(self.last_batches)
 
 
 def _finite(x, where):
@@ -271,12 +309,13 @@ def _uncharged(obj, fn):
         c.nfev, c.njev, c.nhev, c.work = saved
 
 
-def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1, post=1,
-          coarse_iters=None, tau="full", line_search=False, cycles=10, max_work=None,
+def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=10, post=10,
+          coarse_iters=None, tau="auto", line_search=False, cycles=20, max_work=None,
           validation=None, callback=None, rematch_every=None, tau_batch_size=None,
-          carry_state=True, rng=None, *, divergence_factor=10.0, divergence_patience=3,
-          disp=False, disp_every=1, checkpoint=None, resume=None):
-    """MG/OPT V-cycles on a hierarchy (width, depth, or both); see module docstring.
+          carry_state=True, rng=None, *, cycle="V", state_transfer="restrict",
+          divergence_factor=10.0, divergence_patience=3, disp=False, disp_every=1,
+          checkpoint=None, resume=None):
+    """MG/OPT cycles on a hierarchy (width, depth, or both); see module docstring.
 
     Parameters
     ----------
@@ -288,22 +327,26 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
     smoother : str or callable
         ``'sgd'``, ``'adam'`` (state carried between calls and levels), or any
         method of :func:`mgnn.optim.minimize`.
-    smoother_options : dict or list of dict
+    smoother_options : dict or list of dict, optional
         Options of the smoother; a list gives one dict per level, **fine first**,
-        whose last entry repeats.
-    pre, post : int or list of int
+        whose last entry repeats. Default for ``'sgd'``/``'adam'``:
+        ``{'batch_size': 'auto'}`` (the method's own learning rate, mini-batches of
+        ``max(32, n // 16)`` samples; ``'auto'`` is accepted by these two only).
+    pre, post : int or list of int, default 10, 10
         Smoothing steps before and after the coarse correction, per level (fine
         first; a list's last entry repeats).
-    coarse_iters : int or list of int, optional
+    coarse_iters : int, optional
         Smoothing steps on the coarsest level (default ``pre + post`` of the level
         above).
-    tau : {'none', 'full', 'minibatch'}
-        The tau-correction of the coarse model (module docstring).
+    tau : {'auto', 'none', 'full', 'minibatch', 'smoothing'}, default 'auto'
+        The tau-correction of the coarse model (module docstring); ``'auto'``:
+        ``'minibatch'`` (on the smoother's batch size) when the smoother carries its
+        state over mini-batches, else ``'full'``.
     line_search : bool
         Backtrack on the correction (alpha = 1, 1/2, ..., 1/32; rejected, alpha = 0,
         if no trial decreases the level objective on all data); else accept it.
-    cycles : int
-        Maximum number of V-cycles.
+    cycles : int, default 20
+        Maximum number of cycles.
     max_work : float, optional
         Stop after the cycle in which the work reaches ``max_work``.
     validation : tuple (X_val, Y_val), optional
@@ -322,6 +365,16 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
     rng : int or Generator, optional
         Seed of the smoothers' batches (unless their options give ``rng``) and of
         the tau batches.
+    cycle : {'V', 'W', 'F'}
+        The coarse corrections of a visit of a non-coarsest level: one V-cycle,
+        two W-cycles, or an F-cycle then a V-cycle on the next level (each a
+        correction of its own: projection, tau, cycle, prolongation).
+    state_transfer : {'restrict', 'fas'}
+        How the SGD/Adam state moves between levels: ``'restrict'`` (the coarse
+        level starts from ``R m``, Adam's ``(R sqrt(v))^2``; the finer state is kept)
+        or ``'fas'`` (SGD only, MTNN: the momentum is projected like an iterate,
+        ``m_c = Pi m``, and its coarse change comes back, ``m <- m + P (m_c -
+        Pi m)``).
     divergence_factor, divergence_patience : float or None, int, default 10.0, 3
         Stop (status 3, ``x`` the iterate of the lowest fine loss) when the fine
         loss after a cycle stays more than ``divergence_factor * max(|f_0|,
@@ -372,6 +425,8 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
         if lvl.objective is None:
             raise ValueError(f"level {l} of the hierarchy has no objective")
     check_choice(tau, "tau", TAUS)
+    check_choice(cycle, "cycle", tuple(CYCLE_CHILDREN))
+    check_choice(state_transfer, "state_transfer", STATE_TRANSFERS)
     cycles = check_positive_int(cycles, "cycles")
     if not isinstance(line_search, bool):
         raise TypeError(f"line_search must be bool, got {line_search!r}")
@@ -387,8 +442,10 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
         if not hasattr(hierarchy, "rematch"):
             raise ValueError("rematch_every needs a hierarchy with a rematch() method "
                              "(from width_hierarchy)")
-    sopts = per_level({} if smoother_options is None else smoother_options, L,
-                       "smoother_options")
+    if smoother_options is None:  # mini-batches for the stateful smoothers by default
+        stateful = carry_state and isinstance(smoother, str) and smoother.lower() in STATEFUL
+        smoother_options = {"batch_size": "auto"} if stateful else {}
+    sopts = per_level(smoother_options, L, "smoother_options")
     for o in sopts:
         if not isinstance(o, dict):
             raise TypeError("smoother_options must be a dict or a list of dicts, got "
@@ -399,6 +456,21 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
     fine_obj = hierarchy[0].objective
     n = fine_obj.n_samples
     smoothers = [_Smoother(smoother, sopts[l], n, rng, l, carry_state) for l in range(L)]
+    if state_transfer == "fas" and not (smoothers[0].stateful and smoothers[0].kind == "sgd"):
+        raise ValueError("state_transfer='fas' moves SGD momentum like an iterate: it needs "
+                         "smoother='sgd' with carry_state=True")
+    if tau == "smoothing":
+        if L > 1 and not all(sm.stateful and sm.batch_size not in (None, n)
+                             for sm in smoothers[:-1]):
+            raise ValueError("tau='smoothing' computes tau on the pre-smoothing mini-batches: "
+                             "it needs smoother 'sgd' or 'adam' with carry_state=True and a "
+                             "batch_size below n_samples on every level above the coarsest")
+        if L > 1 and min(pre[:L - 1]) < 1:
+            raise ValueError("tau='smoothing' needs pre >= 1 on every level above the "
+                             "coarsest (tau is computed on the pre-smoothing batches)")
+    if tau == "auto":
+        tau = "minibatch" if smoothers[0].stateful and smoothers[0].batch_size is not None \
+            else "full"
     if tau == "minibatch":
         tau_batch_size = tau_batch_size if tau_batch_size is not None else \
             smoothers[0].batch_size
@@ -421,7 +493,7 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
     try:
         return _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search,
                       cycles, max_work, val, user_cb, rematch_every, tau_batch_size, tau_rng,
-                      monitor, progress, ck, resume)
+                      monitor, progress, ck, resume, cycle, state_transfer)
     finally:
         if ck is not None:
             ck.release()
@@ -429,7 +501,7 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=1,
 
 def _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search, cycles,
            max_work, val, user_cb, rematch_every, tau_batch_size, tau_rng, monitor, progress,
-           ck, resume):
+           ck, resume, cycle_kind="V", state_transfer="restrict"):
     L = hierarchy.n_levels
     n = hierarchy[0].objective.n_samples
     H = hierarchy
@@ -451,36 +523,52 @@ def _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search, c
         obj = H[level].objective
         return _uncharged(obj, lambda: obj.value(xl))
 
-    def vcycle(l, xl, obj_l, state, cycle):
+    def correction(l, xl, obj_l, state, cycle, kind, row):
+        """One coarse correction of level ``l`` by a ``kind``-cycle on level ``l + 1``."""
         lvl, sm = H[l], smoothers[l]
+        T, obj_c = lvl.transfer, H[l + 1].objective
+        xc0 = _finite(T.project(xl), f"projection to level {l + 1}")
+        model = obj_c
+        if tau != "none":
+            if tau == "full":
+                batch = None
+            elif tau == "smoothing":
+                batch = sm.smoothing_batch()
+            else:
+                batch = tau_rng.choice(n, tau_batch_size, replace=False)
+            tv = _finite(obj_c.grad(xc0, batch=batch) - T.restrict(
+                obj_l.grad(xl, batch=batch)), f"the tau-correction of level {l + 1}")
+            model = TauCorrected(obj_c, tv)
+            row["tau_norm"] = model.space.norm(tv)
+        cstate = sm.coarse_state(state, T, state_transfer)
+        fas = cstate is not None and state_transfer == "fas"
+        m0 = cstate.v if fas else None  # SGDUpdate replaces, never mutates, its buffer
+        xc = vcycle(l + 1, xc0, model, cstate, cycle, kind)
+        e = T.prolong(xc - xc0)
+        alpha = 1.0
+        if line_search:
+            f0 = obj_l.value(xl)
+            alpha = 0.0
+            for a in 0.5 ** np.arange(6):
+                trial = xl + a * e
+                if np.isfinite(trial).all() and obj_l.value(trial) < f0:
+                    alpha = float(a)
+                    break
+        row["alpha"] = alpha
+        if fas and cstate.v is not None:  # MTNN: the coarse change of the momentum comes back
+            dm = T.prolong(cstate.v if m0 is None else cstate.v - m0)
+            state.v = dm if state.v is None else state.v + dm
+        return _finite(xl + alpha * e, f"the correction from level {l + 1}")
+
+    def vcycle(l, xl, obj_l, state, cycle, kind="V"):
+        sm = smoothers[l]
         row = {}
         if l == L - 1:
             xl = sm.run(obj_l, xl, coarse_iters, state)
         else:
             xl = sm.run(obj_l, xl, pre[l], state)
-            T, obj_c = lvl.transfer, H[l + 1].objective
-            xc0 = _finite(T.project(xl), f"projection to level {l + 1}")
-            model = obj_c
-            if tau != "none":
-                batch = None if tau == "full" else tau_rng.choice(n, tau_batch_size,
-                                                                  replace=False)
-                tv = _finite(obj_c.grad(xc0, batch=batch) - T.restrict(
-                    obj_l.grad(xl, batch=batch)), f"the tau-correction of level {l + 1}")
-                model = TauCorrected(obj_c, tv)
-                row["tau_norm"] = model.space.norm(tv)
-            xc = vcycle(l + 1, xc0, model, sm.coarse_state(state, T), cycle)
-            e = T.prolong(xc - xc0)
-            alpha = 1.0
-            if line_search:
-                f0 = obj_l.value(xl)
-                alpha = 0.0
-                for a in 0.5 ** np.arange(6):
-                    trial = xl + a * e
-                    if np.isfinite(trial).all() and obj_l.value(trial) < f0:
-                        alpha = float(a)
-                        break
-            row["alpha"] = alpha
-            xl = _finite(xl + alpha * e, f"the correction from level {l + 1}")
+            for child in CYCLE_CHILDREN[kind]:
+                xl = correction(l, xl, obj_l, state, cycle, child, row)
             xl = sm.run(obj_l, xl, post[l], state)
         _finite(xl, f"the cycle on level {l}")
         if l > 0:
@@ -493,7 +581,7 @@ def _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search, c
 
     level0_row = {}
     state0 = smoothers[0].new_state()
-    status, message = 0, f"completed {cycles} V-cycles"
+    status, message = 0, f"completed {cycles} {cycle_kind}-cycles"
     nit = 0
     rematch_x = None
     first = 1
@@ -551,7 +639,7 @@ def _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search, c
             H = H.rematch(x)
             meter.watch(H)
         try:
-            x_new = vcycle(0, x, H[0].objective, state0, cycle)
+            x_new = vcycle(0, x, H[0].objective, state0, cycle, cycle_kind)
             f_new = level_fun(0, x_new)
             if not math.isfinite(f_new):
                 raise _Diverged(f"non-finite fine loss {f_new} after cycle {cycle}")
@@ -578,7 +666,7 @@ def _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search, c
                 status, message = 99, "`callback` raised `StopIteration`."
                 break
         if max_work is not None and w >= max_work:
-            message = f"work budget {max_work:g} reached after {cycle} V-cycles"
+            message = f"work budget {max_work:g} reached after {cycle} {cycle_kind}-cycles"
             break
         if ck is not None:
             due, stop = ck.poll(cycle)

@@ -5,27 +5,48 @@ network :class:`~mgnn.multilevel.Hierarchy` (fewer layers, fewer neurons) supply
 corrections, and a trust region on every level makes the method globally
 convergent without a learning rate. :func:`rmtr` walks any hierarchy through the
 level objectives and the transfers ``P``, ``R``, ``Pi`` only, so depth and width
-hierarchies run unchanged.
+hierarchies run unchanged. Two variants:
+
+``variant='monotone'`` (default)
+    The trust-region method of this docstring: every step and every coarse
+    correction is accepted by the ratio of actual to predicted reduction.
+``variant='off'``
+    Objective-function-free (Gratton, Kopaničáková & Toint): AdaGrad steps on
+    every level, coarse corrections confined to a region computed from the
+    gradient history, no loss evaluation decides anything
+    (:mod:`mgnn.multilevel.off`); with one level it is AdaGrad.
 
 One cycle on level ``l`` (level 0 is the finest; its "model" is the objective):
 
 1. ``pre_smooth`` trust-region steps on the level's model ``h_l``;
-2. coarse correction (once for a V-cycle, twice for a W-cycle), if the
+2. coarse correction(s) (``cycle='V'``: one, by a V-cycle on level ``l + 1``;
+   ``'W'``: two W-cycles; ``'F'``: an F-cycle, then a V-cycle), each if the
    restricted gradient is large enough, ``||R g|| >= kappa_g ||g||`` and
    ``||R g|| > eps_g``: build the coarse model ``h_{l+1}`` around ``Pi x``
-   (:mod:`~mgnn.multilevel.coarse_models`: first-order, second-order or
-   Galerkin), minimize it by a cycle on level ``l + 1`` (on the coarsest level:
-   ``coarse_iters`` trust-region steps) from ``Pi x`` with initial radius the
-   level-``l`` radius, prolong the displacement, ``s = P (x_c - Pi x)``, and
-   accept ``x + s`` by the ratio ``rho = (h_l(x) - h_l(x + s)) /
-   (h_{l+1}(Pi x) - h_{l+1}(x_c))`` with the radius update of the
-   single-level method (a very successful correction enlarges the radius);
+   (:mod:`~mgnn.multilevel.coarse_models`: first-order, second-order, Galerkin or
+   hybrid), minimize it by a cycle on level ``l + 1`` (on the coarsest level:
+   ``coarse_iters`` trust-region steps) from ``Pi x``, prolong the displacement,
+   ``s = P (x_c - Pi x)``, and accept ``x + s`` by the ratio ``rho = (h_l(x) -
+   h_l(x + s)) / (h_{l+1}(Pi x) - h_{l+1}(x_c))``;
 3. ``post_smooth`` trust-region steps.
+
+**The radius of the coarse corrections.** With ``coarse_radius='shared'`` (Gratton,
+Sartenaer & Toint) a correction lives in the level's trust region: its bound is
+the level's radius, and its ratio test updates that radius (a very successful
+correction enlarges it). With ``coarse_radius='separate'`` (default) the
+corrections computed from level ``l`` have a radius of their own, updated by
+their own ratio tests (``eta1``, ``eta2``, ``gamma1``, ``gamma2``) and
+independent of the smoothing steps' radius: when the coarse model is good, the
+corrections grow to many smoothing steps' length while the fine quadratic model
+keeps its own, smaller region; a coarse level then starts each visit with the
+radius its previous visit ended with (capped by the correction's bound), not with
+the bound itself. Both kinds of step are accepted only by a ratio
+test on the level's function, so every accepted step decreases it.
 
 **Norms and the coarse trust region.** The finest level's trust region is in
 its objective's ``space`` (Euclidean on ``theta``). Every coarse displacement
-must prolong into the trust region of the level above: ``||P (x_c - Pi x)||_l
-<= Delta_l``, and, recursively, into every ancestor's remaining region.
+must prolong into the region of the level above: ``||P (x_c - Pi x)||_l <= Delta``,
+and, recursively, into every ancestor's remaining region.
 With ``coarse_norm='prolongation'`` (default; Gratton, Sartenaer & Toint) a
 coarse level measures its steps in the norm the prolongation induces,
 ``||s||_{l+1} := ||P s||_l`` (recursively: the finest Euclidean norm of the
@@ -40,38 +61,47 @@ a region (``||P||`` may exceed 1, e.g. ``sqrt(c)`` for constant depth
 interpolation) is shortened along its ray to the boundary, computed exactly
 (the Steihaug-CG model decreases monotonically along that ray, so the
 shortened step keeps a positive predicted reduction, recomputed exactly). In
-both norms a coarse subproblem is solved with radius ``min(Delta_c, Delta_l -
+both norms a coarse subproblem is solved with radius ``min(Delta_c, Delta -
 ||P d||_l)`` (``d`` the displacement so far). A coarse visit ends after its
 planned steps, when its model gradient is ``<= eps_g``, when its radius falls
 below ``min_radius``, or when the prolonged displacement reaches ``1 - 1e-3``
 of a bound.
 
-**Rejected coarse corrections.** By default the fine radius shrinks as after a
-rejected trust-region step (``gamma1 * min(Delta, ||s||)``); with
+**Rejected coarse corrections.** By default the correction radius shrinks as
+after a rejected trust-region step (``gamma1 * min(Delta, ||s||)``); with
 ``coarse_gamma1`` it becomes ``coarse_gamma1 * Delta`` instead (``1``: a
 rejected correction costs its evaluation but leaves the radius, since the
 coarse model, not the radius, was at fault).
 
-**Curvature.** ``hessian='exact'`` uses the models' ``hessp`` (the objective's
-exact second-order adjoint, plus the model corrections); ``'lsr1'`` keeps an
-L-SR1 matrix per level (``coarse_hessian`` may choose differently for the
-coarse levels) for ``hess f_l`` (pairs of objective-gradient
-differences, kept across cycles; a second-order model adds its correction).
+**Curvature.** ``hessian='lsr1'`` (default; Kopaničáková & Krause: L-SR1 on every
+level) keeps an L-SR1 matrix per level (``coarse_hessian`` may choose
+differently for the coarse levels) for ``hess f_l`` (pairs of
+objective-gradient differences, kept across cycles; a second-order model adds
+its correction); ``'exact'`` uses the models' ``hessp`` (the objective's exact
+second-order adjoint, plus the model corrections). The hybrid model
+(``model='hybrid'``) mixes the two kinds of information: the function of a
+coarse level is the first-order model (the exact coarse network, tau-corrected),
+its curvature the Galerkin product ``R B P`` of the finer level's curvature ``B``
+(L-SR1: free; exact: one fine ``hessp`` per product) frozen at the finer iterate.
 Subproblems are solved by Steihaug-Toint CG (or Cauchy / dogleg).
 
-**Mini-batches.** With ``batch_size`` each cycle draws one index array; every
-level of that cycle evaluates on the same samples (the data arrays are shared
-across levels). The sample size grows by ``batch_growth`` (up to all data) when
-the loss at the start of a cycle, measured on that cycle's fresh batch, has not
-reached a new minimum for ``growth_patience`` cycles: when the sampling noise
-hides the progress.
+**Mini-batches** (the "hybrid stochastic-deterministic" regime of Kopaničáková &
+Krause, the default path): each cycle draws one index array and every level of
+that cycle evaluates on it (the data arrays are shared across levels); ratio
+tests compare losses on that batch. The batch starts at ``batch_size`` samples
+(``'auto'``: ``max(32, n // 16)``) and grows towards all data by
+:class:`~mgnn.multilevel.sampling.SampleSize`: by default the norm test of
+Byrd, Chin, Nocedal & Wu on a variance estimate from the batch's two halves
+(``growth_rule``, ``growth_theta``, ``batch_growth``, ``growth_patience``).
+``batch_size=None`` is the deterministic method on all data.
 
 **Work.** Every evaluation is charged by its level objective's counter, in
 fine-gradient equivalents (coarse objectives carry the flop ratio as their
 counter's scale); ``res.work`` is the sum over levels and
-``res.work_per_level`` the split (fine first). With one level and
-``coarse_iters=1`` RMTR is ``minimize(method='trust-region')``: the same
-iterates, bit for bit.
+``res.work_per_level`` the split (fine first). With one level, all data
+(``batch_size=None``) and ``coarse_iters=1`` RMTR is
+``minimize(method='trust-region')`` with the same options: the same iterates,
+bit for bit.
 """
 
 from __future__ import annotations
@@ -85,8 +115,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from mgnn._validation import check_choice, check_positive_int, check_scalar
-from mgnn.multilevel.coarse_models import MODELS, GramSpace, make_coarse_model
+from mgnn.multilevel.coarse_models import (
+    MODELS,
+    FirstOrderModel,
+    GramSpace,
+    make_coarse_model,
+)
 from mgnn.multilevel.nested import _per_level
+from mgnn.multilevel.off import OFFEngine
+from mgnn.multilevel.sampling import GROWTH_RULES, SampleSize
 from mgnn.optim._common import (
     CALLBACK_MESSAGE,
     RUN_OPTIONS,
@@ -115,37 +152,58 @@ from mgnn.optim.trust_region import (
     trust_region_step,
     update_radius,
 )
-from mgnn.runs.checkpoint import rng_state, set_rng_state
 from mgnn.runs.state import stateful_components
 from mgnn.vectorspace import EuclideanSpace
 
-__all__ = ["rmtr", "RMTR_DEFAULTS", "LevelStatistics", "RMTRStatistics"]
+__all__ = ["rmtr", "RMTR_DEFAULTS", "LevelStatistics", "RMTRStatistics", "VARIANTS",
+           "RMTR_MODELS", "CYCLES"]
+
+#: Coarse models of :func:`rmtr` (those of :mod:`~mgnn.multilevel.coarse_models` and
+#: the hybrid model).
+RMTR_MODELS = MODELS + ("hybrid",)
+#: Variants of :func:`rmtr`.
+VARIANTS = ("monotone", "off")
+#: Cycle kinds and the cycles their coarse corrections run on the next level.
+CYCLE_CHILDREN = {"V": ("V",), "W": ("W", "W"), "F": ("F", "V")}
+CYCLES = tuple(CYCLE_CHILDREN)
 
 #: Options of :func:`rmtr` and their defaults (the trust-region options are
-#: those of ``minimize(method='trust-region')``).
+#: those of ``minimize(method='trust-region')``, except ``hessian='lsr1'``).
 RMTR_DEFAULTS = dict(
     TR_DEFAULTS,
+    hessian="lsr1",
     maxiter=100,
+    variant="monotone",
     cycle="V",
     pre_smooth=[1, 0],
     post_smooth=1,
-    coarse_iters=5,
+    coarse_iters="auto",
     model="first-order",
     coarse_norm="prolongation",
     coarse_hessian=None,
     coarse_gamma1=None,
+    coarse_radius="separate",
     kappa_g=0.1,
     eps_g=1e-8,
-    batch_size=None,
+    lr=0.01,
+    adagrad_eps=1e-8,
+    box_factor=10.0,
+    batch_size="auto",
+    growth_rule="norm-test",
+    growth_theta=1.0,
     batch_growth=2.0,
-    growth_patience=3,
+    growth_patience=1,
     rng=None,
     max_work=None,
     **RUN_OPTIONS,
 )
 
-_BATCH_ONLY = ("batch_growth", "growth_patience", "rng")
+_BATCH_ONLY = ("growth_rule", "growth_theta", "batch_growth", "growth_patience", "rng")
+_OFF_ONLY = ("lr", "adagrad_eps", "box_factor")
+_TR_ONLY = tuple(k for k in TR_DEFAULTS if k not in ("maxiter", "gtol", *RUN_OPTIONS)) + (
+    "coarse_norm", "coarse_hessian", "coarse_gamma1", "coarse_radius")
 NORMS = ("prolongation", "euclidean")
+RADII = ("separate", "shared")
 _BOUNDARY = 1e-3  # a coarse visit stops within this fraction of a bound
 
 
@@ -159,7 +217,8 @@ class LevelStatistics:
     visits : int
         Cycles entered on this level.
     tr_steps, tr_accepted : int
-        Trust-region (smoothing / coarse-solve) iterations and accepted ones.
+        Trust-region (smoothing / coarse-solve) iterations and accepted ones
+        (variant 'off': AdaGrad steps, all accepted).
     cg_iter : int
         CG iterations of those steps.
     truncated : int
@@ -269,23 +328,26 @@ class _Constraint:
         return v if self.offset is None else self.offset + v
 
 
-class _Engine:
-    """The recursion: state shared by all levels of one :func:`rmtr` run."""
+class MonotoneEngine:
+    """The recursion of the monotone variant: state shared by all levels of one run."""
 
-    def __init__(self, hierarchy, run, opts, params, lsr1_opts):
+    variant = "monotone"
+
+    def __init__(self, hierarchy, run, opts, params, lsr1_opts, stats, batch_of):
         self.H = hierarchy
         self.L = hierarchy.n_levels
         self.run = run
         self.params = params
         self.kind = opts["subproblem"]
         self.model_kind = opts["model"]
-        self.mu = 1 if opts["cycle"] == "V" else 2
+        self.cycle_kind = opts["cycle"]
         self.pre = opts["pre_smooth"]
         self.post = opts["post_smooth"]
         self.coarse_iters = opts["coarse_iters"]
         self.kappa_g, self.eps_g = opts["kappa_g"], opts["eps_g"]
         self.gtol, self.min_radius = opts["gtol"], opts["min_radius"]
         self.cg_tol, self.cg_maxiter = opts["cg_tol"], opts["cg_maxiter"]
+        self.separate = opts["coarse_radius"] == "separate"
         self.spaces = [getattr(lv.objective, "space", None) or EuclideanSpace()
                        for lv in hierarchy.levels]
         # trust-region norms: level 0's space; coarse levels the prolongation norm
@@ -297,12 +359,44 @@ class _Engine:
                 self.tr_spaces[l] = GramSpace(lev.P, lev.R, n, self.tr_spaces[l - 1])
         coarse_h = opts["coarse_hessian"] or opts["hessian"]
         self.lsr1_at = [opts["hessian"] == "lsr1"] + [coarse_h == "lsr1"] * (self.L - 1)
+        if self.model_kind == "hybrid":  # coarse curvature is the Galerkin product
+            self.lsr1_at[1:] = [False] * (self.L - 1)
         self.B = [LSR1(lsr1_opts[0], sp, gamma=lsr1_opts[1], skip=lsr1_opts[2]) if on else None
                   for sp, on in zip(self.spaces, self.lsr1_at, strict=True)]
         self.coarse_gamma1 = opts["coarse_gamma1"]
-        self.stats = RMTRStatistics(LevelStatistics(l) for l in range(self.L))
-        self.batch = None
+        self.stats = stats
+        self._batch = batch_of
         self.full = True
+        self.radius = float(opts["initial_radius"])
+        # the radius of the coarse corrections computed from each level, and the radius
+        # each coarse level ended its last visit with ('separate')
+        self.corr_radius = [self.radius] * max(self.L - 1, 0)
+        self.level_radius = [self.radius] * self.L
+
+    # -- the driver's interface ---------------------------------------------
+    def stalled(self):
+        return self.radius < self.min_radius
+
+    def cycle(self, fine, x, f, g):
+        x, f, g, self.radius, _ = self._visit(0, fine, x, f, g, self.radius, [],
+                                              self.cycle_kind)
+        return x, f, g
+
+    def state_dict(self):
+        return {"radius": self.radius, "corr_radius": list(self.corr_radius),
+                "level_radius": list(self.level_radius),
+                "lsr1": [None if B is None else B.state_dict() for B in self.B]}
+
+    def load_state_dict(self, d):
+        self.radius = float(d["radius"])
+        self.corr_radius = [float(r) for r in d["corr_radius"]]
+        self.level_radius = [float(r) for r in d["level_radius"]]
+        if [B is None for B in self.B] != [b is None for b in d["lsr1"]]:
+            raise ValueError("resume: the checkpoint was written with other 'hessian' / "
+                             "'coarse_hessian' / 'model' options")
+        for B, b in zip(self.B, d["lsr1"], strict=True):
+            if B is not None:
+                B.load_state_dict(b)
 
     # -- evaluations -------------------------------------------------------
     def _fg(self, l, model):
@@ -320,6 +414,9 @@ class _Engine:
 
     def _hess(self, l, model, x):
         """``v -> B v`` for the model of level ``l`` at ``x``."""
+        hybrid = getattr(model, "galerkin_hessp", None)
+        if hybrid is not None:
+            return hybrid
         if model.kind == "galerkin" or not self.lsr1_at[l]:
             return functools.partial(model.hessp, x)
         B = self.B[l]
@@ -330,7 +427,8 @@ class _Engine:
     def _cg_tol(self, l, gnorm):
         if self.cg_tol is not None:
             return self.cg_tol
-        return 1e-8 if self.lsr1_at[l] else min(0.5, math.sqrt(gnorm))
+        return 1e-8 if self.lsr1_at[l] or l > 0 and self.model_kind == "hybrid" else \
+            min(0.5, math.sqrt(gnorm))
 
     def _update_lsr1(self, l, model, s, dg):
         if not self.lsr1_at[l] or model.kind == "galerkin":
@@ -405,12 +503,14 @@ class _Engine:
         return s, g_trial, False, sub.niter, x, f, g, radius
 
     # -- coarse correction ---------------------------------------------------
-    def _coarse_correction(self, l, model, x, f, g, radius, cons, x_entry):
+    def _coarse_correction(self, l, model, x, f, g, radius, cons, x_entry, kind):
         lev, child_obj = self.H[l], self.H[l + 1].objective
         st = self.stats[l]
+        bound = self.corr_radius[l] if self.separate else radius
         gc = lev.R(g)
         ngc = self.spaces[l + 1].norm(gc)
-        if not (ngc >= self.kappa_g * self.spaces[l].norm(g) and ngc > self.eps_g):
+        if not (ngc >= self.kappa_g * self.spaces[l].norm(g) and ngc > self.eps_g) or \
+                bound < self.min_radius:
             st.coarse_skipped += 1
             return x, f, g, radius
         d = x - x_entry if cons else None
@@ -420,16 +520,25 @@ class _Engine:
         if any(c.bound - c.space.norm(c.offset) <= _BOUNDARY * c.bound for c in child_cons):
             st.coarse_skipped += 1  # this level's displacement already fills a finer region
             return x, f, g, radius
-        child_cons.append(_Constraint(P, None, radius, self.tr_spaces[l]))
+        child_cons.append(_Constraint(P, None, bound, self.tr_spaces[l]))
         xc0 = lev.Pi(x)
         coarse_hessp = None
         if self.lsr1_at[l + 1] and self.model_kind == "second-order":
             coarse_hessp = copy.copy(self.B[l + 1]).matvec  # frozen: B_c at Pi x
-        child = make_coarse_model(self.model_kind, child_obj, xc0, gc,
-                                  self._hess(l, model, x), lev.P, lev.R, coarse_hessp,
-                                  self.batch)
-        xc, fc, _, _, _ = self._visit(l + 1, child, xc0, child.f0, child.g0, radius,
-                                      child_cons)
+        hess = self._hess(l, model, x)
+        batch = self._batch()
+        if self.model_kind == "hybrid":
+            child = FirstOrderModel(child_obj, xc0, gc, batch)
+            R = lev.R
+            child.galerkin_hessp = lambda v: R(hess(P(v)))  # R B P, frozen at x
+        else:
+            child = make_coarse_model(self.model_kind, child_obj, xc0, gc, hess, P, lev.R,
+                                      coarse_hessp, batch)
+        start = min(bound, self.level_radius[l + 1]) if self.separate else bound
+        xc, fc, _, rc, _ = self._visit(l + 1, child, xc0, child.f0, child.g0, start,
+                                       child_cons, kind)
+        if self.separate:
+            self.level_radius[l + 1] = max(rc, self.min_radius)
         pred = child.f0 - fc
         if not pred > 0:  # the coarse level made no progress: nothing to try
             return x, f, g, radius
@@ -437,11 +546,14 @@ class _Engine:
         s = P(xc - xc0)
         f_trial, g_trial = self._fg(l, model)(x + s)
         rho = reduction_ratio(float(f) - f_trial, pred)
-        old = radius
-        radius, accepted = update_radius(rho, radius, self.tr_spaces[l].norm(s), self.params,
-                                         True)
+        bound_new, accepted = update_radius(rho, bound, self.tr_spaces[l].norm(s),
+                                            self.params, True)
         if not accepted and self.coarse_gamma1 is not None:
-            radius = self.coarse_gamma1 * old
+            bound_new = self.coarse_gamma1 * bound
+        if self.separate:
+            self.corr_radius[l] = bound_new
+        else:
+            radius = bound_new
         self._update_lsr1(l, model, s, g_trial - g)
         if accepted:
             st.coarse_accepted += 1
@@ -449,7 +561,7 @@ class _Engine:
         return x, f, g, radius
 
     # -- one cycle on a level -------------------------------------------------
-    def _visit(self, l, model, x, f, g, radius, cons):
+    def _visit(self, l, model, x, f, g, radius, cons, kind):
         """A cycle on level ``l`` from ``x``; returns ``(x, f, g, radius, status)``."""
         self.stats[l].visits += 1
         x_entry = x
@@ -468,8 +580,9 @@ class _Engine:
         x, f, g, radius, status = smooth(self.pre[l], x, f, g, radius)
         if status != "step":
             return x, f, g, radius, status
-        for _ in range(self.mu):
-            x, f, g, radius = self._coarse_correction(l, model, x, f, g, radius, cons, x_entry)
+        for child_kind in CYCLE_CHILDREN[kind]:
+            x, f, g, radius = self._coarse_correction(l, model, x, f, g, radius, cons, x_entry,
+                                                      child_kind)
         return smooth(self.post[l], x, f, g, radius)
 
 
@@ -493,52 +606,71 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
     hierarchy : Hierarchy
         Levels with objectives, ``levels[0]`` the finest (e.g.
         ``depth_hierarchy(objective, 3)``). A hierarchy of one level gives the
-        single-level trust-region method.
+        single-level trust-region method (variant 'off': AdaGrad).
     theta0 : ndarray
         Initial parameters of the finest level (not modified).
     options : dict, optional
         All options of ``minimize(method='trust-region')`` (``gtol``,
-        ``hessian``, ``subproblem``, ``initial_radius``, ``max_radius``,
-        ``min_radius``, ``eta1``, ``eta2``, ``gamma1``, ``gamma2``,
-        ``expand_on_boundary``, ``cg_tol``, ``cg_maxiter``, ``memory``,
-        ``sr1_gamma``, ``sr1_skip``: the same meaning on every level), and
+        ``hessian`` (default here ``'lsr1'``), ``subproblem``,
+        ``initial_radius``, ``max_radius``, ``min_radius``, ``eta1``, ``eta2``,
+        ``gamma1``, ``gamma2``, ``expand_on_boundary``, ``cg_tol``,
+        ``cg_maxiter``, ``memory``, ``sr1_gamma``, ``sr1_skip``: the same meaning
+        on every level; the monotone variant only), and
 
         maxiter : int, default 100
             Number of cycles.
-        cycle : {'V', 'W'}, default 'V'
-            One or two coarse corrections per visit of a non-coarsest level.
+        variant : {'monotone', 'off'}, default 'monotone'
+            Trust-region steps accepted by ratio tests, or objective-function-free
+            AdaGrad steps (:mod:`mgnn.multilevel.off`).
+        cycle : {'V', 'W', 'F'}, default 'V'
+            The coarse corrections of a visit of a non-coarsest level: one V-cycle,
+            two W-cycles, or an F-cycle followed by a V-cycle.
         pre_smooth, post_smooth : int or list of int, default [1, 0] and 1
-            Trust-region steps before / after the coarse correction on the
-            levels above the coarsest; a list gives one entry per level, fine
-            first, whose last entry repeats. No pre-smoothing below the finest
-            level by default: an intermediate level starts with the finer
-            radius, so its first step usually reaches the finer trust-region
-            boundary and would leave no room for the coarser levels.
-        coarse_iters : int, default 5
-            Trust-region steps per visit of the coarsest level (with one level:
-            per cycle).
-        model : {'first-order', 'second-order', 'galerkin'}, default 'first-order'
-            Coarse model (:mod:`mgnn.multilevel.coarse_models`).
+            Steps before / after the coarse correction on the levels above the
+            coarsest; a list gives one entry per level, fine first, whose last
+            entry repeats. No pre-smoothing below the finest level by default:
+            an intermediate level starts with the finer radius, so its first step
+            usually reaches the finer trust-region boundary and would leave no
+            room for the coarser levels.
+        coarse_iters : int or 'auto', default 'auto'
+            Steps per visit of the coarsest level (with one level: per cycle);
+            ``'auto'``: ``max(5, round(1 / w))`` with ``w`` the coarsest level's cost
+            relative to the finest (its counter's scale), so that a visit costs about
+            one fine evaluation (one level: 1).
+        model : {'first-order', 'second-order', 'galerkin', 'hybrid'}, default 'first-order'
+            Coarse model (:mod:`mgnn.multilevel.coarse_models`; 'hybrid': the
+            first-order model with the Galerkin curvature ``R B P``). The variant
+            'off' takes 'first-order' only.
         coarse_norm : {'prolongation', 'euclidean'}, default 'prolongation'
             Norm of the coarse trust regions: ``||s||_c = ||P s||`` on the
             finer level (recursively), or each level's Euclidean norm.
         coarse_hessian : {None, 'exact', 'lsr1'}, default None
-            Curvature on the coarse levels (None: as ``hessian``, which then
-            applies to the finest level only when this is given).
+            Curvature on the coarse levels (None: as ``hessian``).
         coarse_gamma1 : float in (0, 1] or None, default None
             Radius factor after a rejected coarse correction (None: the
             rule of a rejected trust-region step).
+        coarse_radius : {'separate', 'shared'}, default 'separate'
+            The coarse corrections' own radius, or the level's (module docstring).
         kappa_g, eps_g : float, default 0.1, 1e-8
             Recursion only when ``||R g|| >= kappa_g ||g||`` and
             ``||R g|| > eps_g``; ``eps_g`` also ends a coarse visit whose model
             gradient falls below it.
-        batch_size : int or None, default None
-            Initial mini-batch size (None: all data, deterministic).
+        lr, adagrad_eps, box_factor : float, default 0.01, 1e-8, 10
+            Variant 'off' only: AdaGrad's learning rate and denominator shift, and
+            the coarse corrections' max-norm bound ``box_factor * lr / sqrt(k)``.
+        batch_size : 'auto', int or None, default 'auto'
+            Initial mini-batch size (``'auto'``: ``max(32, n // 16)``, at most
+            ``n``; None: all data, deterministic).
+        growth_rule : {'norm-test', 'stall', 'fixed'}, default 'norm-test'
+            How the batch grows (:class:`~mgnn.multilevel.sampling.SampleSize`).
+        growth_theta : float, default 1.0
+            Norm test: the tolerated ratio of the gradient's sampling error to its
+            norm.
         batch_growth : float, default 2.0
-            Factor by which the batch grows (``> 1``).
-        growth_patience : int, default 3
-            Cycles without a new minimum of the start-of-cycle batch loss before
-            the batch grows.
+            Largest factor of one growth step (``> 1``).
+        growth_patience : int, default 1
+            Consecutive failed tests (norm test) or cycles without a new minimum
+            of the start-of-cycle batch loss ('stall') before the batch grows.
         rng : None, int or Generator
             Seed of the batch draws.
         max_work : float or None
@@ -559,14 +691,19 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
         ``x, fun, jac, nit`` (cycles), ``nfev, njev, nhev`` (of the finest
         objective), ``work`` (all levels), ``work_per_level`` (fine first),
         ``evaluations_per_level`` (``(nfev, njev, nhev)`` per level),
-        ``statistics`` (:class:`RMTRStatistics`), ``radius``, ``batch_size``,
-        ``time``, ``success``, ``status`` (0 converged, 1 maxiter or max_work,
-        2 radius collapsed, 3 NaN/inf on the finest level, 99 callback),
-        ``message`` and ``history`` (one row per cycle: ``fun`` (on the cycle's
-        batch), ``grad_norm``, ``radius``, ``batch_size``, ``coarse_accepted``,
-        ``work`` (all levels), ``work_l0, work_l1, ...``, ``time``, counts).
-        With mini-batches ``fun``/``jac`` are evaluated once on all data at the
-        end (charged).
+        ``statistics`` (:class:`RMTRStatistics`), ``radius`` (monotone: the fine
+        smoothing radius; off: the correction bound), ``batch_size``, ``time``,
+        ``success``, ``status`` (0 converged or the cycles done, 1 maxiter or
+        max_work, 2 radius collapsed, 3 NaN/inf on the finest level, 4
+        interrupted, 99 callback), ``message`` and ``history`` (one row per cycle:
+        ``fun`` (monotone: the loss at the end of the cycle on the cycle's batch;
+        off: the loss at the start of the cycle on its batch, the last value the
+        method evaluated), ``grad_norm`` (likewise), ``radius``,
+        ``correction_radius`` (monotone with separate radii: the fine level's),
+        ``batch_size``, ``grad_noise`` (norm test: estimated sampling error over
+        the gradient norm), ``coarse_accepted``, ``work`` (all levels),
+        ``work_l0, work_l1, ...``, ``time``, counts). With mini-batches
+        ``fun``/``jac`` are evaluated once on all data at the end (charged).
 
     Examples
     --------
@@ -579,16 +716,14 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
     >>> obj = Objective(ResNet(2, 4, 8, 5, T=5.0), d.X_train, d.Y_train, tikhonov=1e-4)
     >>> H = depth_hierarchy(obj, 3)
     >>> theta0 = obj.net.init(0)
-    >>> res = rmtr(H, theta0, options={"maxiter": 5})
+    >>> res = rmtr(H, theta0, options={"maxiter": 5, "batch_size": None})
     >>> res.nit, bool(res.fun < obj.value(theta0)), len(res.work_per_level)
     (5, True, 3)
-    >>> bool(np.all(np.diff(res.history['fun']) <= 0))      # monotone
+    >>> bool(np.all(np.diff(res.history['fun']) <= 0))      # monotone on all data
     True
-    >>> res.statistics  # doctest: +SKIP
-     level  visits  tr_steps  tr_acc  cg_iter  truncated  coarse  coarse_acc  skipped     work
-         0       5        10       9       22          0       5           2        0   74.667
-         1       5         1       1        2          0       5           4        0    9.516
-         2       5         5       5        9          5       0           0        0   12.713
+    >>> off = rmtr(H, theta0, options={"variant": "off", "lr": 0.05, "maxiter": 20, "rng": 0})
+    >>> bool(off.fun < obj.value(theta0)), off.history["batch_size"][0]
+    (True, 32.0)
     """
     _check_hierarchy(hierarchy)
     L = hierarchy.n_levels
@@ -605,102 +740,168 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
         run.close()
 
 
-def _rmtr(hierarchy, theta0, run, opts, given, L, objs, counters, starts):
-    maxiter = check_maxiter(opts["maxiter"])
+def _check_options(opts, given, L, n, counters):
+    """Validate the options; returns ``(params, lsr1_opts, batch_size)``."""
+    check_maxiter(opts["maxiter"])
     check_tol(opts["gtol"], "gtol")
-    hessian = check_choice(opts["hessian"], "hessian", ("exact", "lsr1"))
-    check_choice(opts["subproblem"], "subproblem", SUBPROBLEMS)
-    check_choice(opts["cycle"], "cycle", ("V", "W"))
-    check_choice(opts["model"], "model", MODELS)
-    check_choice(opts["coarse_norm"], "coarse_norm", NORMS)
-    if opts["coarse_hessian"] is not None:
-        check_choice(opts["coarse_hessian"], "coarse_hessian", ("exact", "lsr1"))
-    if opts["coarse_gamma1"] is not None:
-        check_scalar(opts["coarse_gamma1"], "coarse_gamma1", low=0.0, high=1.0,
-                     low_open=True)
-    params = TRParams(opts["eta1"], opts["eta2"], opts["gamma1"], opts["gamma2"],
-                      opts["max_radius"], opts["expand_on_boundary"])
-    radius = check_scalar(opts["initial_radius"], "initial_radius", low=0.0, low_open=True)
-    if radius > params.max_radius:
-        raise ValueError(f"initial_radius must be <= max_radius = {params.max_radius}, "
-                         f"got {radius}")
-    check_scalar(opts["min_radius"], "min_radius", low=0.0)
-    if opts["cg_tol"] is not None:
-        check_scalar(opts["cg_tol"], "cg_tol", low=0.0)
-    if opts["cg_maxiter"] is not None:
-        check_positive_int(opts["cg_maxiter"], "cg_maxiter")
-    if opts["subproblem"] == "cauchy":
-        reject_unused(given, ("cg_tol", "cg_maxiter"), "with subproblem='cauchy'")
+    variant = check_choice(opts["variant"], "variant", VARIANTS)
+    check_choice(opts["cycle"], "cycle", CYCLES)
+    check_choice(opts["model"], "model", RMTR_MODELS)
     for name in ("pre_smooth", "post_smooth"):
         value = opts[name] if name in given else RMTR_DEFAULTS[name][:L] if isinstance(
             RMTR_DEFAULTS[name], list) else RMTR_DEFAULTS[name]
         opts[name] = [check_positive_int(v, name, minimum=0)
                       for v in _per_level(value, L, name)]
+    if opts["coarse_iters"] == "auto":  # a visit of the coarsest level ~ one fine evaluation
+        ratio = counters[-1].scale / counters[0].scale if counters[0].scale else 1.0
+        opts["coarse_iters"] = 1 if L == 1 else max(5, round(1.0 / ratio))
     opts["coarse_iters"] = check_positive_int(opts["coarse_iters"], "coarse_iters")
     check_scalar(opts["kappa_g"], "kappa_g", low=0.0)
     check_scalar(opts["eps_g"], "eps_g", low=0.0)
     if L == 1:
         reject_unused(given, ("cycle", "pre_smooth", "post_smooth", "model", "kappa_g",
-                              "eps_g", "coarse_norm", "coarse_hessian", "coarse_gamma1"),
-                      "with a hierarchy of one level")
-    max_work = opts["max_work"]
-    if max_work is not None:
-        max_work = check_scalar(max_work, "max_work", low=0.0, low_open=True)
-    lsr1_opts = (opts["memory"], opts["sr1_gamma"], opts["sr1_skip"])
-    if "lsr1" in (hessian, opts["coarse_hessian"]):
-        LSR1(*lsr1_opts[:1], gamma=lsr1_opts[1], skip=lsr1_opts[2])  # validate
+                              "eps_g", "coarse_norm", "coarse_hessian", "coarse_gamma1",
+                              "coarse_radius", "box_factor"), "with a hierarchy of one level")
+    if opts["max_work"] is not None:
+        opts["max_work"] = check_scalar(opts["max_work"], "max_work", low=0.0, low_open=True)
+    params = lsr1_opts = None
+    if variant == "off":
+        reject_unused(given, _TR_ONLY, "with variant='off' (AdaGrad steps, no trust-region "
+                      "ratio tests)")
+        if opts["model"] != "first-order":
+            raise ValueError(f"variant='off' takes model='first-order' only, got "
+                             f"{opts['model']!r}")
+        opts["lr"] = check_scalar(opts["lr"], "lr", low=0.0, low_open=True)
+        opts["adagrad_eps"] = check_scalar(opts["adagrad_eps"], "adagrad_eps", low=0.0)
+        opts["box_factor"] = check_scalar(opts["box_factor"], "box_factor", low=0.0,
+                                          low_open=True)
     else:
-        reject_unused(given, SR1_OPTIONS, "with hessian='exact'")
+        reject_unused(given, _OFF_ONLY, "with variant='monotone' (they belong to "
+                      "variant='off')")
+        hessian = check_choice(opts["hessian"], "hessian", ("exact", "lsr1"))
+        check_choice(opts["subproblem"], "subproblem", SUBPROBLEMS)
+        check_choice(opts["coarse_norm"], "coarse_norm", NORMS)
+        check_choice(opts["coarse_radius"], "coarse_radius", RADII)
+        if opts["coarse_hessian"] is not None:
+            check_choice(opts["coarse_hessian"], "coarse_hessian", ("exact", "lsr1"))
+            if opts["model"] == "hybrid":
+                raise ValueError("coarse_hessian has no effect with model='hybrid' (the "
+                                 "coarse curvature is the Galerkin product R B P)")
+        if opts["coarse_gamma1"] is not None:
+            check_scalar(opts["coarse_gamma1"], "coarse_gamma1", low=0.0, high=1.0,
+                         low_open=True)
+        params = TRParams(opts["eta1"], opts["eta2"], opts["gamma1"], opts["gamma2"],
+                          opts["max_radius"], opts["expand_on_boundary"])
+        radius = check_scalar(opts["initial_radius"], "initial_radius", low=0.0,
+                              low_open=True)
+        if radius > params.max_radius:
+            raise ValueError(f"initial_radius must be <= max_radius = {params.max_radius}, "
+                             f"got {radius}")
+        check_scalar(opts["min_radius"], "min_radius", low=0.0)
+        if opts["cg_tol"] is not None:
+            check_scalar(opts["cg_tol"], "cg_tol", low=0.0)
+        if opts["cg_maxiter"] is not None:
+            check_positive_int(opts["cg_maxiter"], "cg_maxiter")
+        if opts["subproblem"] == "cauchy":
+            reject_unused(given, ("cg_tol", "cg_maxiter"), "with subproblem='cauchy'")
+        lsr1_opts = (opts["memory"], opts["sr1_gamma"], opts["sr1_skip"])
+        coarse_h = opts["coarse_hessian"] or hessian
+        if "lsr1" in (hessian, coarse_h) and not (
+                hessian == "exact" and opts["model"] == "hybrid"):
+            LSR1(*lsr1_opts[:1], gamma=lsr1_opts[1], skip=lsr1_opts[2])  # validate
+        else:
+            reject_unused(given, SR1_OPTIONS, "with hessian='exact'")
     # mini-batches
-    n = getattr(objs[0], "n_samples", None)
     bs = opts["batch_size"]
-    if bs is None:
-        reject_unused(given, _BATCH_ONLY, "without mini-batches (batch_size=None)")
-    else:
+    if bs == "auto":
+        bs = None if n is None else min(n, max(32, n // 16))
+    elif bs is not None:
         bs = check_positive_int(bs, "batch_size")
         if n is None:
             raise ValueError("batch_size needs an objective with data (n_samples); "
                              "this one has none")
         if bs > n:
             raise ValueError(f"batch_size must be <= n_samples = {n}, got {bs}")
-    growth = check_scalar(opts["batch_growth"], "batch_growth", low=1.0, low_open=True)
-    patience = check_positive_int(opts["growth_patience"], "growth_patience")
+    if bs is None or bs == n:
+        reject_unused(given, _BATCH_ONLY, "without mini-batches (batch_size=None or all "
+                      "data)")
+        bs = None
+    check_choice(opts["growth_rule"], "growth_rule", GROWTH_RULES)
+    check_scalar(opts["growth_theta"], "growth_theta", low=0.0, low_open=True)
+    check_scalar(opts["batch_growth"], "batch_growth", low=1.0, low_open=True)
+    check_positive_int(opts["growth_patience"], "growth_patience")
     rng = opts["rng"]
     if rng is not None and not isinstance(rng, (int, np.integer, np.random.Generator)):
         raise TypeError(f"rng must be None, an int seed or a numpy Generator, got {rng!r}")
-    rng = np.random.default_rng(rng)
-    if bs == n:
-        bs = None
+    return params, lsr1_opts, bs
 
-    eng = _Engine(hierarchy, run, opts, params, lsr1_opts)
+
+def _rmtr(hierarchy, theta0, run, opts, given, L, objs, counters, starts):
+    n = getattr(objs[0], "n_samples", None)
+    params, lsr1_opts, bs = _check_options(opts, given, L, n, counters)
+    maxiter, max_work = opts["maxiter"], opts["max_work"]
     space = run.space
+    sampler = SampleSize(n if n is not None else 1, bs, opts["growth_rule"],
+                         opts["batch_growth"], opts["growth_theta"], opts["growth_patience"],
+                         opts["rng"], space)
+    stats = RMTRStatistics(LevelStatistics(l) for l in range(L))
+    spaces = [getattr(lv.objective, "space", None) or EuclideanSpace()
+              for lv in hierarchy.levels]
+
+    def batch_of():
+        return sampler.batch
+
+    if opts["variant"] == "off":
+        def fg_of(l, model):
+            if l == 0:
+                return model.value_and_grad
+
+            def fg(z):  # the first-order model of a coarse level, checked
+                f, g = model.value_and_grad(z)
+                if not (math.isfinite(f) and spaces[l].all_finite(g)):
+                    raise Diverged(f"non-finite loss or gradient on level {l} at cycle "
+                                   f"{run.nit}")
+                return f, g
+            return fg
+
+        eng = OFFEngine(hierarchy, run, opts, stats, spaces, fg_of, batch_of)
+    else:
+        eng = MonotoneEngine(hierarchy, run, opts, params, lsr1_opts, stats, batch_of)
     x = prepare_theta0(theta0)
     n_params = getattr(objs[0], "n_params", None)
     if n_params is not None and x.shape != (n_params,):
         raise ValueError(f"theta0 must have shape ({n_params},) (the finest level's "
                          f"parameters), got {x.shape}")
 
-    def draw():
-        eng.full = bs is None
-        eng.batch = None if bs is None else np.sort(rng.choice(n, size=bs, replace=False))
-        return _FineModel(run, eng.batch)
+    def evaluate(what):
+        eng.full = sampler.batch is None
+        return sampler.evaluate(lambda b: run.value_and_grad(x, b, what=what))
 
     def level_work():
         return {f"work_l{l}": c.work - s[3] for l, (c, s) in
                 enumerate(zip(counters, starts, strict=True))}
 
+    def record():
+        row = dict(fun=f, grad_norm=gnorm, radius=eng.radius,
+                   batch_size=n if sampler.batch is None else len(sampler.batch),
+                   grad_noise=sampler.noise, coarse_accepted=stats[0].coarse_accepted - acc0)
+        if getattr(eng, "separate", False) and L > 1:
+            row["correction_radius"] = eng.corr_radius[0]
+        run.record(**row, **level_work())
+
     def finish(status, message, success=None):
         nonlocal f, g
-        if not eng.full and status not in (3, STATUS_INTERRUPTED):  # the loss on all data
-            f, g = run.value_and_grad(x, None, what="the final iterate")
+        if not eng.full or g is None:
+            if status not in (3, STATUS_INTERRUPTED):  # the loss on all data
+                f, g = run.value_and_grad(x, None, what="the final iterate")
         works = level_work()
-        for l, st in enumerate(eng.stats):
+        for l, st in enumerate(stats):
             st.work = works[f"work_l{l}"]
         evals = [tuple(a - b for a, b in zip(c.snapshot()[:3], s[:3], strict=True))
                  for c, s in zip(counters, starts, strict=True)]
-        kw = dict(radius=radius, work_per_level=[works[f"work_l{l}"] for l in range(L)],
-                  evaluations_per_level=evals, statistics=eng.stats, n_levels=L,
-                  batch_size=n if eng.full and n is not None else bs)
+        kw = dict(radius=eng.radius, work_per_level=[works[f"work_l{l}"] for l in range(L)],
+                  evaluations_per_level=evals, statistics=stats, n_levels=L,
+                  batch_size=sampler.size if n is not None else None, variant=eng.variant)
         if status == 3:
             return run.diverged_result(x, f, g, message, **kw)
         if status == STATUS_INTERRUPTED:
@@ -708,68 +909,60 @@ def _rmtr(hierarchy, theta0, run, opts, given, L, objs, counters, starts):
         return run.result(x, f, g, status, message, success=success, **kw)
 
     def state():
-        return {"x": x, "f": f, "g": g, "gnorm": gnorm, "radius": radius, "bs": bs,
-                "best": best, "fails": fails, "batch": eng.batch, "full": eng.full,
-                "rng": rng_state(rng), "starts": [list(st) for st in starts],
-                "lsr1": [None if B is None else B.state_dict() for B in eng.B],
-                "statistics": [dataclasses.asdict(st) for st in eng.stats]}
+        return {"x": x, "f": f, "g": g, "gnorm": gnorm, "sampler": sampler.state_dict(),
+                "full": eng.full, "engine": eng.state_dict(),
+                "starts": [list(st) for st in starts],
+                "statistics": [dataclasses.asdict(st) for st in stats]}
 
     f = g = None
-    best, fails = math.inf, 0
+    acc0 = 0
     try:
         saved = run.restore(x)
         if saved is None:
-            fine = draw()
-            f, g = run.value_and_grad(x, eng.batch, what="the initial point")
+            sampler.draw()
+            f, g = evaluate("the initial point")
             gnorm = space.norm(g)
-            run.record(fun=f, grad_norm=gnorm, radius=radius,
-                       batch_size=n if bs is None else bs, coarse_accepted=0, **level_work())
+            sampler.grow_after(f, g)
+            record()
         else:
-            x, f, g, gnorm, radius = (saved[k] for k in ("x", "f", "g", "gnorm", "radius"))
-            bs, best, fails = saved["bs"], saved["best"], saved["fails"]
-            eng.batch, eng.full = saved["batch"], saved["full"]
-            set_rng_state(rng, saved["rng"])
+            x, f, g, gnorm = (saved[k] for k in ("x", "f", "g", "gnorm"))
+            sampler.load_state_dict(saved["sampler"])
+            eng.full = saved["full"]
+            eng.load_state_dict(saved["engine"])
             starts[:] = [tuple(st) for st in saved["starts"]]
-            if [B is None for B in eng.B] != [b is None for b in saved["lsr1"]]:
-                raise ValueError("resume: the checkpoint was written with other 'hessian' / "
-                                 "'coarse_hessian' options")
-            for B, b in zip(eng.B, saved["lsr1"], strict=True):
-                if B is not None:
-                    B.load_state_dict(b)
-            for st, d in zip(eng.stats, saved["statistics"], strict=True):
+            for st, d in zip(stats, saved["statistics"], strict=True):
                 for key, val in d.items():
                     setattr(st, key, val)
-            fine = _FineModel(run, eng.batch)
         while True:
-            if eng.full and gnorm <= opts["gtol"]:
+            if eng.full and g is not None and gnorm <= opts["gtol"]:
                 return finish(STATUS_CONVERGED, "Optimization terminated successfully: "
                               f"gradient norm {gnorm:.3e} <= gtol.")
             if run.nit >= maxiter:
                 return finish(STATUS_MAXITER, "Maximum number of cycles has been exceeded.")
             if max_work is not None and run.counts()["work"] >= max_work:
                 return finish(STATUS_MAXITER, f"Work budget max_work = {max_work:g} spent.")
-            if radius < opts["min_radius"]:
-                return finish(STATUS_STALLED, f"Trust radius {radius:.3e} fell below "
+            if eng.stalled():
+                return finish(STATUS_STALLED, f"Trust radius {eng.radius:.3e} fell below "
                               f"min_radius at cycle {run.nit} (precision loss?).")
-            if run.nit > 0 and not eng.full:  # a fresh batch; maybe a larger one
-                fine = draw()
-                f, g = run.value_and_grad(x, eng.batch, what="a new mini-batch")
-                if f < best:
-                    best, fails = f, 0
-                else:
-                    fails += 1
-                if fails >= patience:  # the next cycle draws a larger batch
-                    bs = min(n, math.ceil(bs * growth))
-                    bs = None if bs == n else bs
-                    best, fails = math.inf, 0
-            acc0 = eng.stats[0].coarse_accepted
-            x, f, g, radius, _ = eng._visit(0, fine, x, f, g, radius, [])
+            if run.nit > 0 and (not eng.full or g is None):  # a fresh batch
+                sampler.draw()
+                f, g = evaluate("a new mini-batch")
+                gnorm = space.norm(g)
+                sampler.grow_after(f, g)
+                if eng.full and gnorm <= opts["gtol"]:
+                    continue
+            acc0 = stats[0].coarse_accepted
+            fine = _FineModel(run, sampler.batch)
+            x_new, f_new, g_new = eng.cycle(fine, x, f, g)
+            x = x_new
+            if g_new is not None:
+                f, g = f_new, g_new
+                gnorm = space.norm(g)
             run.nit += 1
-            gnorm = space.norm(g)
-            run.record(fun=f, grad_norm=gnorm, radius=radius,
-                       batch_size=n if eng.batch is None else len(eng.batch),
-                       coarse_accepted=eng.stats[0].coarse_accepted - acc0, **level_work())
-            if run.notify(x, f, g, radius=radius, batch_size=bs):
+            record()
+            if g_new is None:
+                g = None  # the gradient at the new x is not known (variant 'off')
+            if run.notify(x, f, g, radius=eng.radius, batch_size=sampler.size):
                 return finish(STATUS_CALLBACK, CALLBACK_MESSAGE, success=False)
             if run.boundary(state):
                 return finish(STATUS_INTERRUPTED, None, success=False)

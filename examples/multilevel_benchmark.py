@@ -1,0 +1,597 @@
+"""Multilevel training against single-level training: work and wall time to targets.
+
+    python examples/multilevel_benchmark.py [--quick] [--seeds 10] [--problems a,b]
+                                            [--methods A,B] [--suite all|rmtr|width]
+                                            [--out out]
+
+One harness for every multilevel solver of mgnn (RMTR and its objective-function-free
+variant, MG/OPT, nested iteration) against the single-level methods (Adam, SGD with
+momentum, L-BFGS, trust region), on the problems of :data:`PROBLEMS`:
+
+``peaks-deep``, ``regression-deep``
+    Deep residual networks (N = 256 layers, width 8, tanh) in the setting of the
+    layer-parallel / multilevel-in-depth literature: ``init='layer_parallel'``
+    (residual weights ``0.1 U(-1, 1)``), time-derivative regulariser 1e-3; depth
+    hierarchy of 5 levels (256 ... 16 layers; the coarsest costs 1/16 of a fine
+    evaluation).
+``peaks``, ``mnist1d``, ``regression``, ``rough``
+    Depth 32, 3 levels (the problems of the former ``rmtr_benchmark.py``, plus a
+    non-smooth regression).
+``poisson``, ``darcy``
+    MTNN's operator-learning regressions (:func:`mgnn.data.poisson_regression`,
+    :func:`mgnn.data.darcy_regression`; 16 x 16 grids), ReLU networks of MTNN's
+    width (400 for Poisson; 1024 for Darcy reduced to 256 here to bound the run
+    time) with MTNN's two-level width hierarchy.
+
+Every run starts from the same initial network per seed (``net.init(seed, ...)``;
+mini-batches seeded by the seed too). A run stops when it has reached both
+targets of its problem (a training loss and a validation metric: accuracy for
+classification, mean absolute error for regression) or spent the problem's work
+budget. Work is counted in fine-gradient equivalents (:mod:`mgnn.work`: one
+value-and-gradient sweep of the finest network on all training data = 1; mini-batches
+by their share, coarse levels by their flop ratio, Hessian-vector products 8/3);
+wall time excludes the monitoring, which evaluates the full training loss and the
+validation metric with separate, uncharged objectives whenever the work has grown
+by ``budget / MONITOR_POINTS`` (this sets the resolution of work-to-target).
+
+Learning rates are tuned per method and problem on a fixed grid (:data:`LR_GRIDS`)
+on seed 0: the rate with the least work to the validation target, or, if none
+reaches it, the best final validation metric. Methods without a learning rate
+(L-BFGS, trust region, monotone RMTR) run with their defaults or the settings
+named in :data:`METHODS`. All seeds (0 .. seeds-1) then run with the chosen rate.
+
+Writes ``multilevel_benchmark.md`` (tables: work and wall time to each target,
+mean / median / worst over seeds; ratios; the claims of issue 17 checked),
+``multilevel_benchmark.png`` (median validation metric against work, min-max band)
+and ``multilevel_benchmark.json`` into ``--out``. ``main(argv)`` returns the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import mgnn
+from mgnn.data import (
+    darcy_regression,
+    mnist1d,
+    peaks,
+    poisson_regression,
+    rough_regression,
+    smooth_regression,
+)
+from mgnn.multilevel import (
+    Hierarchy,
+    Level,
+    depth_hierarchy,
+    mgopt,
+    mgopt_preset,
+    nested_iteration,
+    rmtr,
+    width_hierarchy,
+)
+
+MONITOR_POINTS = 60
+BIG = 10 ** 7
+BATCH = 100
+INNER_SCALE = 0.1
+SMOOTHNESS = 1e-3
+
+#: Learning-rate grids (tuned on seed 0; the same grid for every problem).
+LR_GRIDS = {
+    "Adam": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    "SGD": (1e-2, 3e-2, 1e-1, 3e-1),
+    "NI": None,  # nested iteration uses Adam's tuned rate
+    "RMTR-OFF": (1e-2, 3e-2, 1e-1, 3e-1),
+    "MGOPT": None,  # MG/OPT with an Adam smoother uses Adam's tuned rate
+}
+
+
+# ----------------------------------------------------------------------------- problems
+@dataclass
+class Problem:
+    """A benchmark problem: data, network, objective, hierarchy, budget and targets."""
+
+    name: str
+    data: object
+    net: object
+    tikhonov: float
+    smoothness: float
+    init: str
+    hierarchy: str  # 'depth' or 'width'
+    levels: int
+    factor: int
+    budget: float
+    loss_target: float
+    val_target: float
+    methods: tuple
+    note: str = ""
+    objective: object = field(default=None, repr=False)
+
+    @property
+    def classification(self):
+        return self.net.task == "classification"
+
+    @property
+    def metric(self):
+        return "val accuracy" if self.classification else "val MAE"
+
+    def theta0(self, seed):
+        kw = {"inner_scale": INNER_SCALE} if self.init == "layer_parallel" else {}
+        return self.net.init(seed, self.init, **kw)
+
+    def make_objective(self):
+        return mgnn.Objective(self.net, self.data.X_train, self.data.Y_train,
+                              tikhonov=self.tikhonov, smoothness=self.smoothness)
+
+    def make_hierarchy(self, obj, theta0):
+        if self.hierarchy == "depth":
+            return depth_hierarchy(obj, self.levels, factor=self.factor)
+        return width_hierarchy(obj, theta0, self.levels)
+
+    def val_metric(self, mon, x):
+        d = self.data
+        if self.classification:
+            return mon.accuracy(x, d.X_val, d.Y_val)
+        return mon.error(x, d.X_val, d.Y_val)[0]
+
+    def val_reached(self, v):
+        return v >= self.val_target if self.classification else v <= self.val_target
+
+
+DEPTH_METHODS = ("Adam", "SGD", "L-BFGS", "TR", "NI", "RMTR", "RMTR-OFF", "MGOPT")
+WIDTH_METHODS = ("Adam", "SGD-MTNN", "L-BFGS", "TR", "RMTR", "RMTR-OFF", "MGOPT-MTNN")
+SUITES = {
+    "all": ("peaks-deep", "regression-deep", "peaks", "mnist1d", "regression", "rough",
+            "poisson", "darcy"),
+    "rmtr": ("peaks", "mnist1d", "regression"),
+    "width": ("poisson", "darcy"),
+}
+
+
+def make_problems(names, quick):
+    """The problems named, full size or (``quick``) tiny for a seconds-long smoke run."""
+    n = 120 if quick else 2000
+    nv = 60 if quick else 500
+    out = {}
+    for name in names:
+        if name in ("peaks-deep", "regression-deep"):
+            N = 16 if quick else 256
+            levels = 2 if quick else 5
+            if name == "peaks-deep":
+                d = peaks(n, nv, seed=0)
+                net = mgnn.ResNet(2, 8, N, 5, T=5.0)
+                p = Problem(name, d, net, 1e-4, SMOOTHNESS, "layer_parallel", "depth", levels,
+                            2, 3.0 if quick else 30.0, 1.2 if quick else 0.30,
+                            0.4 if quick else 0.90, DEPTH_METHODS)
+            else:
+                d = smooth_regression(n, nv, seed=0)
+                net = mgnn.ResNet(2, 8, N, 1, T=2.0, task="regression")
+                p = Problem(name, d, net, 1e-6, SMOOTHNESS, "layer_parallel", "depth", levels,
+                            2, 3.0 if quick else 30.0, 0.05 if quick else 1.5e-3,
+                            0.3 if quick else 0.05, DEPTH_METHODS)
+        elif name in ("peaks", "mnist1d", "regression", "rough"):
+            N = 8 if quick else 32
+            levels = 2 if quick else 3
+            budget = 3.0 if quick else 60.0
+            if name == "peaks":
+                d = peaks(n, nv, seed=0)
+                net = mgnn.ResNet(2, 8, N, 5, T=5.0)
+                tgt = (1.2, 0.4) if quick else (0.45, 0.85)
+                tik = 1e-4
+            elif name == "mnist1d":
+                d = mnist1d(n, nv, seed=0)
+                net = mgnn.ResNet(40, 16, N, 10, T=4.0)
+                tgt = (2.0, 0.2) if quick else (0.30, 0.80)
+                tik = 1e-4
+            elif name == "regression":
+                d = smooth_regression(n, nv, seed=0)
+                net = mgnn.ResNet(2, 8, N, 1, T=2.0, task="regression")
+                tgt = (0.05, 0.3) if quick else (2e-3, 0.05)
+                tik = 1e-6
+            else:
+                d = rough_regression(n, nv, seed=0)
+                net = mgnn.ResNet(2, 16, N, 1, T=2.0, task="regression")
+                tgt = (0.2, 0.5) if quick else (1e-2, 0.10)
+                tik = 1e-6
+            p = Problem(name, d, net, tik, SMOOTHNESS, "layer_parallel", "depth", levels, 2,
+                        budget, *tgt, DEPTH_METHODS)
+        elif name in ("poisson", "darcy"):
+            grid = 4 if quick else 16
+            n_pde = 100 if quick else 1000
+            if name == "poisson":
+                d = poisson_regression(n_pde, n_pde, n_grid=grid, seed=0)
+                net = mgnn.ResNet(d.n_in, 16 if quick else 400, 1, d.n_out, activation="relu",
+                                  task="regression")
+                tgt = (0.5, 0.9) if quick else (0.02, 0.12)
+            else:
+                d = darcy_regression(n_pde, n_pde, n_grid=grid, seed=0)
+                net = mgnn.ResNet(d.n_in, 16 if quick else 256, 2, 1, activation="relu",
+                                  task="regression")
+                tgt = (0.5, 0.9) if quick else (0.01, 0.10)
+            p = Problem(name, d, net, 0.0, 0.0, "he", "width", 2, 2,
+                        3.0 if quick else 50.0, *tgt, WIDTH_METHODS,
+                        note="budget: the work of 100 MTNN cycles (MG/OPT-MTNN's own spend)")
+        else:
+            raise ValueError(f"unknown problem {name!r}; expected one of "
+                             + ", ".join(SUITES["all"]))
+        p.objective = p.make_objective()
+        out[name] = p
+    return out
+
+
+# ----------------------------------------------------------------------------- monitoring
+class Monitor:
+    """Training loss and validation metric against work and wall time; stops the run at
+    both targets or at the budget. Its objective has its own counter: not charged."""
+
+    def __init__(self, problem, budget, stop_at_targets=True):
+        self.p = problem
+        self.mon = problem.objective.with_net(problem.net)
+        self.budget = budget
+        self.every = budget / MONITOR_POINTS
+        self.stop_at_targets = stop_at_targets
+        self.work, self.wall, self.loss, self.val = [], [], [], []
+        self.hit = {"loss": None, "val": None}  # (work, wall)
+        self.overhead = 0.0
+        self.t0 = time.perf_counter()
+        self.last = -math.inf
+
+    def start(self, x):
+        self.t0 = time.perf_counter()
+        self.observe(x, 0.0, force=True)
+
+    def observe(self, x, work, force=False):
+        """Record ``x`` if due; True when the run should stop."""
+        if not force and work - self.last < self.every and work < self.budget:
+            return False
+        t = time.perf_counter()
+        loss = self.mon.value(x)
+        val = self.p.val_metric(self.mon, x)
+        self.overhead += time.perf_counter() - t
+        wall = time.perf_counter() - self.t0 - self.overhead
+        self.last = work
+        self.work.append(work)
+        self.wall.append(wall)
+        self.loss.append(loss)
+        self.val.append(val)
+        if self.hit["loss"] is None and loss <= self.p.loss_target:
+            self.hit["loss"] = (work, wall)
+        if self.hit["val"] is None and self.p.val_reached(val):
+            self.hit["val"] = (work, wall)
+        done = self.hit["loss"] is not None and self.hit["val"] is not None
+        return work >= self.budget or (self.stop_at_targets and done) or not math.isfinite(loss)
+
+    def callback(self, intermediate_result):
+        r = intermediate_result
+        if self.observe(r.x, r.work):
+            raise StopIteration
+
+    def final(self, x, work):
+        if not self.work or self.work[-1] != work:
+            self.observe(x, work, force=True)
+
+
+class _CounterMeter:
+    """Work over the counters of a hierarchy's level objectives (nested iteration)."""
+
+    def __init__(self, H):
+        self.counters = list({id(lv.objective.counter): lv.objective.counter
+                              for lv in H.levels}.values())
+        self.w0 = [c.work for c in self.counters]
+
+    def __call__(self):
+        return sum(c.work - w for c, w in zip(self.counters, self.w0, strict=True))
+
+
+# ----------------------------------------------------------------------------- methods
+def _adam_lr(lrs, p):
+    return lrs.get((p.name, "Adam"), 1e-2)
+
+
+def run_method(method, p, seed, lr, budget, lrs, quick):
+    """One run of ``method`` on problem ``p`` from seed ``seed``; returns its Monitor."""
+    obj = p.objective
+    theta0 = p.theta0(seed)
+    mon = Monitor(p, budget)
+    mon.start(theta0)
+    cb = mon.callback
+    n = obj.n_samples
+    if method == "Adam":
+        res = mgnn.minimize(obj, theta0, "adam", {"lr": lr, "batch_size": min(BATCH, n),
+                                                  "maxiter": BIG, "rng": seed}, callback=cb)
+    elif method == "SGD":
+        res = mgnn.minimize(obj, theta0, "sgd", {"lr": lr, "momentum": 0.9,
+                                                 "batch_size": min(BATCH, n), "maxiter": BIG,
+                                                 "rng": seed}, callback=cb)
+    elif method == "SGD-MTNN":  # the single-level smoother of the MTNN preset, alone
+        kw = mgopt_preset("mtnn")["smoother_options"]
+        bs = min(kw["batch_size"], n // 4)
+        one = Hierarchy([Level(p.net, obj)])  # one level: SGD with MTNN's weight decay
+        res = mgopt(one, theta0, "sgd", dict(kw, batch_size=bs), coarse_iters=12, cycles=BIG,
+                    rng=seed, callback=cb, max_work=budget)
+    elif method == "L-BFGS":
+        res = mgnn.minimize(obj, theta0, "lbfgs", {"maxiter": BIG, "gtol": 0.0}, callback=cb)
+    elif method == "TR":
+        res = mgnn.minimize(obj, theta0, "trust-region",
+                            {"hessian": "lsr1", "maxiter": BIG, "gtol": 0.0}, callback=cb)
+    elif method == "NI":
+        H = p.make_hierarchy(obj, theta0)
+        L = H.n_levels
+        per = max(1, 2 * n // min(BATCH, n))  # two epochs per coarse level
+        meter = _CounterMeter(H)
+
+        def ni_cb(level, r):
+            if mon.observe(H.prolong_to_finest(r.x, level), meter()):
+                raise StopIteration
+
+        theta_c = theta0
+        for l in range(L - 1):
+            theta_c = H[l].Pi(theta_c)
+        res = nested_iteration(H, [per] * (L - 1) + [BIG], "adam",
+                               {"lr": _adam_lr(lrs, p), "batch_size": min(BATCH, n),
+                                "rng": seed}, theta0=theta_c, callback=ni_cb)
+        res.work = meter()
+    elif method in ("RMTR", "RMTR-OFF"):
+        H = p.make_hierarchy(obj, theta0)
+        opts = dict(RMTR_OPTIONS, maxiter=BIG, gtol=0.0, rng=seed, max_work=budget)
+        if method == "RMTR-OFF":
+            opts = dict(RMTR_OFF_OPTIONS, maxiter=BIG, gtol=0.0, rng=seed, max_work=budget,
+                        lr=lr)
+        res = rmtr(H, theta0, opts, callback=cb)
+    elif method == "MGOPT":
+        H = p.make_hierarchy(obj, theta0)
+        res = mgopt(H, theta0, "adam", {"lr": _adam_lr(lrs, p), "batch_size": min(BATCH, n)},
+                    **dict(MGOPT_OPTIONS, cycles=BIG, max_work=budget), rng=seed, callback=cb)
+    elif method == "MGOPT-MTNN":
+        H = p.make_hierarchy(obj, theta0)
+        kw = mgopt_preset("mtnn", cycles=4 if quick else 100)
+        kw["smoother_options"]["batch_size"] = min(kw["smoother_options"]["batch_size"], n // 4)
+        res = mgopt(H, theta0, **kw, rng=seed, callback=cb)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    mon.final(res.x, res.work)
+    mon.result = res
+    return mon
+
+
+#: RMTR (monotone) in the benchmark: the defaults of :func:`rmtr` but these.
+RMTR_OPTIONS = dict(coarse_iters=20)
+#: RMTR, objective-function-free variant (learning rate tuned).
+RMTR_OFF_OPTIONS = dict(variant="off", coarse_iters=20, box_factor=30.0)
+#: MG/OPT with an Adam smoother on the depth hierarchies.
+MGOPT_OPTIONS = dict(pre=1, post=1, coarse_iters=20, tau="minibatch", tau_batch_size=BATCH)
+
+
+# ----------------------------------------------------------------------------- statistics
+def _key(mon, p):
+    if mon.hit["val"] is not None:
+        return (0, mon.hit["val"][0])
+    best = max(mon.val) if p.classification else min(mon.val)
+    if not math.isfinite(best):
+        return (2, 0.0)
+    return (1, -best if p.classification else best)
+
+
+def tune(method, p, budget, lrs, quick):
+    grid = LR_GRIDS.get(method)
+    if not grid:
+        return None
+    if quick:
+        return grid[len(grid) // 2]
+    best = None
+    for lr in grid:
+        k = _key(run_method(method, p, 0, lr, budget, lrs, quick), p)
+        if best is None or k < best[0]:
+            best = (k, lr)
+    return best[1]
+
+
+def _stats(values):
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(np.mean(v)), "median": float(np.median(v)), "worst": float(np.max(v)),
+            "best": float(np.min(v))}
+
+
+def summarise(p, method, lr, mons):
+    out = {"problem": p.name, "method": method, "lr": lr, "seeds": len(mons),
+           "metric": p.metric, "loss_target": p.loss_target, "val_target": p.val_target}
+    for what in ("loss", "val"):
+        w = [m.hit[what][0] if m.hit[what] else math.inf for m in mons]
+        t = [m.hit[what][1] if m.hit[what] else math.inf for m in mons]
+        out[f"{what}_reached"] = int(sum(math.isfinite(x) for x in w))
+        out[f"{what}_work"] = _stats(w)
+        out[f"{what}_wall"] = _stats(t)
+    fv = [m.val[-1] for m in mons]
+    if p.classification:  # worst = lowest accuracy
+        s = _stats([-v for v in fv])
+        out["final_val"] = {"mean": -s["mean"], "median": -s["median"], "worst": -s["worst"],
+                            "best": -s["best"]}
+    else:
+        out["final_val"] = _stats(fv)
+    out["final_loss"] = _stats([m.loss[-1] for m in mons])
+    out["final_work"] = _stats([m.work[-1] for m in mons])
+    return out
+
+
+def fmt(v, spec=".1f"):
+    return "—" if v is None or not math.isfinite(v) else format(v, spec)
+
+
+def _fmt_work(s, reached, seeds):
+    txt = f"{fmt(s['mean'])} / {fmt(s['median'])} / {fmt(s['worst'])}"
+    return txt + ("" if reached == seeds else f" ({reached}/{seeds})")
+
+
+SINGLE = ("Adam", "SGD", "SGD-MTNN", "L-BFGS", "TR")
+
+
+def claims(rows):
+    """The targets of issue 17 checked on the rows (text lines)."""
+    lines = []
+    by = {}
+    for r in rows:
+        by.setdefault(r["problem"], {})[r["method"]] = r
+    for prob, ms in by.items():
+        singles = {m: r for m, r in ms.items() if m in SINGLE}
+        if not singles:
+            continue
+        best_m = min(singles, key=lambda m: singles[m]["val_work"]["median"])
+        best = singles[best_m]["val_work"]["median"]
+        for m in ("RMTR", "RMTR-OFF"):
+            if m not in ms:
+                continue
+            w = ms[m]["val_work"]["median"]
+            ratio = best / w if math.isfinite(w) and w > 0 else math.nan
+            tr = ms.get("TR", {}).get("val_work", {}).get("median", math.nan)
+            vs_tr = tr / w if math.isfinite(w) and w > 0 else math.nan
+            lines.append(f"- {prob}: {m} needs {fmt(w)} work to the validation target (median); "
+                         f"the best single-level method ({best_m}) {fmt(best)}: ratio "
+                         f"{fmt(ratio, '.2f')} ({'meets' if ratio >= 2 else 'misses'} >= 2); "
+                         f"TR / {m} = {fmt(vs_tr, '.2f')} "
+                         f"({'not worse than TR' if not vs_tr < 1 else 'WORSE than TR'}).")
+        if "MGOPT-MTNN" in ms and "SGD-MTNN" in ms:
+            a, b = ms["MGOPT-MTNN"]["final_val"], ms["SGD-MTNN"]["final_val"]
+            eq = abs(a["mean"] - b["mean"]) <= 0.05 * b["mean"]
+            mean = ("lower" if a["mean"] < b["mean"] else "equal within 5 %" if eq
+                    else "HIGHER")
+            worst = "lower" if a["worst"] < b["worst"] else "NOT lower"
+            lines.append(f"- {prob}: MG/OPT (MTNN preset) vs SGD-momentum at equal work, final "
+                         f"val MAE over seeds: mean {a['mean']:.4f} vs {b['mean']:.4f} "
+                         f"({mean}); worst {a['worst']:.4f} vs {b['worst']:.4f} ({worst}).")
+    return lines
+
+
+def table(rows):
+    head = ["| problem | method | lr | work to loss target: mean / median / worst "
+            "| work to val target: mean / median / worst | wall s to val target (median) "
+            "| final val metric: mean / median / worst |",
+            "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lr = "" if r["lr"] is None else f"{r['lr']:g}"
+        fv = r["final_val"]
+        spec = ".3f" if "accuracy" in r["metric"] else ".4f"
+        head.append(f"| {r['problem']} | {r['method']} | {lr} | "
+                    f"{_fmt_work(r['loss_work'], r['loss_reached'], r['seeds'])} | "
+                    f"{_fmt_work(r['val_work'], r['val_reached'], r['seeds'])} | "
+                    f"{fmt(r['val_wall']['median'], '.2f')} | "
+                    f"{fmt(fv['mean'], spec)} / {fmt(fv['median'], spec)} / "
+                    f"{fmt(fv['worst'], spec)} |")
+    return "\n".join(head)
+
+
+def plot(curves, problems, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(curves)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        p = problems[name]
+        for i, (method, mons) in enumerate(curves[name].items()):
+            top = min(m.work[-1] for m in mons)
+            if top <= 0:
+                continue
+            grid = np.linspace(0.0, top, 100)
+            ys = np.array([np.interp(grid, m.work, m.val) for m in mons])
+            ax.plot(grid, np.median(ys, 0), color=f"C{i}", label=method)
+            ax.fill_between(grid, ys.min(0), ys.max(0), color=f"C{i}", alpha=0.15)
+        ax.axhline(p.val_target, color="k", ls=":", lw=1)
+        if not p.classification:
+            ax.set_yscale("log")
+        ax.set_title(f"{name}: {p.metric} ({len(next(iter(curves[name].values())))} seeds)",
+                     fontsize=10)
+        ax.set_xlabel("work (fine-gradient equivalents)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--out", default="out")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny problems, one seed, no tuning (a seconds-long smoke run)")
+    ap.add_argument("--suite", default="all", choices=sorted(SUITES))
+    ap.add_argument("--problems", default=None, help="comma-separated problem names")
+    ap.add_argument("--methods", default=None, help="comma-separated method names")
+    ap.add_argument("--prefix", default="multilevel_benchmark",
+                    help="name of the output files (without extension)")
+    args = ap.parse_args(argv)
+    seeds = 1 if args.quick else args.seeds
+    names = args.problems.split(",") if args.problems else list(SUITES[args.suite])
+    only = set(args.methods.split(",")) if args.methods else None
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.perf_counter()
+    cpu_start = time.process_time()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    problems = make_problems(names, args.quick)
+    rows, curves, lrs, raw = [], {}, {}, {}
+    for name, p in problems.items():
+        methods = [m for m in p.methods if only is None or m in only]
+        budget = p.budget
+        if p.hierarchy == "width" and "MGOPT-MTNN" in methods:
+            # the budget is what MTNN's 100 cycles spend (measured on seed 0)
+            m0 = run_method("MGOPT-MTNN", p, 0, None, math.inf, lrs, args.quick)
+            budget = m0.work[-1]
+            p.budget = budget
+        # Adam first: nested iteration and MG/OPT use its rate
+        methods.sort(key=lambda m: m != "Adam")
+        curves[name] = {}
+        for method in methods:
+            lr = tune(method, p, budget, lrs, args.quick)
+            if lr is not None:
+                lrs[(name, method)] = lr
+            mons = [run_method(method, p, s, lr, budget, lrs, args.quick)
+                    for s in range(seeds)]
+            r = summarise(p, method, lr, mons)
+            rows.append(r)
+            curves[name][method] = mons
+            raw[f"{name}/{method}"] = [{"work": m.work, "wall": m.wall, "loss": m.loss,
+                                        "val": m.val} for m in mons]
+            print(f"{name:16s} {method:11s} lr {fmt(lr or math.nan, 'g'):>6s}  val target "
+                  f"{r['val_reached']}/{seeds}, work median {fmt(r['val_work']['median'])}, "
+                  f"worst {fmt(r['val_work']['worst'])}; final {p.metric} median "
+                  f"{r['final_val']['median']:.4f}", flush=True)
+    total = time.perf_counter() - t_start
+    cpu = time.process_time() - cpu_start
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    lines = [f"# Multilevel benchmark ({'quick' if args.quick else 'full'})", "",
+             f"{seeds} seed(s); work in fine-gradient equivalents; targets per problem in "
+             f"the table below; wall {total:.0f} s, CPU {cpu:.0f} s, load average "
+             f"{load:.1f} at the start and {load_end:.1f} at the end.", "",
+             "| problem | network | hierarchy | budget | loss target | validation target |",
+             "|---|---|---|---|---|---|"]
+    for p in problems.values():
+        lines.append(f"| {p.name} | {p.net!r} | {p.hierarchy}, {p.levels} levels | "
+                     f"{p.budget:.1f} | {p.loss_target:g} | {p.metric} "
+                     f"{'>=' if p.classification else '<='} {p.val_target:g} |")
+    lines += ["", "Work: mean / median / worst over seeds (worst is '—' when a seed did not "
+              "reach the target; (k/n): seeds that did).", "", table(rows), "",
+              "## Claims of issue 17", ""] + claims(rows)
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, f"{args.prefix}.md"), "w") as fh:
+        fh.write(text)
+    plot(curves, problems, os.path.join(args.out, f"{args.prefix}.png"))
+    summary = {"rows": rows, "lrs": {f"{k[0]}/{k[1]}": v for k, v in lrs.items()},
+               "wall": total, "cpu": cpu, "load": [load, load_end], "raw": raw,
+               "claims": claims(rows)}
+    with open(os.path.join(args.out, f"{args.prefix}.json"), "w") as fh:
+        json.dump(summary, fh, indent=1, default=float)
+    print(text)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
