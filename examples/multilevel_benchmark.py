@@ -77,7 +77,7 @@ from mgnn.multilevel import (
     width_hierarchy,
 )
 
-MONITOR_POINTS = 60
+MONITOR_POINTS = 40
 BIG = 10 ** 7
 BATCH = 100
 INNER_SCALE = 0.1
@@ -362,7 +362,7 @@ def run_method(method, p, seed, lr, budget, lrs, quick):
 
 
 #: RMTR (monotone) in the benchmark: the defaults of :func:`rmtr` but these.
-RMTR_OPTIONS = dict(coarse_iters=20)
+RMTR_OPTIONS = dict()
 #: RMTR, objective-function-free variant (learning rate tuned).
 RMTR_OFF_OPTIONS = dict(variant="off", coarse_iters=20, box_factor=30.0)
 #: MG/OPT with an Adam smoother on the depth hierarchies.
@@ -516,6 +516,51 @@ def plot(curves, problems, path):
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- defaults
+def defaults_check(seeds, quick):
+    """The README's quick-start problem: ``rmtr(H, theta0)`` and ``mgopt(H, theta0)`` with
+    default options against ``minimize(method='adam')`` (default options) and the
+    quick-start's Adam (lr 1e-2, batch 250) given the same work; validation accuracy."""
+    d = peaks(400 if quick else 5000, 100 if quick else 1000, seed=0)
+    net = mgnn.ResNet(2, 8, 4 if quick else 16, 5, T=5.0, activation="tanh")
+    obj = mgnn.Objective(net, d.X_train, d.Y_train, tikhonov=1e-6)
+    H = depth_hierarchy(obj, 2 if quick else 3)
+    out = {}
+    for solver in ("rmtr", "mgopt"):
+        rows = []
+        for seed in range(seeds):
+            theta0 = net.init(np.random.default_rng(seed), scheme="glorot")
+            opts = {"maxiter": 3} if quick else {}
+            res = rmtr(H, theta0, dict(opts, rng=seed)) if solver == "rmtr" else \
+                mgopt(H, theta0, **({"cycles": 2} if quick else {}), rng=seed)
+            w = res.work
+            a1 = mgnn.minimize(obj, theta0, "adam", {"maxiter": max(1, int(round(w)))})
+            bs = min(250, obj.n_samples)
+            a2 = mgnn.minimize(obj, theta0, "adam", {
+                "lr": 1e-2, "batch_size": bs, "rng": seed,
+                "maxiter": max(1, int(round(w * obj.n_samples / bs)))})
+            rows.append([w, obj.accuracy(res.x, d.X_val, d.Y_val), a1.work,
+                         obj.accuracy(a1.x, d.X_val, d.Y_val), a2.work,
+                         obj.accuracy(a2.x, d.X_val, d.Y_val)])
+        out[solver] = np.array(rows).tolist()
+    return out
+
+
+def defaults_table(res):
+    lines = ["| solver (default options) | work (mean) | val accuracy: mean / worst | Adam default "
+             "options, equal work: mean / worst | quick-start Adam (lr 1e-2, batch 250), "
+             "equal work: mean / worst | target (>= Adam default) |",
+             "|---|---|---|---|---|---|"]
+    for solver, rows in res.items():
+        a = np.array(rows)
+        met = a[:, 1].mean() >= a[:, 3].mean()
+        lines.append(f"| {solver}(H, theta0) | {a[:, 0].mean():.1f} | {a[:, 1].mean():.3f} / "
+                     f"{a[:, 1].min():.3f} | {a[:, 3].mean():.3f} / {a[:, 3].min():.3f} | "
+                     f"{a[:, 5].mean():.3f} / {a[:, 5].min():.3f} | "
+                     f"{'met' if met else 'MISSED'} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -526,6 +571,9 @@ def main(argv=None):
     ap.add_argument("--suite", default="all", choices=sorted(SUITES))
     ap.add_argument("--problems", default=None, help="comma-separated problem names")
     ap.add_argument("--methods", default=None, help="comma-separated method names")
+    ap.add_argument("--defaults", choices=("on", "off"), default=None,
+                    help="check the defaults on the quick-start problem (default: on with "
+                         "--suite all)")
     ap.add_argument("--prefix", default="multilevel_benchmark",
                     help="name of the output files (without extension)")
     args = ap.parse_args(argv)
@@ -564,6 +612,9 @@ def main(argv=None):
                   f"{r['val_reached']}/{seeds}, work median {fmt(r['val_work']['median'])}, "
                   f"worst {fmt(r['val_work']['worst'])}; final {p.metric} median "
                   f"{r['final_val']['median']:.4f}", flush=True)
+    check = args.defaults == "on" or (args.defaults is None and args.suite == "all"
+                                      and not args.problems and not args.methods)
+    dres = defaults_check(min(seeds, 3) if args.quick else seeds, args.quick) if check else None
     total = time.perf_counter() - t_start
     cpu = time.process_time() - cpu_start
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
@@ -580,13 +631,17 @@ def main(argv=None):
     lines += ["", "Work: mean / median / worst over seeds (worst is '—' when a seed did not "
               "reach the target; (k/n): seeds that did).", "", table(rows), "",
               "## Claims of issue 17", ""] + claims(rows)
+    if dres is not None:
+        lines += ["", "## Defaults on the quick-start problem (README: peaks, width 8, depth 16, "
+                  "3 depth levels)", "", f"{len(dres['rmtr'])} seed(s).", "",
+                  defaults_table(dres)]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, f"{args.prefix}.md"), "w") as fh:
         fh.write(text)
     plot(curves, problems, os.path.join(args.out, f"{args.prefix}.png"))
     summary = {"rows": rows, "lrs": {f"{k[0]}/{k[1]}": v for k, v in lrs.items()},
                "wall": total, "cpu": cpu, "load": [load, load_end], "raw": raw,
-               "claims": claims(rows)}
+               "claims": claims(rows), "defaults": dres}
     with open(os.path.join(args.out, f"{args.prefix}.json"), "w") as fh:
         json.dump(summary, fh, indent=1, default=float)
     print(text)

@@ -150,3 +150,34 @@ def test_mtnn_preset_runs_and_is_what_it_says():
         (4, 4, 4, 100, 10)
     assert p["smoother_options"] == {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-6,
                                      "batch_size": 200}
+
+
+@pytest.mark.parametrize("kw", [
+    dict(mgopt_preset("mtnn", cycles=6, rematch_every=2, smoother_options={"batch_size": 20}),
+         cycle="W"),
+    dict(smoother="adam", cycle="F", cycles=6, pre=2, post=2),
+])
+def test_new_cycle_options_resume_bit_for_bit(kw, tmp_path):
+    from mgnn.runs import Checkpointer
+
+    net = ResNet(2, 8, 2, 1, activation="relu", task="regression")
+    theta = net.init(0, "he")
+
+    def H():
+        obj = Objective(net, DATA.X_train, DATA.Y_train)
+        return width_hierarchy(obj, theta, 2) if kw.get("rematch_every") else \
+            depth_hierarchy(obj, 2)
+
+    full = mgopt(H(), theta, **kw, rng=0)
+    ck = Checkpointer(tmp_path, every=1)
+
+    def stop(intermediate_result):
+        if intermediate_result.nit == 3:
+            ck.request_stop()
+
+    part = mgopt(H(), theta, **kw, rng=0, checkpoint=ck, callback=stop)
+    assert part.status == 4
+    rest = mgopt(H(), theta, **kw, rng=0, resume=str(tmp_path))
+    np.testing.assert_array_equal(rest.x, full.x)
+    assert rest.work == full.work
+    np.testing.assert_array_equal(rest.history["fun"], full.history["fun"])

@@ -61,3 +61,14 @@ def test_bad_arguments(bench, tmp_path):
         bench["main"](["--quick", "--out", str(tmp_path), "--problems", "cifar"])
     with pytest.raises(SystemExit):
         bench["main"](["--suite", "nope"])
+
+
+def test_defaults_check_quick(bench):
+    res = bench["defaults_check"](1, True)
+    assert set(res) == {"rmtr", "mgopt"}
+    for rows in res.values():
+        (w, acc, w_adam, acc_adam, w_qs, acc_qs), = rows
+        assert w > 0 and abs(w_adam - w) <= 1.0 and abs(w_qs - w) <= 1.0
+        assert 0 <= acc <= 1 and 0 <= acc_adam <= 1
+    text = bench["defaults_table"](res)
+    assert text.count("(H, theta0)") == 2
