@@ -8,12 +8,12 @@ One harness for every multilevel solver of mgnn (RMTR and its objective-function
 variant, MG/OPT, nested iteration) against the single-level methods (Adam, SGD with
 momentum, L-BFGS, trust region), on the problems of :data:`PROBLEMS`:
 
-``peaks-deep``, ``regression-deep``
-    Deep residual networks (N = 256 layers, width 8, tanh) in the setting of the
-    layer-parallel / multilevel-in-depth literature: ``init='layer_parallel'``
-    (residual weights ``0.1 U(-1, 1)``), time-derivative regulariser 1e-3; depth
-    hierarchy of 5 levels (256 ... 16 layers; the coarsest costs 1/16 of a fine
-    evaluation).
+``peaks-deep``, ``regression-deep``, ``regression4-deep``
+    Deep residual networks (N = 256 layers, width 8, tanh; peaks, the smooth
+    regression in 2 and in 4 dimensions) in the setting of the layer-parallel /
+    multilevel-in-depth literature: ``init='layer_parallel'`` (residual weights
+    ``0.1 U(-1, 1)``), time-derivative regulariser 1e-3; depth hierarchy of 3 levels,
+    factor 4 (256, 64, 16 layers; the coarsest costs about 1/16 of a fine evaluation).
 ``peaks``, ``mnist1d``, ``regression``, ``rough``
     Depth 32, 3 levels (the problems of the former ``rmtr_benchmark.py``, plus a
     non-smooth regression).
@@ -21,7 +21,37 @@ momentum, L-BFGS, trust region), on the problems of :data:`PROBLEMS`:
     MTNN's operator-learning regressions (:func:`mgnn.data.poisson_regression`,
     :func:`mgnn.data.darcy_regression`; 16 x 16 grids), ReLU networks of MTNN's
     width (400 for Poisson; 1024 for Darcy reduced to 256 here to bound the run
-    time) with MTNN's two-level width hierarchy.
+    time), Glorot initialisation, with MTNN's two-level width hierarchy. MTNN's
+    learning rate and weight decay are converted from PyTorch's ``MSELoss`` to mgnn's
+    MSE (``mgopt_preset('mtnn', mse_outputs=m)``).
+
+Methods (:data:`DEPTH_METHODS` on the depth problems, :data:`WIDTH_METHODS` on the
+width problems):
+
+``Adam``, ``SGD``
+    Mini-batches of 100, SGD with momentum 0.9; learning rate tuned.
+``SGD-MTNN``
+    The smoother of MTNN's preset alone (one level): SGD, momentum 0.9, weight decay,
+    batch 200, MTNN's learning rate (converted to mgnn's MSE), run to the work that
+    MG/OPT-MTNN spends.
+``L-BFGS``, ``TR``
+    Full batch; strong-Wolfe L-BFGS, and the trust region with L-SR1 (memory 10).
+``NI``
+    Nested iteration: Adam (its tuned rate) for two epochs on each coarse level, then
+    on the finest until the targets or the budget.
+``RMTR``
+    ``rmtr(H, theta0)`` with its defaults (:data:`RMTR_OPTIONS` lists any deviation):
+    mini-batches from ``max(32, n // 16)`` samples grown by the norm test, L-SR1 on
+    every level, V-cycles, separate correction radii, coarse visits of about one
+    fine evaluation.
+``RMTR-OFF``
+    ``rmtr(..., variant='off')``: AdaGrad on every level, learning rate tuned,
+    ``box_factor`` 30.
+``MGOPT``
+    MG/OPT V-cycles with an Adam smoother (batch 100, rate tuned), one pre- and one
+    post-smoothing step, 20 coarse steps, tau on a fresh mini-batch.
+``MGOPT-MTNN``
+    ``mgopt(H, theta0, **mgopt_preset('mtnn', mse_outputs=m))``: 100 V-cycles.
 
 Every run starts from the same initial network per seed (``net.init(seed, ...)``;
 mini-batches seeded by the seed too). A run stops when it has reached both
@@ -89,7 +119,7 @@ LR_GRIDS = {
     "SGD": (1e-2, 3e-2, 1e-1, 3e-1),
     "NI": None,  # nested iteration uses Adam's tuned rate
     "RMTR-OFF": (1e-2, 3e-2, 1e-1, 3e-1),
-    "MGOPT": None,  # MG/OPT with an Adam smoother uses Adam's tuned rate
+    "MGOPT": (1e-3, 3e-3, 1e-2, 3e-2),  # MG/OPT with an Adam smoother, its own rate
 }
 
 
@@ -148,8 +178,8 @@ class Problem:
 DEPTH_METHODS = ("Adam", "SGD", "L-BFGS", "TR", "NI", "RMTR", "RMTR-OFF", "MGOPT")
 WIDTH_METHODS = ("Adam", "SGD-MTNN", "L-BFGS", "TR", "RMTR", "RMTR-OFF", "MGOPT-MTNN")
 SUITES = {
-    "all": ("peaks-deep", "regression-deep", "peaks", "mnist1d", "regression", "rough",
-            "poisson", "darcy"),
+    "all": ("peaks-deep", "regression-deep", "regression4-deep", "peaks", "mnist1d",
+            "regression", "rough", "poisson", "darcy"),
     "rmtr": ("peaks", "mnist1d", "regression"),
     "width": ("poisson", "darcy"),
 }
@@ -161,21 +191,22 @@ def make_problems(names, quick):
     nv = 60 if quick else 500
     out = {}
     for name in names:
-        if name in ("peaks-deep", "regression-deep"):
+        if name in ("peaks-deep", "regression-deep", "regression4-deep"):
             N = 16 if quick else 256
-            levels = 2 if quick else 5
+            levels, factor = (2, 2) if quick else (3, 4)
+            budget = 3.0 if quick else 40.0
             if name == "peaks-deep":
                 d = peaks(n, nv, seed=0)
                 net = mgnn.ResNet(2, 8, N, 5, T=5.0)
-                p = Problem(name, d, net, 1e-4, SMOOTHNESS, "layer_parallel", "depth", levels,
-                            2, 3.0 if quick else 30.0, 1.2 if quick else 0.30,
-                            0.4 if quick else 0.90, DEPTH_METHODS)
+                tgt, tik = ((1.2, 0.4) if quick else (0.35, 0.88)), 1e-4
             else:
-                d = smooth_regression(n, nv, seed=0)
-                net = mgnn.ResNet(2, 8, N, 1, T=2.0, task="regression")
-                p = Problem(name, d, net, 1e-6, SMOOTHNESS, "layer_parallel", "depth", levels,
-                            2, 3.0 if quick else 30.0, 0.05 if quick else 1.5e-3,
-                            0.3 if quick else 0.05, DEPTH_METHODS)
+                d = smooth_regression(n, nv, n_in=2 if name == "regression-deep" else 4, seed=0)
+                net = mgnn.ResNet(d.n_in, 8, N, 1, T=2.0, task="regression")
+                tgt = (0.05, 0.3) if quick else ((2e-3, 0.05) if name == "regression-deep"
+                                                 else (4e-3, 0.065))
+                tik = 1e-6
+            p = Problem(name, d, net, tik, SMOOTHNESS, "layer_parallel", "depth", levels,
+                        factor, budget, *tgt, DEPTH_METHODS)
         elif name in ("peaks", "mnist1d", "regression", "rough"):
             N = 8 if quick else 32
             levels = 2 if quick else 3
@@ -198,7 +229,7 @@ def make_problems(names, quick):
             else:
                 d = rough_regression(n, nv, seed=0)
                 net = mgnn.ResNet(2, 16, N, 1, T=2.0, task="regression")
-                tgt = (0.2, 0.5) if quick else (1e-2, 0.10)
+                tgt = (0.2, 0.5) if quick else (1.5e-2, 0.17)
                 tik = 1e-6
             p = Problem(name, d, net, tik, SMOOTHNESS, "layer_parallel", "depth", levels, 2,
                         budget, *tgt, DEPTH_METHODS)
@@ -215,7 +246,7 @@ def make_problems(names, quick):
                 net = mgnn.ResNet(d.n_in, 16 if quick else 256, 2, 1, activation="relu",
                                   task="regression")
                 tgt = (0.5, 0.9) if quick else (0.01, 0.10)
-            p = Problem(name, d, net, 0.0, 0.0, "he", "width", 2, 2,
+            p = Problem(name, d, net, 0.0, 0.0, "glorot", "width", 2, 2,
                         3.0 if quick else 50.0, *tgt, WIDTH_METHODS,
                         note="budget: the work of 100 MTNN cycles (MG/OPT-MTNN's own spend)")
         else:
@@ -311,7 +342,7 @@ def run_method(method, p, seed, lr, budget, lrs, quick):
                                                  "batch_size": min(BATCH, n), "maxiter": BIG,
                                                  "rng": seed}, callback=cb)
     elif method == "SGD-MTNN":  # the single-level smoother of the MTNN preset, alone
-        kw = mgopt_preset("mtnn")["smoother_options"]
+        kw = mgopt_preset("mtnn", mse_outputs=p.net.n_out)["smoother_options"]
         bs = min(kw["batch_size"], n // 4)
         one = Hierarchy([Level(p.net, obj)])  # one level: SGD with MTNN's weight decay
         res = mgopt(one, theta0, "sgd", dict(kw, batch_size=bs), coarse_iters=12, cycles=BIG,
@@ -347,11 +378,11 @@ def run_method(method, p, seed, lr, budget, lrs, quick):
         res = rmtr(H, theta0, opts, callback=cb)
     elif method == "MGOPT":
         H = p.make_hierarchy(obj, theta0)
-        res = mgopt(H, theta0, "adam", {"lr": _adam_lr(lrs, p), "batch_size": min(BATCH, n)},
+        res = mgopt(H, theta0, "adam", {"lr": lr, "batch_size": min(BATCH, n)},
                     **dict(MGOPT_OPTIONS, cycles=BIG, max_work=budget), rng=seed, callback=cb)
     elif method == "MGOPT-MTNN":
         H = p.make_hierarchy(obj, theta0)
-        kw = mgopt_preset("mtnn", cycles=4 if quick else 100)
+        kw = mgopt_preset("mtnn", mse_outputs=p.net.n_out, cycles=4 if quick else 100)
         kw["smoother_options"]["batch_size"] = min(kw["smoother_options"]["batch_size"], n // 4)
         res = mgopt(H, theta0, **kw, rng=seed, callback=cb)
     else:
@@ -364,7 +395,7 @@ def run_method(method, p, seed, lr, budget, lrs, quick):
 #: RMTR (monotone) in the benchmark: the defaults of :func:`rmtr` but these.
 RMTR_OPTIONS = dict()
 #: RMTR, objective-function-free variant (learning rate tuned).
-RMTR_OFF_OPTIONS = dict(variant="off", coarse_iters=20, box_factor=30.0)
+RMTR_OFF_OPTIONS = dict(variant="off")
 #: MG/OPT with an Adam smoother on the depth hierarchies.
 MGOPT_OPTIONS = dict(pre=1, post=1, coarse_iters=20, tau="minibatch", tau_batch_size=BATCH)
 
@@ -574,10 +605,38 @@ def main(argv=None):
     ap.add_argument("--defaults", choices=("on", "off"), default=None,
                     help="check the defaults on the quick-start problem (default: on with "
                          "--suite all)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS and Numba threads (default 1: on a shared machine, threads "
+                         "that wait for each other at every layer cost more than they save; "
+                         "run several benchmarks side by side instead)")
     ap.add_argument("--prefix", default="multilevel_benchmark",
                     help="name of the output files (without extension)")
     args = ap.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
+    restore = _limit_threads(args.threads)
+    try:
+        return _main(args, seeds)
+    finally:
+        restore()
+
+
+def _limit_threads(n):
+    """Limit BLAS and Numba threads to ``n``; returns the function that restores them."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    limits = threadpool_limits(n)
+
+    def restore():
+        limits.restore_original_limits()
+        numba.set_num_threads(old)
+
+    return restore
+
+
+def _main(args, seeds):
     names = args.problems.split(",") if args.problems else list(SUITES[args.suite])
     only = set(args.methods.split(",")) if args.methods else None
     os.makedirs(args.out, exist_ok=True)

@@ -21,6 +21,12 @@ cycles=20))``. Each preset says where its numbers come from, and
     ``width_hierarchy(objective, theta0, 2)`` (:func:`mtnn_hierarchy`); MTNN's
     networks are fully connected (widths 400, 400 for Poisson, 1024, 1024, 1024 for
     Darcy), mgnn's are residual networks of one width.
+
+**Units of the MSE.** MTNN's rates are for PyTorch's ``MSELoss`` (the mean over
+samples *and* outputs); mgnn's MSE is ``1/(2s) sum ||y_i - t_i||^2`` (summed over the
+``m`` outputs, halved), whose gradient is ``m / 2`` times larger. The same SGD
+trajectory in mgnn's units has learning rate ``lr * 2 / m`` and weight decay
+``weight_decay * m / 2``: ``mgopt_preset("mtnn", mse_outputs=m)`` converts.
 """
 
 from __future__ import annotations
@@ -48,13 +54,16 @@ MGOPT_PRESETS = {
 }
 
 
-def mgopt_preset(name, **overrides):
+def mgopt_preset(name, mse_outputs=None, **overrides):
     """Keyword arguments of :func:`~mgnn.multilevel.mgopt` for the preset ``name``.
 
     Parameters
     ----------
     name : str
         One of :data:`MGOPT_PRESETS`.
+    mse_outputs : int, optional
+        Convert a preset written for PyTorch's ``MSELoss`` to mgnn's MSE on a network
+        of this many outputs (module docstring); the preset's own numbers otherwise.
     **overrides
         Arguments that replace the preset's (``smoother_options`` entries are
         merged into the preset's dict).
@@ -66,6 +75,8 @@ def mgopt_preset(name, **overrides):
     (5, 'sgd', 0.9)
     >>> mgopt_preset("mtnn", smoother_options={"batch_size": 50})["smoother_options"]
     {'lr': 0.01, 'momentum': 0.9, 'weight_decay': 1e-06, 'batch_size': 50}
+    >>> mgopt_preset("mtnn", mse_outputs=4)["smoother_options"]["lr"]   # 0.01 * 2 / 4
+    0.005
     >>> mgopt_preset("adam")
     Traceback (most recent call last):
     ...
@@ -75,6 +86,13 @@ def mgopt_preset(name, **overrides):
         raise ValueError(f"unknown preset {name!r}; expected one of "
                          + ", ".join(repr(k) for k in MGOPT_PRESETS))
     kw = copy.deepcopy(MGOPT_PRESETS[name])
+    if mse_outputs is not None:
+        from mgnn._validation import check_positive_int
+
+        m = check_positive_int(mse_outputs, "mse_outputs")
+        so0 = kw["smoother_options"]
+        so0["lr"] = so0["lr"] * 2.0 / m
+        so0["weight_decay"] = so0["weight_decay"] * m / 2.0
     so = overrides.pop("smoother_options", None)
     if so is not None:
         if not isinstance(so, dict):

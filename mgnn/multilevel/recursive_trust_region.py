@@ -187,7 +187,7 @@ RMTR_DEFAULTS = dict(
     eps_g=1e-8,
     lr=0.01,
     adagrad_eps=1e-8,
-    box_factor=10.0,
+    box_factor=30.0,
     batch_size="auto",
     growth_rule="norm-test",
     growth_theta=1.0,
@@ -655,7 +655,7 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
             Recursion only when ``||R g|| >= kappa_g ||g||`` and
             ``||R g|| > eps_g``; ``eps_g`` also ends a coarse visit whose model
             gradient falls below it.
-        lr, adagrad_eps, box_factor : float, default 0.01, 1e-8, 10
+        lr, adagrad_eps, box_factor : float, default 0.01, 1e-8, 30
             Variant 'off' only: AdaGrad's learning rate and denominator shift, and
             the coarse corrections' max-norm bound ``box_factor * lr / sqrt(k)``.
         batch_size : 'auto', int or None, default 'auto'
