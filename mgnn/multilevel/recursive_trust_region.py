@@ -722,8 +722,8 @@ def rmtr(hierarchy, theta0, options=None, callback=None):
     >>> bool(np.all(np.diff(res.history['fun']) <= 0))      # monotone on all data
     True
     >>> off = rmtr(H, theta0, options={"variant": "off", "lr": 0.05, "maxiter": 20, "rng": 0})
-    >>> bool(off.fun < obj.value(theta0)), off.history["batch_size"][0]
-    (True, 32.0)
+    >>> bool(off.fun < obj.value(theta0)), int(off.history["batch_size"][0])
+    (True, 32)
     """
     _check_hierarchy(hierarchy)
     L = hierarchy.n_levels
