@@ -54,6 +54,19 @@ def test_statistics_and_claims(bench):
             dict(r, method="TR", val_work={"median": 6.0})]
     (line,) = bench["claims"](rows)
     assert "ratio 2.50 (meets >= 2)" in line and "TR / RMTR = 3.00" in line
+    inf = math.inf
+    final = {"mean": 0.3, "median": 0.3, "worst": 0.4}
+    rows[0] = dict(rows[0], val_work={"median": inf}, final_val=final)
+    (line,) = bench["claims"](rows)
+    assert "did not reach it (median): misses >= 2" in line and "WORSE than TR" in line
+    rows = [dict(rows[0], val_work={"median": 3.0}),
+            dict(rows[1], val_work={"median": inf}), dict(rows[2], val_work={"median": inf})]
+    (line,) = bench["claims"](rows)
+    assert "ratio unbounded, meets >= 2" in line and "TR did not reach it" in line
+    rows = [dict(rows[0], val_work={"median": inf}, final_val=final),
+            dict(rows[1]), dict(rows[2], final_val=dict(final, median=0.2))]
+    (line,) = bench["claims"](rows)
+    assert "neither reached it" in line and "0.3 vs TR's 0.2 (WORSE than TR)" in line
 
 
 def test_bad_arguments(bench, tmp_path):
