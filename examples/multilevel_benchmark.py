@@ -544,7 +544,9 @@ def plot(curves, problems, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(curves)
+    names = [name for name in curves if curves[name]]
+    if not names:
+        return
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         p = problems[name]
@@ -623,9 +625,9 @@ def main(argv=None):
     ap.add_argument("--suite", default="all", choices=sorted(SUITES))
     ap.add_argument("--problems", default=None, help="comma-separated problem names")
     ap.add_argument("--methods", default=None, help="comma-separated method names")
-    ap.add_argument("--defaults", choices=("on", "off"), default=None,
+    ap.add_argument("--defaults", choices=("on", "off", "only"), default=None,
                     help="check the defaults on the quick-start problem (default: on with "
-                         "--suite all)")
+                         "--suite all; 'only': nothing else)")
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS and Numba threads (default 1: on a shared machine, threads "
                          "that wait for each other at every layer cost more than they save; "
@@ -659,7 +661,13 @@ def _limit_threads(n):
 
 def _main(args, seeds):
     names = args.problems.split(",") if args.problems else list(SUITES[args.suite])
+    if args.defaults == "only":
+        names = []
     only = set(args.methods.split(",")) if args.methods else None
+    unknown = sorted((only or set()) - set(DEPTH_METHODS) - set(WIDTH_METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))}; expected "
+                         + ", ".join(dict.fromkeys(DEPTH_METHODS + WIDTH_METHODS)))
     os.makedirs(args.out, exist_ok=True)
     t_start = time.perf_counter()
     cpu_start = time.process_time()
@@ -692,7 +700,7 @@ def _main(args, seeds):
                   f"{r['val_reached']}/{seeds}, work median {fmt(r['val_work']['median'])}, "
                   f"worst {fmt(r['val_work']['worst'])}; final {p.metric} median "
                   f"{r['final_val']['median']:.4f}", flush=True)
-    check = args.defaults == "on" or (args.defaults is None and args.suite == "all"
+    check = args.defaults in ("on", "only") or (args.defaults is None and args.suite == "all"
                                       and not args.problems and not args.methods)
     dres = defaults_check(min(seeds, 3) if args.quick else seeds, args.quick) if check else None
     total = time.perf_counter() - t_start

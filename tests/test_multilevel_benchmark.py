@@ -72,6 +72,8 @@ def test_statistics_and_claims(bench):
 def test_bad_arguments(bench, tmp_path):
     with pytest.raises(ValueError, match="unknown problem 'cifar'"):
         bench["main"](["--quick", "--out", str(tmp_path), "--problems", "cifar"])
+    with pytest.raises(ValueError, match="unknown method\\(s\\) 'ADAM'; expected Adam, SGD"):
+        bench["main"](["--quick", "--out", str(tmp_path), "--methods", "Adam,ADAM"])
     with pytest.raises(SystemExit):
         bench["main"](["--suite", "nope"])
 
