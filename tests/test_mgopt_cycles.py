@@ -54,6 +54,29 @@ def test_weight_decay_is_tikhonov_in_the_update():
         mgopt(Hierarchy([Level(net, obj)]), theta, "sgd", {"weight_decay": -1.0})
 
 
+def test_mtnn_preset_in_mgnn_units_is_the_pytorch_mseloss_trajectory():
+    """mse_outputs=m: SGD on mgnn's MSE with the converted rate and weight decay takes
+    the steps PyTorch's SGD takes on MSELoss (mean over samples and outputs) with
+    MTNN's numbers; the MSELoss gradient is 2/m times mgnn's."""
+    m = 3
+    Y = np.hstack([DATA.Y_train, DATA.Y_train ** 2, -DATA.Y_train])
+    net = ResNet(2, 8, 2, m, activation="relu", task="regression")
+    obj = Objective(net, DATA.X_train, Y)
+    theta = net.init(0, "glorot")
+    so = dict(mgopt_preset("mtnn", mse_outputs=m)["smoother_options"], batch_size=None)
+    res = mgopt(Hierarchy([Level(net, obj)]), theta, "sgd", so, coarse_iters=5, cycles=2)
+    pt = mgopt_preset("mtnn")["smoother_options"]
+    x, buf = theta.copy(), np.zeros_like(theta)
+    for _ in range(10):  # torch.optim.SGD(lr, momentum, weight_decay) on MSELoss
+        d = 2.0 / m * obj.grad(x) + pt["weight_decay"] * x
+        buf = pt["momentum"] * buf + d
+        x = x - pt["lr"] * buf
+    np.testing.assert_allclose(res.x, x, rtol=1e-12, atol=1e-14)
+    assert so["lr"] == pytest.approx(0.01 * 2 / 3)
+    with pytest.raises(ValueError, match="mse_outputs"):
+        mgopt_preset("mtnn", mse_outputs=0)
+
+
 def test_fas_momentum_comes_back_from_the_coarse_level(monkeypatch):
     """state_transfer='fas': m_c starts at Pi m; after the coarse cycle the fine momentum
     is m + P (m_c - Pi m)."""
