@@ -7,7 +7,8 @@ network regression", and MTNN's documentation: the value is "regularization", i.
 better worst cases): with MTNN's settings (:func:`mgnn.multilevel.mgopt_preset`
 ``('mtnn')``: SGD with momentum 0.9, learning rate 0.01, weight decay 1e-6, batch 200,
 two width levels, 100 V-cycles of 4 smoothing steps, tau on the pre-smoothing
-batches, pairs re-matched every 10 cycles), MG/OPT reaches the same mean and a lower
+batches, pairs re-matched every 10 cycles; rate and weight decay converted from
+PyTorch's ``MSELoss`` to mgnn's MSE, ``mse_outputs``), MG/OPT reaches the same mean and a lower
 worst-case validation error over seeds than the same SGD alone at equal work.
 
 Runs ``examples/multilevel_benchmark.py --suite width`` (MTNN's Poisson and Darcy
