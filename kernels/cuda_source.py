@@ -66,3 +66,47 @@ KERNELS = {
         " out = which == 0 ? mg_sigma<T>(Z, act) : (which == 1 ? mg_dsigma<T>(r, act)"
         " : mg_d2sigma<T>(r, act));" % TANH),
 }
+
+
+# ------------------------------------------------------------------ graph capture
+#: Widest layer (input and output width) that the fused narrow-layer kernels take:
+#: its weights sit in shared memory. Wider layers go to cuBLAS.
+FUSED_MAX_WIDTH = 64
+
+_LOSSES = ("mse_value", "mse_value_grad", "mse_hessp", "cross_entropy_value",
+           "cross_entropy_value_grad", "cross_entropy_hessp")
+_STEPS = ("forward_step", "adjoint_step", "tangent_step", "soadjoint_step",
+          "forward_step_batch", "adjoint_step_batch")
+
+
+def capturable(name, *args, **kwargs):
+    """Can the GPU kernel ``name`` with these arguments be captured in a CUDA graph?
+
+    Returns True, or a string that says why not. CuPy refuses cuBLAS calls during
+    stream capture, so a step is capturable only when it runs on the fused
+    narrow-layer kernels (every width <= :data:`FUSED_MAX_WIDTH`); a loss returns
+    a host float (a synchronising read) and is never capturable. The CPU
+    stand-in for CuPy asks this when a kernel is called during a capture, so the
+    rules are the GPU module's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> capturable("forward_step", None, np.zeros((8, 8)))
+    True
+    >>> capturable("forward_step", None, np.zeros((128, 128)))
+    'a layer of width 128 > 64 needs cuBLAS, which CuPy does not capture'
+    """
+    if name in _LOSSES:
+        return "a loss returns a host float (a synchronising device-to-host read)"
+    if name.startswith("activation"):
+        return True
+    if name in _STEPS:
+        W = args[2] if name in ("adjoint_step", "adjoint_step_batch", "tangent_step",
+                                "soadjoint_step") else args[1]
+        w = max(W.shape[-2:])
+        if w > FUSED_MAX_WIDTH:
+            return (f"a layer of width {w} > {FUSED_MAX_WIDTH} needs cuBLAS, which CuPy "
+                    "does not capture")
+        return True
+    return f"{name} has no capturable GPU implementation"

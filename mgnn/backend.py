@@ -1,8 +1,14 @@
-"""The array namespace: NumPy on the CPU, CuPy on the GPU.
+"""The array namespace: NumPy on the CPU, CuPy (or a registered stand-in) on a device.
 
 Code above the kernels never imports CuPy itself; it asks this module which
-namespace and which kernel module belong to the arrays it was given. The CPU
-path imports nothing from CuPy.
+namespace (``xp``) and which kernel module belong to the arrays it was given, and
+moves data with :func:`to_device` / :func:`to_host`. The CPU path imports nothing
+from CuPy.
+
+A *device namespace* is CuPy, or one registered with :func:`register_namespace`:
+the test suite registers :mod:`mgnn.testing.fakecupy`, a CPU stand-in whose arrays
+refuse implicit conversion to NumPy as CuPy's do, so that every solver's device
+code path runs in CI.
 """
 
 from __future__ import annotations
@@ -11,9 +17,35 @@ import importlib
 
 import numpy as np
 
+# array type -> (namespace module, name of its kernel module)
+_REGISTRY = {}
+
+
+def register_namespace(array_type, namespace, kernels):
+    """Make ``namespace`` a device namespace for arrays of ``array_type``.
+
+    Parameters
+    ----------
+    array_type : type
+        The namespace's array class.
+    namespace : module
+        The array namespace (CuPy-like: ``asarray``, ``zeros``, ``matmul``, ...,
+        and arrays with ``get()``).
+    kernels : str
+        Importable name of the kernel module for these arrays (the signatures of
+        :mod:`mgnn.kernels.cpu`).
+    """
+    _REGISTRY[array_type] = (namespace, kernels)
+
+
+def _is_cupy_type(t):
+    return t.__module__.startswith("cupy") or t.__module__.startswith("cupy_backends")
+
 
 def get_namespace(*arrays):
-    """Return ``numpy`` or ``cupy`` according to the arrays' type.
+    """Return the array namespace of the arrays: ``numpy``, ``cupy`` or a registered one.
+
+    The first device array decides; without one the namespace is NumPy.
 
     Examples
     --------
@@ -22,21 +54,44 @@ def get_namespace(*arrays):
     'numpy'
     """
     for a in arrays:
-        mod = type(a).__module__
-        if mod.startswith("cupy"):
+        t = type(a)
+        if t is np.ndarray:
+            continue
+        entry = _REGISTRY.get(t)
+        if entry is not None:
+            return entry[0]
+        if _is_cupy_type(t):
             return importlib.import_module("cupy")
     return np
 
 
+def is_device(xp):
+    """True for a device namespace (anything but NumPy)."""
+    return xp is not np
+
+
 def kernels_for(xp):
-    """The kernel module (``mgnn.kernels.cpu`` or ``mgnn.kernels.gpu``) for ``xp``."""
+    """The kernel module for the namespace ``xp``: ``mgnn.kernels.cpu`` for NumPy,
+    ``mgnn.kernels.gpu`` for CuPy, the registered module for a registered namespace.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> kernels_for(np).__name__
+    'mgnn.kernels.cpu'
+    """
     if xp is np:
         from mgnn.kernels import cpu
 
         return cpu
-    from mgnn.kernels import gpu  # pragma: no cover - needs CUDA
+    for ns, kernels in _REGISTRY.values():
+        if ns is xp:
+            return importlib.import_module(kernels)
+    if getattr(xp, "__name__", "") == "cupy":  # pragma: no cover - needs CUDA
+        from mgnn.kernels import gpu
 
-    return gpu  # pragma: no cover
+        return gpu
+    raise TypeError(f"no mgnn kernels for the array namespace {getattr(xp, '__name__', xp)!r}")
 
 
 def gpu_available():
@@ -49,24 +104,35 @@ def gpu_available():
         return False
 
 
-def to_device(*arrays):
-    """Copy NumPy arrays to the GPU (CuPy); one array in, one out.
+def to_device(*arrays, xp=None):
+    """Copy arrays to the device namespace ``xp`` (default CuPy); one array in, one out.
+
+    Arrays already on that device are returned as they are; ``None`` stays ``None``.
 
     Raises
     ------
     ImportError
-        When CuPy is not installed (``pip install -e ".[gpu]"``).
+        When ``xp`` is not given and CuPy is not installed (``pip install -e ".[gpu]"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.testing import fakecupy
+    >>> x = to_device(np.ones(2), xp=fakecupy)
+    >>> type(x).__module__, to_host(x)
+    ('mgnn.testing.fakecupy', array([1., 1.]))
     """
-    try:
-        import cupy
-    except ImportError as exc:
-        raise ImportError("to_device needs CuPy: pip install -e \".[gpu]\"") from exc
-    out = tuple(cupy.asarray(a) for a in arrays)
+    if xp is None:
+        try:
+            import cupy as xp
+        except ImportError as exc:
+            raise ImportError("to_device needs CuPy: pip install -e \".[gpu]\"") from exc
+    out = tuple(None if a is None else xp.asarray(a) for a in arrays)
     return out[0] if len(out) == 1 else out
 
 
 def to_host(*arrays):
-    """Copy arrays back to NumPy (a no-op for NumPy arrays); one array in, one out.
+    """Copy arrays back to NumPy (NumPy arrays pass as they are); one array in, one out.
 
     Examples
     --------
@@ -79,7 +145,27 @@ def to_host(*arrays):
 
 
 def to_numpy(a):
-    """Return ``a`` as a NumPy array (copying from the device if needed)."""
-    if type(a).__module__.startswith("cupy"):  # pragma: no cover - needs CUDA
+    """Return ``a`` as a NumPy array (copying from the device if needed); ``None`` stays."""
+    if a is None:
+        return None
+    if type(a) is not np.ndarray and is_device(get_namespace(a)):
         return a.get()
     return np.asarray(a)
+
+
+def device_name(xp):
+    """A readable name of the device behind ``xp`` ('CPU (NumPy)' for NumPy)."""
+    if xp is np:
+        return "CPU (NumPy)"
+    try:
+        props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # pragma: no cover - exotic namespaces
+        return getattr(xp, "__name__", str(xp))
+
+
+def synchronize(xp):
+    """Wait for the device's queued work (nothing to do for NumPy)."""
+    if xp is not np:
+        xp.cuda.Device().synchronize()

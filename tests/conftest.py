@@ -71,25 +71,51 @@ def _backend_params():
     from mgnn.backend import gpu_available
 
     gpu = gpu_available()
-    return ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(
+    return ["cpu", "fake", pytest.param("gpu", marks=pytest.mark.skipif(
         not gpu, reason="GPU backend needs CuPy and a CUDA device"))]
 
 
 @pytest.fixture(params=_backend_params())
 def backend(request):
-    """Every available array backend: ``'cpu'`` always, ``'gpu'`` where CuPy sees a CUDA
-    device (skipped cleanly otherwise). Pair it with :func:`to_backend` to move data."""
+    """Every available array backend: ``'cpu'`` always, ``'fake'`` (the CPU stand-in for
+    CuPy, :mod:`mgnn.testing.fakecupy`) always, ``'gpu'`` where CuPy sees a CUDA device
+    (skipped cleanly otherwise). Pair it with :func:`to_backend` to move data."""
     return request.param
+
+
+def device_namespace(backend):
+    """The array namespace of a backend name (NumPy, the stand-in, or CuPy)."""
+    if backend == "cpu":
+        return np
+    if backend == "fake":
+        from mgnn.testing import fakecupy
+
+        return fakecupy
+    import cupy
+
+    return cupy
 
 
 @pytest.fixture
 def to_backend(backend):
     """``move(*arrays)``: the arrays on the test's backend (NumPy as is, or copied to the
-    GPU by :func:`mgnn.backend.to_device`); one array in, one out."""
+    device by :func:`mgnn.backend.to_device`); one array in, one out."""
     def move(*arrays):
         if backend == "cpu":
             return arrays[0] if len(arrays) == 1 else arrays
         from mgnn.backend import to_device
 
-        return to_device(*arrays)
+        return to_device(*arrays, xp=device_namespace(backend))
     return move
+
+
+@pytest.fixture(autouse=True)
+def _fakecupy_capture_reset():
+    """A test that fails inside an emulated CUDA-graph capture must not leave the
+    stand-in capturing for the next test."""
+    yield
+    import sys
+
+    fc = sys.modules.get("mgnn.testing.fakecupy")
+    if fc is not None:
+        fc.reset()
