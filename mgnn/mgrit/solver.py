@@ -403,8 +403,7 @@ class MGRIT:
                 lv.left = nonempty[pos - 1] if pos > 0 else None
                 lv.right = nonempty[pos + 1] if pos + 1 < len(nonempty) else None
             proto = st.new_vector(lvl)
-            if not (isinstance(proto, np.ndarray)
-                    or type(proto).__module__.startswith("cupy")):
+            if not (isinstance(proto, np.ndarray) or get_namespace(proto) is not np):
                 raise TypeError(
                     f"stepper.new_vector({lvl}) must return a NumPy or CuPy array, got "
                     f"{type(proto).__name__}"
