@@ -159,11 +159,13 @@ def per_level(value, n, name, check=None, allow_longer=False):
     return (vals + [vals[-1]] * n)[:n]
 
 
-def check_validation(validation, net, name="validation"):
+def check_validation(validation, net, name="validation", xp=np):
     """Validate a ``(X_val, Y_val)`` pair for ``net``; return it as arrays (or None).
 
     ``X_val`` gets the network's dtype (a real float array is converted);
-    ``Y_val`` must be targets for ``net.task`` with one row per sample.
+    ``Y_val`` must be targets for ``net.task`` with one row per sample. The pair is
+    returned in the array namespace ``xp`` (that of the training data): host
+    arrays are copied to the device once, here.
 
     Examples
     --------
@@ -182,11 +184,18 @@ def check_validation(validation, net, name="validation"):
         raise ValueError(f"{name} must be a pair (X_val, Y_val), got {what}")
     from mgnn.objective import check_targets
 
-    X = check_array(validation[0], f"{name}[0] (X_val)", shape=(None, net.n_in))
+    from mgnn.backend import get_namespace
+
+    X, Y = validation
+    if get_namespace(X) is not xp:
+        X = xp.asarray(X)
+    if get_namespace(Y) is not xp:
+        Y = xp.asarray(Y)
+    X = check_array(X, f"{name}[0] (X_val)", shape=(None, net.n_in), xp=xp)
     if X.shape[0] == 0:
         raise ValueError(f"{name}[0] (X_val) must hold at least one sample")
-    X = np.ascontiguousarray(X, dtype=net.dtype)
-    Y = check_targets(net, validation[1], f"{name}[1] (Y_val)", n=X.shape[0])
+    X = xp.ascontiguousarray(X, dtype=net.dtype)
+    Y = check_targets(net, Y, f"{name}[1] (Y_val)", n=X.shape[0])
     return X, Y
 
 

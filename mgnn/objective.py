@@ -50,6 +50,10 @@ def check_targets(net, Y, name="Y", n=None):
     return Y
 
 
+def _namespace_name(xp):
+    return "NumPy" if xp is np else getattr(xp, "__name__", str(xp))
+
+
 class Objective:
     """Loss of a network on data, with regularisation, as a function of ``theta``.
 
@@ -159,6 +163,17 @@ class Objective:
                 f"tikhonov={self.tikhonov:g}, smoothness={self.smoothness:g}, "
                 f"propagation={self.propagation!r})")
 
+    def _check_theta(self, theta, name="theta"):
+        """Validate ``theta`` for the network, on this objective's array namespace."""
+        theta = self.net.check_theta(theta, name)
+        xp = get_namespace(theta)
+        if xp is not self.xp:
+            raise TypeError(
+                f"{name} is a {_namespace_name(xp)} array but the objective's data are "
+                f"{_namespace_name(self.xp)} arrays: move {name} with "
+                f"mgnn.backend.{'to_device' if xp is np else 'to_host'}")
+        return theta
+
     def _workspace(self, s, batch=None):
         """The buffers for ``s`` samples; ``ws.key`` names the samples (``None`` for
         all data, else the batch's indices as bytes) so that a propagation can tell
@@ -182,7 +197,9 @@ class Objective:
         if batch is None:
             return self.X, self.Y, 1.0
         xp = self.xp
-        batch = xp.asarray(batch)
+        # indices drawn on the host are checked there and copied to the device once
+        bxp = get_namespace(batch)
+        batch = bxp.asarray(batch)
         if batch.ndim != 1 or batch.dtype.kind not in "iu":
             raise TypeError(f"batch must be a 1-D integer index array, got dtype "
                             f"{batch.dtype} and shape {batch.shape}")
@@ -190,25 +207,30 @@ class Objective:
             raise ValueError("batch must not be empty")
         if int(batch.min()) < 0 or int(batch.max()) >= self.n_samples:
             raise ValueError(f"batch indices must lie in [0, {self.n_samples})")
+        if bxp is not xp:
+            batch = xp.asarray(batch)
         return self.X[batch], self.Y[batch], batch.size / self.n_samples
 
     def _regularisation(self, theta, grad=None):
-        """Value of the regulariser; adds its gradient to ``grad`` when given."""
+        """Value of the regulariser; adds its gradient to ``grad`` when given.
+
+        On a device the terms are summed there and read back once.
+        """
         val = 0.0
         if self.tikhonov:
-            val += 0.5 * self.tikhonov * float(self.xp.dot(theta, theta))
+            val = 0.5 * self.tikhonov * self.xp.dot(theta, theta)
             if grad is not None:
                 grad += self.tikhonov * theta
         if self.smoothness and self.net.depth > 1:
             blocks = self.net.unpack(theta).blocks
             d = blocks[1:] - blocks[:-1]
             c = self.smoothness / self.net.h
-            val += 0.5 * c * float(self.xp.vdot(d, d))
+            val = val + 0.5 * c * self.xp.vdot(d, d)
             if grad is not None:
                 gb = self.net.unpack(grad).blocks
                 gb[:-1] -= c * d
                 gb[1:] += c * d
-        return val
+        return float(val)
 
     def _after_evaluation(self, val):
         """Charge the propagation's extra work; after a NaN/inf loss, drop its warm
@@ -231,7 +253,7 @@ class Objective:
     # ---------------------------------------------------------- evaluations
     def value(self, theta, batch=None):
         """Objective value at ``theta`` (on the mini-batch ``batch`` when given)."""
-        theta = self.net.check_theta(theta)
+        theta = self._check_theta(theta)
         X, Y, share = self._data(batch)
         ws = self._workspace(X.shape[0], batch)
         out = self._forward(theta, X, ws)
@@ -242,7 +264,7 @@ class Objective:
 
     def value_and_grad(self, theta, batch=None):
         """Objective value and gradient (by the adjoint sweep)."""
-        theta = self.net.check_theta(theta)
+        theta = self._check_theta(theta)
         net, xp = self.net, self.xp
         k = kernels_for(xp)
         X, Y, share = self._data(batch)
@@ -272,8 +294,8 @@ class Objective:
 
     def hessp(self, theta, v, batch=None):
         """Exact Hessian-vector product H(theta) v by the second-order adjoint."""
-        theta = self.net.check_theta(theta)
-        v = self.net.check_theta(v, "v")
+        theta = self._check_theta(theta)
+        v = self._check_theta(v, "v")
         net, xp = self.net, self.xp
         k = kernels_for(xp)
         X, Y, share = self._data(batch)
@@ -319,9 +341,15 @@ class Objective:
 
     # ------------------------------------------------------------- metrics
     def _eval_data(self, X, Y):
+        """Evaluation data on this objective's namespace (host data are copied once)."""
         if X is None:
             return self.X, self.Y
-        X = self.net.check_input(self.xp.ascontiguousarray(X, dtype=self.net.dtype))
+        xp = self.xp
+        if get_namespace(X) is not xp:
+            X = xp.asarray(X)
+        if get_namespace(Y) is not xp:
+            Y = xp.asarray(Y)
+        X = self.net.check_input(xp.ascontiguousarray(X, dtype=self.net.dtype))
         return X, check_targets(self.net, Y, "Y", n=X.shape[0])
 
     def accuracy(self, theta, X=None, Y=None):
@@ -329,7 +357,7 @@ class Objective:
         if self.net.task != "classification":
             raise ValueError("accuracy needs a classification network; use error() instead")
         X, Y = self._eval_data(X, Y)
-        pred = self.net.forward(theta, X).argmax(axis=1)
+        pred = self.net.forward(self._check_theta(theta), X).argmax(axis=1)
         return float((pred == Y).mean())
 
     def error(self, theta, X=None, Y=None):
@@ -337,7 +365,7 @@ class Objective:
         if self.net.task != "regression":
             raise ValueError("error needs a regression network; use accuracy() instead")
         X, Y = self._eval_data(X, Y)
-        err = abs(self.net.forward(theta, X) - Y)
+        err = abs(self.net.forward(self._check_theta(theta), X) - Y)
         return float(err.mean()), float(err.max())
 
     # ------------------------------------------------------ adaptive basis
@@ -381,7 +409,7 @@ class Objective:
         >>> np.allclose(A @ p.W_close.T + p.b_close, net.forward(theta, X[[0, 2]]))
         True
         """
-        theta = self.net.check_theta(theta)
+        theta = self._check_theta(theta)
         X, Y, share = self._data(batch)
         ws = self._workspace(X.shape[0])
         self._forward(theta, X, ws)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mgnn.backend import get_namespace, to_host
 from mgnn.optim._common import History
 from mgnn.parallel.comm import get_comm
 from mgnn.parallel.partition import block_offsets
@@ -141,18 +142,26 @@ class Exchange:
 
         ``vectors[s]`` (1-D, length ``lengths[s]``) and ``rows[s]`` (``K``
         floats) for the subdomains of this rank. Returns ``(list of vectors,
-        (S, K) array)``.
+        (S, K) array)``. Device vectors (CuPy) come back on the device: with one
+        process they are not copied; across processes they travel through one
+        host buffer (one copy to the host, one back per call).
         """
         lengths = [int(v) for v in lengths]
         mine = self.mine
-        send = (np.concatenate([np.asarray(vectors[s], dtype=dtype) for s in mine])
-                if mine else np.empty(0, dtype=dtype))
-        per_rank = [sum(lengths[int(a):int(b)]) for a, b in
-                    zip(self.offsets[:-1], self.offsets[1:], strict=True)]
-        recv = np.empty(sum(lengths), dtype=dtype)
-        self.comm.allgatherv(send, recv, per_rank)
-        cuts = np.cumsum([0] + lengths)
-        vecs = [recv[cuts[s]:cuts[s + 1]] for s in range(self.n)]
+        xp = get_namespace(*(vectors[s] for s in mine))
+        if self.comm.size == 1:
+            vecs = [vectors[s].astype(dtype, copy=False) for s in range(self.n)]
+        else:
+            send = (np.concatenate([to_host(vectors[s]).astype(dtype, copy=False)
+                                    for s in mine]) if mine else np.empty(0, dtype=dtype))
+            per_rank = [sum(lengths[int(a):int(b)]) for a, b in
+                        zip(self.offsets[:-1], self.offsets[1:], strict=True)]
+            recv = np.empty(sum(lengths), dtype=dtype)
+            self.comm.allgatherv(send, recv, per_rank)
+            if xp is not np:
+                recv = xp.asarray(recv)
+            cuts = np.cumsum([0] + lengths)
+            vecs = [recv[cuts[s]:cuts[s + 1]] for s in range(self.n)]
         rsend = (np.stack([np.asarray(rows[s], dtype=np.float64) for s in mine])
                  if mine else np.empty((0, K)))
         rrecv = np.empty((self.n, K))

@@ -102,7 +102,7 @@ class ParameterSubproblem(_Subproblem):
     def __init__(self, objective, x, idx):
         self.objective = objective
         self.idx = idx
-        self._x = np.array(x, copy=True)
+        self._x = x.copy()
         self.z0 = self._x[idx]
         self.space = EuclideanSpace()
         self.n_samples = getattr(objective, "n_samples", None)
@@ -171,7 +171,7 @@ class DataSubproblem(_Subproblem):
 
     def __init__(self, objective, x, batch, shift=None):
         self.objective = objective
-        self.x0 = np.array(x, copy=True)
+        self.x0 = x.copy()
         self.batch = batch
         self.shift = shift
         self.space = EuclideanSpace()

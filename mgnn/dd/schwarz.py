@@ -80,6 +80,7 @@ import time
 import numpy as np
 
 from mgnn._validation import check_choice, check_positive_int, check_scalar
+from mgnn.backend import get_namespace
 from mgnn.optim._common import (
     CALLBACK_MESSAGE,
     RUN_OPTIONS,
@@ -206,7 +207,7 @@ class _Solver:
             if isinstance(theta0, SchwarzState):
                 raise ValueError("give the state to continue from either as theta0 (a "
                                  "SchwarzState) or as the 'resume' option, not both")
-            ck = as_checkpoint(from_file)
+            ck = as_checkpoint(from_file, xp=get_namespace(theta0))
             if ck.state.get("solver") != self.method:
                 raise ValueError(f"resume: the checkpoint was written by "
                                  f"{ck.state.get('solver')!r}, this run is {self.method!r}")
@@ -435,10 +436,11 @@ class _Solver:
                 else:
                     res = self._solve(s, *start, self._local_radius(radius))
             zlen = dec.sizes[s] if dec.kind == "parameters" else n
-            z = res.z if res.accepted else np.zeros(zlen, dtype=x.dtype)
+            xp = get_namespace(x)
+            z = res.z if res.accepted else xp.zeros(zlen, dtype=x.dtype)
             if trivial:
-                G = res.full[1] if res.full is not None else np.zeros(n, dtype=x.dtype)
-                z = np.concatenate([z, G])
+                G = res.full[1] if res.full is not None else xp.zeros(n, dtype=x.dtype)
+                z = xp.concatenate([z, G])
             vectors[s] = z
             rows[s] = self._row(res, c)
         lengths = [(dec.sizes[s] if dec.kind == "parameters" else n) + (n if trivial else 0)

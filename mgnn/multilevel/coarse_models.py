@@ -66,7 +66,7 @@ class CoarseModel:
 
     def __init__(self, objective, x0, target_grad, batch=None):
         self.objective = objective
-        self.x0 = np.array(x0, copy=True)
+        self.x0 = x0.copy()
         self.target_grad = target_grad
         if self.x0.shape != target_grad.shape:
             raise ValueError(f"target_grad must have shape {self.x0.shape}, "
@@ -355,7 +355,7 @@ class GramSpace:
     def solve(self, b):
         """``M^{-1} b`` by conjugate gradients to the relative residual ``tol``."""
         x = np.zeros_like(b)
-        r = np.array(b, dtype=float, copy=True)
+        r = b.astype(np.float64)  # a copy
         rr = float(np.dot(r, r))
         stop = (self.tol ** 2) * rr
         if rr == 0.0:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from mgnn._validation import check_choice, check_positive_int
+from mgnn.backend import get_namespace
 from mgnn.multilevel.hierarchy import Hierarchy, Level, Transfer
 
 INTERPOLATIONS = ("constant", "linear")
@@ -62,6 +63,14 @@ class DepthTransfer(Transfer):
         j = np.arange(c)
         self._left = 1.0 - j / c if interpolation == "linear" else np.ones(c)
         self._right = j / c if interpolation == "linear" else np.zeros(c)
+        self._weights = {"numpy": (self._left, self._right)}  # per array namespace
+
+    def _interp(self, xp):
+        """The interpolation weights as arrays of the namespace ``xp`` (copied once)."""
+        w = self._weights.get(xp.__name__)
+        if w is None:
+            w = self._weights[xp.__name__] = (xp.asarray(self._left), xp.asarray(self._right))
+        return w
 
     def description(self):
         return f"depth coarsening, factor {self.factor}, {self.interpolation} interpolation"
@@ -73,39 +82,41 @@ class DepthTransfer(Transfer):
 
     def prolong(self, x_coarse):
         self._check(x_coarse, self.n_coarse, "x_coarse")
-        xp = type(x_coarse)
-        out = np.empty(self.n_fine, dtype=x_coarse.dtype) if xp is np.ndarray else \
-            x_coarse.__class__(self.n_fine)  # pragma: no cover
+        xp = get_namespace(x_coarse)
+        left, right = self._interp(xp)
+        out = xp.empty(self.n_fine, dtype=x_coarse.dtype)
         o_c, B_c, e_c = self._split(x_coarse, self.coarse)
         o_f, B_f, e_f = self._split(out, self.fine)
         o_f[...] = o_c
         e_f[...] = e_c
         Nc, c = self.coarse.depth, self.factor
         F = B_f.reshape(Nc, c, -1)
-        F[...] = self._left[None, :, None] * B_c[:, None, :]
+        F[...] = left[None, :, None] * B_c[:, None, :]
         if self.interpolation == "linear":
-            F[:-1] += self._right[None, :, None] * B_c[1:, None, :]
-            F[-1] += self._right[:, None] * B_c[-1][None, :]  # constant at the end
+            F[:-1] += right[None, :, None] * B_c[1:, None, :]
+            F[-1] += right[:, None] * B_c[-1][None, :]  # constant at the end
         return out
 
     def restrict(self, g_fine):
         self._check(g_fine, self.n_fine, "g_fine")
-        out = np.empty(self.n_coarse, dtype=g_fine.dtype)
+        xp = get_namespace(g_fine)
+        left, right = self._interp(xp)
+        out = xp.empty(self.n_coarse, dtype=g_fine.dtype)
         o_f, B_f, e_f = self._split(g_fine, self.fine)
         o_c, B_c, e_c = self._split(out, self.coarse)
         o_c[...] = o_f
         e_c[...] = e_f
         Nc, c = self.coarse.depth, self.factor
         F = B_f.reshape(Nc, c, -1)
-        B_c[...] = np.einsum("j,njp->np", self._left, F)
+        B_c[...] = xp.einsum("j,njp->np", left, F)
         if self.interpolation == "linear":
-            B_c[1:] += np.einsum("j,njp->np", self._right, F[:-1])
-            B_c[-1] += np.einsum("j,jp->p", self._right, F[-1])
+            B_c[1:] += xp.einsum("j,njp->np", right, F[:-1])
+            B_c[-1] += xp.einsum("j,jp->p", right, F[-1])
         return out
 
     def project(self, x_fine):
         self._check(x_fine, self.n_fine, "x_fine")
-        out = np.empty(self.n_coarse, dtype=x_fine.dtype)
+        out = get_namespace(x_fine).empty(self.n_coarse, dtype=x_fine.dtype)
         o_f, B_f, e_f = self._split(x_fine, self.fine)
         o_c, B_c, e_c = self._split(out, self.coarse)
         o_c[...] = o_f

@@ -484,7 +484,8 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=10
     user_cb = wrap_callback(callback)
     x = hierarchy[0].net.init(0) if theta0 is None else hierarchy[0].net.check_theta(
         theta0, "theta0").copy()
-    val = check_validation(validation, hierarchy[0].net)
+    val = check_validation(validation, hierarchy[0].net,
+                           xp=getattr(hierarchy[0].objective, "xp", np))
     monitor = DivergenceMonitor(divergence_factor, divergence_patience, unit="cycle")
     progress = Progress("mgopt", disp, disp_every)
     ck = as_checkpointer(checkpoint)
@@ -585,7 +586,8 @@ def _mgopt(hierarchy, x, smoothers, pre, post, coarse_iters, tau, line_search, c
     nit = 0
     rematch_x = None
     first = 1
-    saved = as_checkpoint(resume, None if ck is None else ck.root.comm)
+    saved = as_checkpoint(resume, None if ck is None else ck.root.comm,
+                          xp=getattr(hierarchy[0].objective, "xp", np))
     if saved is None:
         f = level_fun(0, x)
         hist.append(cycle=0, work=0.0, fun=f, time=0.0, **metrics(0, x))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from scipy.optimize import OptimizeResult
 
 from mgnn._validation import check_positive_int, check_validation, per_level
@@ -159,9 +160,11 @@ def nested_iteration(hierarchy, schedule, method="adam", options=None, theta0=No
                                  f"(level {l} uses {hierarchy[l].objective.propagation!r})")
 
     coarse = hierarchy[L - 1]
-    x = coarse.net.init(0, "layer_parallel") if theta0 is None else coarse.net.check_theta(
-        theta0, "theta0").copy()
-    val = check_validation(validation, hierarchy[0].net)
+    xp = getattr(coarse.objective, "xp", np)  # the array namespace of the data
+    x = xp.asarray(coarse.net.init(0, "layer_parallel")) if theta0 is None else \
+        coarse.net.check_theta(theta0, "theta0").copy()
+    val = check_validation(validation, hierarchy[0].net, xp=getattr(hierarchy[0].objective,
+                                                                    "xp", np))
     progress = Progress("nested_iteration", disp, disp_every)
     ck = as_checkpointer(checkpoint)
     if ck is not None:
@@ -186,7 +189,8 @@ def _nested(hierarchy, schedule, method, opts, x, callback, val, eval_every,
     objectives = [hierarchy[l].objective for l in range(L)]
     counters = list({id(o.counter): o.counter for o in objectives}.values())
 
-    saved = as_checkpoint(resume, None if ck is None else ck.root.comm)
+    saved = as_checkpoint(resume, None if ck is None else ck.root.comm,
+                          xp=getattr(objectives[-1], "xp", np))
     first = 0
     if saved is not None:
         st = saved.state

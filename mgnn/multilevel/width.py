@@ -64,6 +64,7 @@ from __future__ import annotations
 import numpy as np
 
 from mgnn._validation import check_choice, check_positive_int
+from mgnn.backend import get_namespace, to_host
 from mgnn.multilevel.depth import INTERPOLATIONS, DepthTransfer
 from mgnn.multilevel.hierarchy import Hierarchy, Level, Transfer
 from mgnn.multilevel.matching import (
@@ -78,6 +79,9 @@ COARSENINGS = ("width", "depth", "both")
 def state_descriptors(net, theta):
     """Descriptors of the ``net.width`` state neurons: (width, d) array (module docstring).
 
+    Always a NumPy array: the matching is a small sequential computation done on
+    the host, so device parameters are copied to the host once per (re)match.
+
     Examples
     --------
     >>> import numpy as np
@@ -86,7 +90,7 @@ def state_descriptors(net, theta):
     >>> state_descriptors(net, net.init(0)).shape   # (2 + 1) + 3 * (4 + 1) columns
     (4, 18)
     """
-    theta = net.check_theta(theta)
+    theta = to_host(net.check_theta(theta))  # the pairing is computed on the host
     p = net.unpack(theta)
     blocks = [np.concatenate([p.W_open, p.b_open[:, None]], axis=1)]
     blocks += [np.concatenate([p.W[n], p.b[n][:, None]], axis=1) for n in range(net.depth)]
@@ -163,32 +167,45 @@ class WidthTransfer(Transfer):
         self.matching = matching
         self._order = np.argsort(self.coarse_of, kind="stable")
         self._starts = np.searchsorted(self.coarse_of[self._order], np.arange(wc))
+        self._index = {"numpy": (self._order, self._starts, self.coarse_of, self.shares)}
+
+    def _arrays(self, X):
+        """``(order, starts, coarse_of, shares)`` in the namespace of ``X`` (copied once)."""
+        xp = get_namespace(X)
+        a = self._index.get(xp.__name__)
+        if a is None:
+            a = self._index[xp.__name__] = tuple(xp.asarray(v) for v in self._index["numpy"])
+        return xp, a
 
     # state-space operators along one axis ---------------------------------
     def _sum(self, X, axis):
         """R_s along ``axis`` (sum each group)."""
-        return np.add.reduceat(np.take(X, self._order, axis=axis), self._starts, axis=axis)
+        xp, (order, starts, _, _) = self._arrays(X)
+        return xp.add.reduceat(xp.take(X, order, axis=axis), starts, axis=axis)
 
-    def _shape(self, axis, ndim):
+    def _shape(self, axis, ndim, shares):
         s = [1] * ndim
         s[axis] = -1
-        return self.shares.reshape(s)
+        return shares.reshape(s)
 
     def _avg(self, X, axis):
         """P_s^T along ``axis`` (share-weighted sum of each group)."""
-        return self._sum(X * self._shape(axis, X.ndim), axis)
+        shares = self._arrays(X)[1][3]
+        return self._sum(X * self._shape(axis, X.ndim, shares), axis)
 
     def _split(self, Y, axis):
         """P_s along ``axis`` (coarse value times the share)."""
-        return np.take(Y, self.coarse_of, axis=axis) * self._shape(axis, Y.ndim)
+        xp, (_, _, coarse_of, shares) = self._arrays(Y)
+        return xp.take(Y, coarse_of, axis=axis) * self._shape(axis, Y.ndim, shares)
 
     def _copy(self, Y, axis):
         """R_s^T along ``axis`` (coarse value copied to the group)."""
-        return np.take(Y, self.coarse_of, axis=axis)
+        xp, (_, _, coarse_of, _) = self._arrays(Y)
+        return xp.take(Y, coarse_of, axis=axis)
 
     def _apply(self, x, src, dst, ops):
         self._check(x, src.n_params, "x")
-        out = np.empty(dst.n_params, dtype=x.dtype)
+        out = get_namespace(x).empty(dst.n_params, dtype=x.dtype)
         a, b = src.unpack(x), dst.unpack(out)
         o_rows, r_rows, r_cols, c_cols = ops
         b.W_open[...] = o_rows(a.W_open, 0)

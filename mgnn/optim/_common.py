@@ -50,6 +50,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 
 from mgnn._validation import check_array, check_positive_int, check_scalar
+from mgnn.backend import get_namespace
 from mgnn.runs.checkpoint import (
     STATUS_INTERRUPTED,
     as_checkpoint,
@@ -344,7 +345,7 @@ class Run:
         shape and dtype.
         """
         ck = as_checkpoint(self._resume, self.checkpointer.root.comm
-                           if self.checkpointer is not None else None)
+                           if self.checkpointer is not None else None, xp=get_namespace(x0))
         if ck is None:
             return None
         st = ck.state

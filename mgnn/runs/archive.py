@@ -6,8 +6,12 @@ metadata is the member ``meta.json``. Without mgnn, ``np.load(path)["theta"]``
 gives the parameters and ``unzip -p path meta.json`` the metadata.
 
 A *state tree* (what a solver's checkpoint holds) is plain data: dicts with string
-keys, lists, tuples, ``None``, bools, ints, floats, strings and NumPy arrays (CuPy
-arrays are copied to the host). :func:`write_archive` stores every array as its
+keys, lists, tuples, ``None``, bools, ints, floats, strings and NumPy arrays.
+Device arrays (CuPy) are copied to the host and marked as such: :func:`read_archive`
+returns them as :class:`DeviceArrayCopy` (a NumPy array), and :func:`to_namespace`
+puts exactly those back on the device of the resuming run (or leaves them on the
+host when it runs on the CPU), while arrays that lived on the host (random-number
+states, index arrays, small matrices) stay there. :func:`write_archive` stores every array as its
 own member, named by its path in the tree, and the rest as JSON in which the
 array is replaced by ``{"__array__": "<member>"}``; :func:`read_archive` rebuilds
 the tree. Floats are written by ``repr`` and read back bit for bit (NaN and inf
@@ -44,25 +48,69 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["write_archive", "read_archive", "encode_tree", "decode_tree", "atomic_write"]
+__all__ = ["write_archive", "read_archive", "encode_tree", "decode_tree", "atomic_write",
+           "DeviceArrayCopy", "to_namespace"]
 
 META = "meta.json"
 
 
-def _host(a):
-    """A NumPy array from a NumPy or CuPy array (CuPy: copied to the host)."""
-    if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
-        return a.get()
-    return np.asarray(a)
+class DeviceArrayCopy(np.ndarray):
+    """A host copy of an array that lived on a device (CuPy) when it was written.
+
+    It is a NumPy array in every respect; :func:`to_namespace` moves it back to the
+    device of a resuming run.
+    """
+
+
+def _is_device_array(a):
+    if isinstance(a, np.ndarray) or not hasattr(a, "dtype"):
+        return False
+    from mgnn.backend import get_namespace
+
+    return get_namespace(a) is not np
+
+
+def to_namespace(tree, xp):
+    """The state tree with every :class:`DeviceArrayCopy` leaf as an array of ``xp``.
+
+    ``xp`` is the array namespace of the run that resumes: a device namespace gets
+    the arrays back on its device (one copy each); NumPy gets them as plain NumPy
+    arrays (a checkpoint written on a GPU resumes on the CPU). Other leaves are
+    returned as they are; containers are rebuilt.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.testing import fakecupy
+    >>> tree = {"x": np.ones(2).view(DeviceArrayCopy), "rng": np.arange(2)}
+    >>> back = to_namespace(tree, fakecupy)
+    >>> type(back["x"]).__module__, type(back["rng"]).__name__
+    ('mgnn.testing.fakecupy', 'ndarray')
+    >>> type(to_namespace(tree, np)["x"]) is np.ndarray
+    True
+    """
+    if isinstance(tree, DeviceArrayCopy):
+        host = tree.view(np.ndarray)
+        return host if xp is np else xp.asarray(host)
+    if isinstance(tree, dict):
+        return {k: to_namespace(v, xp) for k, v in tree.items()}
+    if isinstance(tree, tuple):
+        return tuple(to_namespace(v, xp) for v in tree)
+    if isinstance(tree, list):
+        return [to_namespace(v, xp) for v in tree]
+    return tree
 
 
 def encode_tree(tree, arrays, path="state"):
     """JSON-ready copy of ``tree`` with arrays moved into the dict ``arrays``.
 
+    Device arrays are copied to the host and marked ``"__device__": true``.
     Raises ``TypeError`` naming the path of a leaf that is not plain data.
     """
-    if isinstance(tree, np.ndarray) or hasattr(tree, "__cuda_array_interface__"):
-        a = _host(tree)
+    device = _is_device_array(tree)
+    if isinstance(tree, np.ndarray) or device:
+        device = device or isinstance(tree, DeviceArrayCopy)
+        a = tree.get() if _is_device_array(tree) else np.asarray(tree).view(np.ndarray)
         if a.dtype.hasobject:
             raise TypeError(f"{path}: object arrays cannot be stored")
         name = path
@@ -70,7 +118,7 @@ def encode_tree(tree, arrays, path="state"):
         while name in arrays:  # a path can only repeat through odd keys; keep it unique
             name, k = f"{path}~{k}", k + 1
         arrays[name] = a
-        return {"__array__": name}
+        return {"__array__": name, "__device__": True} if device else {"__array__": name}
     if isinstance(tree, dict):
         out = {}
         for key, val in tree.items():
@@ -101,6 +149,8 @@ def decode_tree(tree, arrays):
     if isinstance(tree, dict):
         if set(tree) == {"__array__"}:
             return arrays[tree["__array__"]]
+        if set(tree) == {"__array__", "__device__"}:
+            return arrays[tree["__array__"]].view(DeviceArrayCopy)
         if set(tree) == {"__tuple__"}:
             return tuple(decode_tree(v, arrays) for v in tree["__tuple__"])
         return {k: decode_tree(v, arrays) for k, v in tree.items()}

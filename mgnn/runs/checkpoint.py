@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from mgnn._validation import check_positive_int, check_scalar
-from mgnn.runs.archive import read_archive, write_archive
+from mgnn.runs.archive import read_archive, to_namespace, write_archive
 
 __all__ = ["Checkpointer", "Checkpoint", "load_checkpoint", "list_checkpoints",
            "as_checkpoint", "STATUS_INTERRUPTED", "rng_state", "set_rng_state"]
@@ -166,15 +166,26 @@ def load_checkpoint(path, prefix="ckpt", comm=None):
     return Checkpoint(tree, meta, path)
 
 
-def as_checkpoint(resume, comm=None):
+def as_checkpoint(resume, comm=None, xp=None):
     """``resume`` as a :class:`Checkpoint`: a path (file or directory) is read,
-    a :class:`Checkpoint` returned as it is, ``None`` stays ``None``."""
-    if resume is None or isinstance(resume, Checkpoint):
-        return resume
-    if isinstance(resume, (str, os.PathLike)):
-        return load_checkpoint(resume, comm=comm)
-    raise TypeError("resume must be None, a checkpoint path (file or directory) or a "
-                    f"Checkpoint, got {type(resume).__name__}")
+    a :class:`Checkpoint` returned as it is, ``None`` stays ``None``.
+
+    With ``xp`` (the array namespace of the resuming run), the arrays that were on
+    a device when the checkpoint was written come back as arrays of ``xp``
+    (:func:`~mgnn.runs.archive.to_namespace`); the others stay on the host.
+    """
+    if resume is None:
+        return None
+    if isinstance(resume, Checkpoint):
+        ck = resume
+    elif isinstance(resume, (str, os.PathLike)):
+        ck = load_checkpoint(resume, comm=comm)
+    else:
+        raise TypeError("resume must be None, a checkpoint path (file or directory) or a "
+                        f"Checkpoint, got {type(resume).__name__}")
+    if xp is not None:
+        ck = Checkpoint(to_namespace(ck.state, xp), ck.meta, ck.path)
+    return ck
 
 
 class Checkpointer:

@@ -22,6 +22,7 @@ import platform
 
 import numpy as np
 
+from mgnn.backend import to_host
 from mgnn.runs.archive import read_archive, write_archive
 
 __all__ = ["save_network", "load_network", "SavedNetwork", "network_config", "build_network",
@@ -241,8 +242,7 @@ def save_network(path, net, theta, *, objective=None, hierarchy=None, metadata=N
     if not os.path.splitext(path)[1]:
         path += ".npz"
     spec = network_config(net)
-    theta_arr = np.asarray(theta) if not hasattr(theta, "__cuda_array_interface__") else \
-        theta.get()
+    theta_arr = to_host(theta)
     if objective is not None and callable(getattr(objective, "gather", None)):
         theta_arr = objective.gather(theta_arr)
     theta_arr = net.check_theta(theta_arr, "theta")
