@@ -182,9 +182,8 @@ def check_validation(validation, net, name="validation", xp=np):
         what = (f"a {type(validation).__name__} of length {len(validation)}"
                 if isinstance(validation, (tuple, list)) else type(validation).__name__)
         raise ValueError(f"{name} must be a pair (X_val, Y_val), got {what}")
-    from mgnn.objective import check_targets
-
     from mgnn.backend import get_namespace
+    from mgnn.objective import check_targets
 
     X, Y = validation
     if get_namespace(X) is not xp:

@@ -52,7 +52,7 @@ array([1., 3., 5.])
 >>> np.asarray(x)
 Traceback (most recent call last):
 ...
-TypeError: Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy array explicitly.
+TypeError: Implicit conversion to a NumPy array is not allowed. ...
 >>> x + np.ones(3)
 Traceback (most recent call last):
 ...
@@ -339,7 +339,7 @@ class ufunc:
         return f"<ufunc '{self.__name__}'>"
 
     def __call__(self, *args, **kwargs):
-        return _device_call(self.__name__, self._u, args, kwargs)
+        return _device_call(self.__name__, self._u, args, kwargs, blas=self.__name__ in _BLAS)
 
     def reduce(self, *args, **kwargs):
         return _device_call(self.__name__ + ".reduce", self._u.reduce, args, kwargs,
