@@ -23,10 +23,8 @@ the opened states:
 
 from __future__ import annotations
 
-import numpy as np
 
 from mgnn.backend import kernels_for
-from mgnn.kernels.cpu import uses_fused
 
 
 class Propagation:
@@ -46,20 +44,23 @@ class Propagation:
 
 
 def _fused_sweeps(net, ws):
-    """True when the whole-sweep kernels serve this network (CPU, narrow layers)."""
-    return ws.xp is np and uses_fused(net.width, net.width, net.dtype)
+    """True when the kernel module of the workspace's namespace runs whole sweeps for
+    this network (a module with whole-sweep kernels says so in ``uses_fused``)."""
+    uses = getattr(kernels_for(ws.xp), "uses_fused", None)
+    return uses is not None and uses(net.width, net.width, net.dtype)
 
 
 class SerialPropagation(Propagation):
     """The exact sequential sweep through the layers, one step after another.
 
-    On the CPU, networks whose width takes the fused kernels
-    (:func:`mgnn.kernels.cpu.uses_fused`) run each sweep as one kernel call over
-    all residual layers (:func:`mgnn.kernels.cpu.forward_sweep` and its
-    adjoint, tangent and second-order twins); the results are bit-identical to
-    stepping layer by layer with the single-step kernels, which is what MGRIT's
-    relaxation does, and do not depend on the number of threads. Wider networks
-    (and the GPU) step layer by layer.
+    Where the kernel module of the arrays' namespace has whole-sweep kernels for the
+    network's width (``uses_fused``), each sweep is one call over all residual layers
+    (``forward_sweep`` and its adjoint, tangent and second-order twins). On the CPU
+    (:func:`mgnn.kernels.cpu.uses_fused`) the results are bit-identical to stepping
+    layer by layer with the single-step kernels, which is what MGRIT's relaxation
+    does, and do not depend on the number of threads; on the GPU a sweep is one
+    launch for layers of width <= 64, whose weights sit in shared memory. Wider
+    networks step layer by layer.
 
     Examples
     --------

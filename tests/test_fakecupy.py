@@ -123,7 +123,7 @@ def test_pickle_and_copy_keep_the_device(x):
 
 
 @settings(max_examples=15)
-@given(a=st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=8),
+@given(a=st.lists(st.floats(-100, 100), min_size=1, max_size=8),
        op=st.sampled_from(["add", "multiply", "subtract", "maximum", "tanh", "exp", "sum",
                            "cumsum", "sort"]))
 def test_results_equal_numpy_for_any_input(a, op):
