@@ -32,10 +32,11 @@ def _kernel(name, fn):
         a, kw = _fc._unwrap(args), _fc._unwrap(kwargs)  # host arrays raise here
         if _fc._capturing():
             why = _cs.capturable(name, *a, **kw)
-            if why is not True:
-                raise NotImplementedError(f"{name} cannot be captured in a CUDA graph: {why}")
-            _fc._record(lambda: fn(*a, **kw))
-            return None
+            if why is True:
+                _fc._record(lambda: fn(*a, **kw))
+                return None
+            _fc._violation(NotImplementedError(
+                f"{name} cannot be captured in a CUDA graph: {why}"))  # auditing: run it
         r = fn(*a, **kw)
         if isinstance(r, float):  # a loss: on the GPU a device-to-host read
             _fc._refuse_sync(name)

@@ -225,19 +225,73 @@ def _record(fn):
     _counts["captured_ops"] += 1
 
 
+_audit_log = None  # a list while audit_capture() runs
+
+
+class audit_capture:
+    """Context manager: list every operation that would break a capture, instead of
+    raising at the first one.
+
+    Inside it, an illegal operation during a capture (a host read, an allocation, a
+    cuBLAS call, a kernel that is not capturable) is appended to the list it returns,
+    with the first line of the caller outside the stand-in, and then *runs eagerly*
+    (the capture goes on), so one pass over a code path shows all the lines to
+    change. For diagnosis only: the recorded graph is not a faithful one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.testing import fakecupy as cp
+    >>> x = cp.asarray(np.ones(3))
+    >>> s = cp.cuda.Stream(non_blocking=True)
+    >>> with cp.audit_capture() as problems, s:
+    ...     s.begin_capture()
+    ...     y = x + 1.0
+    ...     f = float(y.sum())
+    ...     _ = s.end_capture()
+    >>> [p[0].split(":")[0] for p in problems]
+    ['CaptureAllocationError', 'CaptureAllocationError', 'CUDARuntimeError']
+    """
+
+    def __enter__(self):
+        global _audit_log
+        _audit_log = []
+        return _audit_log
+
+    def __exit__(self, *exc):
+        global _audit_log
+        _audit_log = None
+
+
+def _where():
+    import traceback
+
+    for fr in reversed(traceback.extract_stack()[:-2]):
+        if "/testing/fakecupy.py" not in fr.filename and "_fake_kernels" not in fr.filename:
+            return f"{fr.filename}:{fr.lineno}: {fr.line}"
+    return "?"  # pragma: no cover
+
+
+def _violation(exc):
+    """Raise ``exc``, or log it when auditing (then the operation runs eagerly)."""
+    if _audit_log is None:
+        raise exc
+    _audit_log.append((f"{type(exc).__name__}: {exc}", _where()))
+
+
 def _refuse_sync(what):
     """A host read or synchronisation: illegal while any stream captures."""
     if _capturing_streams:
-        raise CUDARuntimeError("cudaErrorStreamCaptureUnsupported: operation not permitted "
-                               f"when stream is capturing ({what})")
+        _violation(CUDARuntimeError("cudaErrorStreamCaptureUnsupported: operation not "
+                                    f"permitted when stream is capturing ({what})"))
 
 
 def _refuse_alloc(what):
     if _capturing():
-        raise CaptureAllocationError(
+        _violation(CaptureAllocationError(
             f"{what} allocates device memory while the stream captures a CUDA graph: the "
             "memory returns to the pool after the capture while the graph still writes to "
-            "it; preallocate the buffer before capturing")
+            "it; preallocate the buffer before capturing"))
 
 
 def _to_host_count():
@@ -304,22 +358,28 @@ def _out_of(kwargs):
     return out
 
 
+# functions that write into their first argument (no allocation)
+_INPLACE = frozenset("copyto put place putmask fill_diagonal put_along_axis".split())
+
+
 def _device_call(name, fn, args, kwargs, *, blas=False, reduce=False):
     """Run ``fn`` (a NumPy callable) with device semantics (see the module docstring)."""
     a, k = _unwrap(args), _unwrap(kwargs)
-    out = _out_of(kwargs)
+    out = args[0] if name in _INPLACE and args else _out_of(kwargs)
     if _capturing():
+        eager = _audit_log is not None and (blas or reduce or out is None)
         if blas:
-            raise NotImplementedError(
-                f"calling cuBLAS API during stream capture is currently unsupported ({name})")
-        if reduce:
-            raise CaptureAllocationError(
+            _violation(NotImplementedError(
+                f"calling cuBLAS API during stream capture is currently unsupported ({name})"))
+        elif reduce:
+            _violation(CaptureAllocationError(
                 f"{name}: a CuPy reduction may allocate temporary storage; it cannot be "
-                "captured safely")
-        if out is None:
+                "captured safely"))
+        elif out is None:
             _refuse_alloc(name)
-        _record(lambda: fn(*a, **k))
-        return out
+        if not eager:
+            _record(lambda: fn(*a, **k))
+            return out
     r = fn(*a, **k)
     if out is not None and r is _out_of(k):
         return out
