@@ -20,10 +20,10 @@ import types
 
 import numpy as np
 import pytest
-
-from mgnn.backend import register_namespace, to_device, to_host
 from mgnn.kernels import cpu
 from mgnn.kernels import cuda_source as cs
+
+from mgnn.backend import register_namespace, to_device, to_host
 from mgnn.testing import fakecupy
 
 GPU_FILE = pathlib.Path(cpu.__file__).with_name("gpu.py")
