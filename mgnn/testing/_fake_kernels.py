@@ -8,7 +8,8 @@ capture (:func:`mgnn.kernels.cuda_source.capturable`) is recorded for the replay
 one it cannot (a loss, which returns a host float; a step wide enough to need
 cuBLAS) raises as CuPy would.
 
-The stand-in models the GPU module, so it has the GPU's whole-sweep kernels
+The stand-in models the GPU module, so it has the GPU's :func:`column_sum` (the bias
+gradients) and its whole-sweep kernels
 (``forward_sweep``, ``adjoint_sweep``, ``tangent_sweep``, ``soadjoint_sweep``, the
 signatures of :mod:`mgnn.kernels.gpu`) for the widths the GPU runs them at
 (:func:`uses_fused`); here they step layer by layer with the CPU kernels, the
@@ -98,6 +99,11 @@ def _soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0=0, n1
     return cur
 
 
+def _column_sum(A, out):
+    np.sum(A, axis=-2, out=out)
+
+
+column_sum = _kernel("column_sum", _column_sum)
 forward_sweep = _kernel("forward_sweep", _forward_sweep)
 adjoint_sweep = _kernel("adjoint_sweep", _adjoint_sweep)
 tangent_sweep = _kernel("tangent_sweep", _tangent_sweep)
