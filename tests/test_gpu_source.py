@@ -229,8 +229,8 @@ def test_emulated_adjoint_step_equals_the_cpu(emu, act_name, act, wio, want_L):
                 *stk(Wm), *stk(D), *stk(L), s, h, act, skip, want_L)
     for q in range(k):
         D0, L0 = np.empty((s, w_out)), np.empty((s, w_in))
-        cpu.adjoint_step(Ln[q], None, Wm[q], S[q], h, act, D0, L=L0 if want_L else None,
-                         skip=bool(skip))
+        cpu.adjoint_step(Ln[q], np.zeros((s, w_in)), Wm[q], S[q], h, act, D0,
+                         L=L0 if want_L else None, skip=bool(skip))
         close(D[q], D0)
         if want_L:
             close(L[q], L0)
