@@ -70,9 +70,14 @@ def is_device(xp):
     return xp is not np
 
 
-def kernels_for(xp):
-    """The kernel module for the namespace ``xp``: ``mgnn.kernels.cpu`` for NumPy,
-    ``mgnn.kernels.gpu`` for CuPy, the registered module for a registered namespace.
+def kernels_for(xp, family=None):
+    """The kernel module for the namespace ``xp``.
+
+    ``mgnn.kernels.cpu`` for NumPy, ``mgnn.kernels.gpu`` for CuPy, the registered
+    module for a registered namespace. A *family* of kernels beside the layer kernels
+    (e.g. ``'pinn'``: ``mgnn.kernels.cpu_pinn`` / ``gpu_pinn``) lives in
+    ``mgnn.kernels.cpu_<family>`` and ``gpu_<family>``; a registered namespace's module
+    provides it through its ``family(name)`` function.
 
     Examples
     --------
@@ -80,17 +85,15 @@ def kernels_for(xp):
     >>> kernels_for(np).__name__
     'mgnn.kernels.cpu'
     """
+    cpu, gpu = ("cpu", "gpu") if family is None else (f"cpu_{family}", f"gpu_{family}")
     if xp is np:
-        from mgnn.kernels import cpu
-
-        return cpu
+        return importlib.import_module(f"mgnn.kernels.{cpu}")
     for ns, kernels in _REGISTRY.values():
         if ns is xp:
-            return importlib.import_module(kernels)
+            mod = importlib.import_module(kernels)
+            return mod if family is None else mod.family(family)
     if getattr(xp, "__name__", "") == "cupy":  # pragma: no cover - needs CUDA
-        from mgnn.kernels import gpu
-
-        return gpu
+        return importlib.import_module(f"mgnn.kernels.{gpu}")
     raise TypeError(f"no mgnn kernels for the array namespace {getattr(xp, '__name__', xp)!r}")
 
 

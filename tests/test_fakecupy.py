@@ -7,6 +7,7 @@ same buffers, as a CUDA graph does.
 """
 
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -217,3 +218,25 @@ def test_capture_rules_of_the_streams():
     s.begin_capture()
     cp.reset()
     assert not s.is_capturing() and float(cp.asarray([1.0])[0]) == 1.0
+
+
+def test_kernel_families_resolve_per_namespace(monkeypatch):
+    """``kernels_for(xp, family)``: ``mgnn.kernels.cpu_<family>`` on NumPy, its stand-in
+    twin (data unwrapped, host arrays refused) on the stand-in."""
+    import types
+
+    demo = types.ModuleType("mgnn.kernels.cpu_demo")
+
+    def double(a, out):
+        np.multiply(a, 2.0, out=out)
+    demo.double = double
+    monkeypatch.setitem(sys.modules, "mgnn.kernels.cpu_demo", demo)
+    assert kernels_for(np, "demo") is demo
+    k = kernels_for(cp, "demo")
+    x, out = cp.asarray(np.arange(3.0)), cp.zeros(3)
+    k.double(x, out)
+    assert out.get().tolist() == [0.0, 2.0, 4.0]
+    with pytest.raises(TypeError, match=HOST):
+        k.double(np.ones(3), out)
+    with pytest.raises(TypeError, match="no mgnn kernels"):
+        kernels_for(types.ModuleType("torch"))

@@ -110,6 +110,36 @@ tangent_sweep = _kernel("tangent_sweep", _tangent_sweep)
 soadjoint_sweep = _kernel("soadjoint_sweep", _soadjoint_sweep)
 
 
+class _Family:
+    """The stand-in's twin of a kernel family ``mgnn.kernels.cpu_<name>``: its
+    functions run on the unwrapped data, with the capture rules of :func:`_kernel`."""
+
+    def __init__(self, name):
+        import importlib
+
+        self.__name__ = f"{__name__}.family({name!r})"
+        self._cpu = importlib.import_module(f"mgnn.kernels.cpu_{name}")
+
+    def __getattr__(self, name):
+        obj = getattr(self._cpu, name)
+        if name.startswith("_") or not callable(obj) or isinstance(obj, type):
+            return obj
+        k = _kernel(name, obj)
+        setattr(self, name, k)
+        return k
+
+
+_families = {}
+
+
+def family(name):
+    """The stand-in's kernels of the family ``name`` (see :func:`mgnn.backend.kernels_for`)."""
+    f = _families.get(name)
+    if f is None:
+        f = _families[name] = _Family(name)
+    return f
+
+
 def __getattr__(name):
     obj = getattr(_cpu, name)  # AttributeError for names the CPU module lacks
     if name.startswith("_") or not callable(obj) or isinstance(obj, type):
