@@ -73,9 +73,11 @@ class Objective:
         The network (any object with the ResNet interface).
     X : (s, n_in) float array
         Inputs. Stored in the network's dtype (a float64 array given to a float32
-        network is converted once, here).
+        network is converted once, here). A device (CuPy) array puts every
+        evaluation on the device.
     Y : array
-        Targets: integer labels (classification) or (s, n_out) floats (regression).
+        Targets: integer labels (classification) or (s, n_out) floats (regression);
+        host targets of device inputs are copied to the device once.
     loss : {'cross_entropy', 'mse'}, optional
         Defaults to cross-entropy for classification, MSE for regression.
     tikhonov : float
@@ -118,6 +120,11 @@ class Objective:
             raise ValueError("X must hold at least one sample, got shape "
                              f"{tuple(X.shape)}")
         self.X = xp.ascontiguousarray(X, dtype=net.dtype)
+        if get_namespace(Y) is not xp:
+            if xp is np:
+                raise TypeError(f"X is a NumPy array but Y is a {_namespace_name(get_namespace(Y))}"
+                                " array: give both on the same device")
+            Y = xp.asarray(Y)  # host targets for device data: copied once
         self.Y = check_targets(net, Y, "Y", n=X.shape[0])
         if loss is None:
             loss = "cross_entropy" if net.task == "classification" else "mse"

@@ -424,3 +424,11 @@ def test_mgrit_solves_with_device_states(xp, batched):
     np.testing.assert_allclose(to_host(dev_res.u[-1]), u0 / 1.0625 ** 32, rtol=1e-12)
     assert dev_res.nit == cpu_res.nit
     same(dev_res.residuals, cpu_res.residuals, xp)
+
+
+def test_host_targets_follow_device_inputs_and_the_converse_is_named():
+    obj = Objective(ResNet(2, 3, 4, 5), to_device(CLS.X_train, xp=fakecupy), CLS.Y_train)
+    assert type(obj.Y) is fakecupy.ndarray
+    with pytest.raises(TypeError, match="X is a NumPy array but Y is a mgnn.testing.fakecupy "
+                                        "array"):
+        Objective(ResNet(2, 3, 4, 5), CLS.X_train, to_device(CLS.Y_train, xp=fakecupy))
