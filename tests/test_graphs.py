@@ -105,7 +105,9 @@ def test_a_one_shot_mgrit_forward_solve_replays_as_a_graph(monkeypatch):
     the fused batched steps, a fixed iteration count and ``residuals=False``, MGRIT's
     forward solve does no host read and no allocation except its input check; with the
     check done before the capture, the replayed graph equals the eager solve for new
-    weights copied into the bound buffer."""
+    weights copied into the bound buffer. Injected coarse weights: averaged ones are
+    cached per bind (and allocated by ``mean``), so a replay would keep the averages
+    of the weights seen at capture (see the report of issue 19)."""
     import mgnn.mgrit.solver as solver_mod
     from mgnn.data import peaks
     from mgnn.mgrit import MGRITPropagation
@@ -116,7 +118,8 @@ def test_a_one_shot_mgrit_forward_solve_replays_as_a_graph(monkeypatch):
     net = ResNet(2, 5, 16, 5, T=2.0)
 
     def engine(theta):
-        prop = MGRITPropagation(levels=2, cf=4, fwd_iters=2, bwd_iters=1, batched=True)
+        prop = MGRITPropagation(levels=2, cf=4, fwd_iters=2, bwd_iters=1, batched=True,
+                                coarse_weights="inject")
         obj = Objective(net, *to_device(d.X_train, d.Y_train, xp=cp), propagation=prop)
         obj.value(theta)                      # builds the engine, checks the steppers
         eng = next(iter(prop._engines.values()))
