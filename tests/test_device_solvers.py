@@ -132,6 +132,20 @@ def test_mgrit_propagation_on_the_device_equals_the_cpu(xp, batched):
     same_result(res, cpu, xp, ("fun", "work", "mgrit_fwd_residual"))
 
 
+def test_one_shot_mgrit_defaults_on_the_device_equal_the_cpu(xp):
+    """MGRITPropagation's one-shot defaults (F-cycles over every level, averaged coarse
+    weights, kept FAS tau, warm starts on the same samples, a relative tolerance) on
+    full-batch L-BFGS and mini-batch Adam: the device run equals the CPU run."""
+    theta = cls_objective(depth=16).net.init(0)
+    for method, opts in (("lbfgs", {"maxiter": 4}),
+                         ("adam", {"maxiter": 4, "lr": 0.01, "batch_size": 20, "rng": 1})):
+        cpu = minimize(cls_objective(depth=16, prop=MGRITPropagation()), theta,
+                       method=method, options=opts)
+        res = minimize(cls_objective(xp, depth=16, prop=MGRITPropagation()),
+                       dev(theta, xp), method=method, options=opts)
+        same_result(res, cpu, xp, ("fun", "work", "mgrit_fwd_residual"))
+
+
 # --------------------------------------------------------------------- multilevel
 @pytest.mark.parametrize("interp", ["constant", "linear"])
 def test_depth_transfers_on_the_device(xp, interp):
