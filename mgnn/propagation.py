@@ -23,7 +23,6 @@ the opened states:
 
 from __future__ import annotations
 
-
 from mgnn.backend import kernels_for
 
 
