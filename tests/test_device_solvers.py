@@ -146,6 +146,19 @@ def test_one_shot_mgrit_defaults_on_the_device_equal_the_cpu(xp):
         same_result(res, cpu, xp, ("fun", "work", "mgrit_fwd_residual"))
 
 
+def test_mgrit_adjoint_reuses_the_averaged_weights_of_the_forward_on_the_device(
+        xp, monkeypatch):
+    """The adjoint solve of a value-and-gradient finds the weights its forward bound (same
+    device memory) and does not average them again."""
+    import mgnn.mgrit.layer_parallel as lp
+    binds = []
+    bind = lp._Weights.bind
+    monkeypatch.setattr(lp._Weights, "bind", lambda self, *a: (binds.append(1), bind(self, *a)))
+    obj = cls_objective(xp, depth=16, prop=MGRITPropagation())
+    obj.value_and_grad(dev(obj.net.init(0), xp))
+    assert len(binds) == 1
+
+
 # --------------------------------------------------------------------- multilevel
 @pytest.mark.parametrize("interp", ["constant", "linear"])
 def test_depth_transfers_on_the_device(xp, interp):

@@ -91,8 +91,9 @@ class _Weights:
     def same(self, W, lo):
         """Whether ``W`` (from ``lo``) is the memory bound now (nothing to recompute)."""
         return (self.W is not None and self.lo == lo and self.W.shape == W.shape
-                and self.W.__array_interface__["data"] == W.__array_interface__["data"]
-                if isinstance(W, np.ndarray) else self.W is W)
+                and self.W.strides == W.strides
+                and (self.W.__array_interface__["data"] == W.__array_interface__["data"]
+                     if isinstance(W, np.ndarray) else self.W.data.ptr == W.data.ptr))
 
     def layers(self, n0, step, k):
         """Stacked views ``(k, w, w)``, ``(k, w)`` of layers ``n0, n0+step, ...`` (no copy)."""
