@@ -159,6 +159,21 @@ def test_mgrit_adjoint_reuses_the_averaged_weights_of_the_forward_on_the_device(
     assert len(binds) == 1
 
 
+def test_a_device_batch_of_indices_equals_a_host_batch(xp):
+    """Mini-batch indices may live on the device: the same value and gradient as host
+    indices, and an MGRIT propagation recognises the same samples (warm start)."""
+    idx = np.arange(3, 40, 2)
+    theta = dev(cls_objective(depth=16).net.init(0), xp)
+    host = cls_objective(xp, depth=16, prop=MGRITPropagation())
+    f0, g0 = host.value_and_grad(theta, idx)
+    obj = cls_objective(xp, depth=16, prop=MGRITPropagation())
+    f1, g1 = obj.value_and_grad(theta, xp.asarray(idx))
+    assert f1 == f0
+    assert np.array_equal(to_host(g1), to_host(g0))
+    obj.value_and_grad(theta, xp.asarray(idx))
+    assert obj.propagation.last_stats()["forward"].warm
+
+
 # --------------------------------------------------------------------- multilevel
 @pytest.mark.parametrize("interp", ["constant", "linear"])
 def test_depth_transfers_on_the_device(xp, interp):

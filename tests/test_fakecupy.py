@@ -67,8 +67,9 @@ def test_explicit_transfers_work_and_are_counted(x):
     assert float(y[0, 0]) == 0.0
     assert cp.asnumpy(y).tolist() == x.tolist()
     assert int(x[1, 2]) == 5 and bool(x[0, 1]) and x[0, 2].item() == 2.0
+    assert np.frombuffer(x.tobytes(), x.dtype).tolist() == [0, 1, 2, 3, 4, 5]
     t = cp.transfers(reset=True)
-    assert t["to_device"] == 1 and t["to_host"] == 7
+    assert t["to_device"] == 1 and t["to_host"] == 8
 
 
 def test_numpy_functions_dispatch_to_the_device_and_reductions_stay_there(x):

@@ -604,6 +604,12 @@ class ndarray:
         _to_host_count()
         return self._a.tolist()
 
+    def tobytes(self, order="C"):
+        """The data as host bytes (a copy to the host, as CuPy's ``tobytes``)."""
+        _refuse_sync("ndarray.tobytes")
+        _to_host_count()
+        return self._a.tobytes(order)
+
     def __float__(self):
         _refuse_sync("float(ndarray)")
         _to_host_count()
