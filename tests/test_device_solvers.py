@@ -306,7 +306,8 @@ def interrupted(run, folder, at):
     return res
 
 
-RESUME = ["adam", "trust-region-lsr1", "rmtr", "nested-mgrit", "mgopt", "apts", "lsgd"]
+RESUME = ["adam", "trust-region-lsr1", "lbfgs-mgrit", "rmtr", "nested-mgrit", "mgopt", "apts",
+          "lsgd"]
 
 
 def resumable(case, xp):
@@ -320,6 +321,15 @@ def resumable(case, xp):
             o = dict(opts, checkpoint=checkpoint, resume=resume)
             return minimize(cls_objective(xp), dev(theta0, xp) if xp else theta0,
                             method=method, options=o, callback=callback)
+        return run, 3
+    if case == "lbfgs-mgrit":  # one-shot defaults: kept tau and warm starts travel
+        theta0 = cls_objective(depth=16).net.init(1)
+
+        def run(checkpoint=None, callback=None, resume=None):
+            return minimize(cls_objective(xp, depth=16, prop=MGRITPropagation()),
+                            dev(theta0, xp) if xp else theta0, method="lbfgs",
+                            options={"maxiter": 5, "checkpoint": checkpoint, "resume": resume},
+                            callback=callback)
         return run, 3
     if case == "lsgd":
         theta0 = reg_objective().net.init(0, "box", box=(-1, 1))
