@@ -213,11 +213,11 @@ def test_nested_iteration_on_the_device_with_host_validation_data(xp):
     assert type(lbfgs.x) is type(dev(np.zeros(1), xp))
 
 
-RMTR = {
-    "V-first-order": dict(maxiter=4),
+RMTR = {  # seeded: RMTR's default path draws growing mini-batches
+    "V-first-order": dict(maxiter=4, rng=0),
     "W-second-order-euclidean": dict(maxiter=3, cycle="W", model="second-order",
-                                     coarse_norm="euclidean"),
-    "galerkin-lsr1": dict(maxiter=3, model="galerkin", hessian="lsr1"),
+                                     coarse_norm="euclidean", rng=1),
+    "galerkin-lsr1": dict(maxiter=3, model="galerkin", hessian="lsr1", rng=2),
     "batches": dict(maxiter=4, batch_size=20, rng=3, growth_patience=1),
 }
 
