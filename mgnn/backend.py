@@ -97,6 +97,18 @@ def kernels_for(xp, family=None):
     raise TypeError(f"no mgnn kernels for the array namespace {getattr(xp, '__name__', xp)!r}")
 
 
+def column_sum(A, out, xp=None):
+    """``out = A.sum(axis=0)``: the kernel module's column sum where it has one (the
+    GPU's deterministic block reduction; CuPy's axis-0 reduction is slow), else the
+    namespace's."""
+    xp = get_namespace(A) if xp is None else xp
+    f = getattr(kernels_for(xp), "column_sum", None)
+    if f is not None:
+        f(A, out)
+    else:
+        xp.sum(A, axis=0, out=out)
+
+
 def gpu_available():
     """True when CuPy imports and sees at least one CUDA device."""
     try:

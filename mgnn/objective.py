@@ -20,7 +20,7 @@ from collections import OrderedDict
 import numpy as np
 
 from mgnn._validation import check_array, check_choice, check_scalar
-from mgnn.backend import get_namespace, kernels_for
+from mgnn.backend import get_namespace
 from mgnn.losses import LOSSES, Loss
 from mgnn.propagation import Propagation, SerialPropagation
 from mgnn.vectorspace import EuclideanSpace
@@ -48,16 +48,6 @@ def check_targets(net, Y, name="Y", n=None):
     if n is not None and Y.shape[0] != n:
         raise ValueError(f"{name} must have {n} rows (one per sample of X), got {Y.shape[0]}")
     return Y
-
-
-def _column_sum(k, xp, A, out):
-    """``out = A.sum(axis=0)``: the kernel module's column sum where it has one (the GPU:
-    a block reduction; CuPy's axis-0 reduction is slow), else the namespace's."""
-    f = getattr(k, "column_sum", None)
-    if f is not None:
-        f(A, out)
-    else:
-        xp.sum(A, axis=0, out=out)
 
 
 def _namespace_name(xp):
@@ -283,23 +273,14 @@ class Objective:
         """Objective value and gradient (by the adjoint sweep)."""
         theta = self._check_theta(theta)
         net, xp = self.net, self.xp
-        k = kernels_for(xp)
         X, Y, share = self._data(batch)
         ws = self._workspace(X.shape[0], batch)
         out = self._forward(theta, X, ws)
         val = self.loss.value_grad(out, Y, ws.G, xp)
         grad = xp.empty_like(theta)
-        p, g = net.unpack(theta), net.unpack(grad)
-        # closing layer
-        xp.matmul(ws.G.T, ws.U[-1], out=g.W_close)
-        _column_sum(k, xp, ws.G, g.b_close)
-        lam_N = ws.L[0]
-        xp.matmul(ws.G, p.W_close, out=lam_N)
-        # residual layers
-        lam_0 = self.propagation.backward(net, theta, ws, lam_N, g.blocks)
-        # opening layer
-        k.adjoint_step(lam_0, X, p.W_open, ws.S_open, 1.0, net.act_open, ws.D_open,
-                       gW=g.W_open, gb=g.b_open, skip=False)
+        lam_N = net.close_adjoint(theta, ws, grad)
+        lam_0 = self.propagation.backward(net, theta, ws, lam_N, net.unpack(grad).blocks)
+        net.open_adjoint(theta, X, ws, lam_0, grad)
         val += self._regularisation(theta, grad)
         self.counter.charge("grad", share)
         self._after_evaluation(val)
@@ -314,42 +295,23 @@ class Objective:
         theta = self._check_theta(theta)
         v = self._check_theta(v, "v")
         net, xp = self.net, self.xp
-        k = kernels_for(xp)
         X, Y, share = self._data(batch)
         ws = self._workspace(X.shape[0], batch)
         ws.ensure_second_order()
-        p, dp = net.unpack(theta), net.unpack(v)
         out = self._forward(theta, X, ws)
         # tangent sweep
-        k.tangent_step(X, None, p.W_open, dp.W_open, dp.b_open, ws.S_open, 1.0, net.act_open,
-                       ws.dZ_open, ws.dU[0], skip=False)
+        net.open_tangent(theta, v, X, ws)
         self.propagation.tangent(net, theta, v, ws)
-        xp.matmul(ws.dU[-1], p.W_close.T, out=ws.dY)
-        xp.matmul(ws.U[-1], dp.W_close.T, out=ws.G)  # G as scratch
-        ws.dY += ws.G
-        ws.dY += dp.b_close
+        net.close_tangent(theta, v, ws)
         # loss: first and second derivative at the output
         self.loss.value_grad(out, Y, ws.G, xp)
         self.loss.hessp(out, ws.dY, ws.dG, xp)
         hv = xp.empty_like(theta)
-        h = net.unpack(hv)
-        # closing layer
-        xp.matmul(ws.dG.T, ws.U[-1], out=h.W_close)
-        xp.matmul(ws.G.T, ws.dU[-1], out=ws.tmpWc)
-        xp.add(h.W_close, ws.tmpWc, out=h.W_close)
-        _column_sum(k, xp, ws.dG, h.b_close)
-        lam_N, dlam_N = ws.L[0], ws.dL[0]
-        xp.matmul(ws.G, p.W_close, out=lam_N)
-        xp.matmul(ws.dG, p.W_close, out=dlam_N)
-        xp.matmul(ws.G, dp.W_close, out=ws.tmp)
-        dlam_N += ws.tmp
+        lam_N, dlam_N = net.close_soadjoint(theta, v, ws, hv)
         # residual layers
         lam_0, dlam_0 = self.propagation.second_order_backward(net, theta, v, ws, lam_N,
-                                                               dlam_N, h.blocks)
-        # opening layer (its input is data: no state direction)
-        k.soadjoint_step(lam_0, dlam_0, X, None, p.W_open, dp.W_open, ws.S_open, ws.dZ_open,
-                         1.0, net.act_open, ws.D_open, ws.dD, dgW=h.W_open, dgb=h.b_open,
-                         skip=False)
+                                                               dlam_N, net.unpack(hv).blocks)
+        net.open_soadjoint(theta, v, X, ws, lam_0, dlam_0, hv)
         # the regulariser is a quadratic form: its gradient at v is its Hessian applied to v
         self._regularisation(v, hv)
         self.counter.charge("hessp", share)
@@ -432,10 +394,10 @@ class Objective:
         self._forward(theta, X, ws)
         self.counter.charge("value", share)
         self._charge_propagation()
+        A = self.net.features(ws)
         if out is None:
-            return ws.U[-1].copy(), Y
-        if tuple(out.shape) != (X.shape[0], self.net.width):
-            raise ValueError(f"out must have shape ({X.shape[0]}, {self.net.width}), got "
-                             f"{tuple(out.shape)}")
-        out[...] = ws.U[-1]
+            return A.copy(), Y
+        if tuple(out.shape) != tuple(A.shape):
+            raise ValueError(f"out must have shape {tuple(A.shape)}, got {tuple(out.shape)}")
+        out[...] = A
         return out, Y

@@ -70,7 +70,12 @@ class SerialPropagation(Propagation):
     def __repr__(self):
         return "SerialPropagation()"
 
+    # A network that brings its own serial sweeps (``net.sweep_forward`` and its
+    # twins, e.g. :class:`~mgnn.nets.ConvResNet`) is swept by them; the dense
+    # ResNet takes the code paths below.
     def forward(self, net, theta, ws):
+        if hasattr(net, "sweep_forward"):
+            return net.sweep_forward(theta, ws)
         k = kernels_for(ws.xp)
         p = net.unpack(theta)
         U, S, h, act = ws.U, ws.S, net.h, net.act
@@ -81,6 +86,8 @@ class SerialPropagation(Propagation):
             k.forward_step(U[n], p.W[n], p.b[n], h, act, S[n], U[n + 1])
 
     def backward(self, net, theta, ws, lam_N, grad_blocks):
+        if hasattr(net, "sweep_backward"):
+            return net.sweep_backward(theta, ws, lam_N, grad_blocks)
         k = kernels_for(ws.xp)
         p = net.unpack(theta)
         w = net.width
@@ -101,6 +108,8 @@ class SerialPropagation(Propagation):
         return L[cur]
 
     def tangent(self, net, theta, dtheta, ws):
+        if hasattr(net, "sweep_tangent"):
+            return net.sweep_tangent(theta, dtheta, ws)
         k = kernels_for(ws.xp)
         p = net.unpack(theta)
         dp = net.unpack(dtheta)
@@ -112,6 +121,9 @@ class SerialPropagation(Propagation):
                            net.act, ws.dZ[n], ws.dU[n + 1], T=ws.tmp)
 
     def second_order_backward(self, net, theta, dtheta, ws, lam_N, dlam_N, hv_blocks):
+        if hasattr(net, "sweep_second_order_backward"):
+            return net.sweep_second_order_backward(theta, dtheta, ws, lam_N, dlam_N,
+                                                   hv_blocks)
         k = kernels_for(ws.xp)
         p = net.unpack(theta)
         dp = net.unpack(dtheta)

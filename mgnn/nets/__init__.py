@@ -1,5 +1,7 @@
 """Networks as explicit parameter objects over one flat vector ``theta``."""
 
+from mgnn.nets.conv import ConvResNet, ConvResNetParams, ConvWorkspace
 from mgnn.nets.resnet import ResNet, ResNetParams, Workspace
 
-__all__ = ["ResNet", "ResNetParams", "Workspace"]
+__all__ = ["ConvResNet", "ConvResNetParams", "ConvWorkspace", "ResNet", "ResNetParams",
+           "Workspace"]

@@ -32,7 +32,7 @@ from mgnn._validation import (
     check_positive_int,
     check_scalar,
 )
-from mgnn.backend import get_namespace, kernels_for
+from mgnn.backend import column_sum, get_namespace, kernels_for
 from mgnn.kernels.cpu import ACTIVATIONS
 
 TASKS = ("classification", "regression")
@@ -415,6 +415,73 @@ class ResNet:
         if self.task == "classification":
             return Y.argmax(axis=1)
         return Y
+
+    # ------------------------------------- opening and closing (the Objective protocol)
+    # What :class:`~mgnn.objective.Objective` asks of a network around the residual
+    # layers (which a Propagation sweeps): the closing layer's adjoint, tangent and
+    # second-order adjoint, and the opening layer's. Another network class
+    # (:class:`~mgnn.nets.ConvResNet`) implements the same methods.
+    def close_adjoint(self, theta, ws, grad):
+        """Closing layer's gradient (into ``grad``) from the loss gradient ``ws.G``;
+        returns the adjoint ``lam_N`` of the last state (``ws.L[0]``)."""
+        xp = ws.xp
+        p, g = self.unpack(theta), self.unpack(grad)
+        xp.matmul(ws.G.T, ws.U[-1], out=g.W_close)
+        column_sum(ws.G, g.b_close, xp)
+        lam_N = ws.L[0]
+        xp.matmul(ws.G, p.W_close, out=lam_N)
+        return lam_N
+
+    def open_adjoint(self, theta, X, ws, lam_0, grad):
+        """Opening layer's weight and bias gradient (into ``grad``) from ``lam_0``."""
+        k = kernels_for(ws.xp)
+        p, g = self.unpack(theta), self.unpack(grad)
+        k.adjoint_step(lam_0, X, p.W_open, ws.S_open, 1.0, self.act_open, ws.D_open,
+                       gW=g.W_open, gb=g.b_open, skip=False)
+
+    def open_tangent(self, theta, v, X, ws):
+        """Tangent of the opening layer along ``v``: fills ``ws.dU[0]``, ``ws.dZ_open``."""
+        k = kernels_for(ws.xp)
+        p, dp = self.unpack(theta), self.unpack(v)
+        k.tangent_step(X, None, p.W_open, dp.W_open, dp.b_open, ws.S_open, 1.0, self.act_open,
+                       ws.dZ_open, ws.dU[0], skip=False)
+
+    def close_tangent(self, theta, v, ws):
+        """Tangent of the output along ``v``: fills ``ws.dY`` (uses ``ws.G`` as scratch)."""
+        xp = ws.xp
+        p, dp = self.unpack(theta), self.unpack(v)
+        xp.matmul(ws.dU[-1], p.W_close.T, out=ws.dY)
+        xp.matmul(ws.U[-1], dp.W_close.T, out=ws.G)  # G as scratch
+        ws.dY += ws.G
+        ws.dY += dp.b_close
+
+    def close_soadjoint(self, theta, v, ws, hv):
+        """Closing layer's Hessian-vector product (into ``hv``) from ``ws.G`` and
+        ``ws.dG``; returns ``(lam_N, dlam_N)``."""
+        xp = ws.xp
+        p, dp, h = self.unpack(theta), self.unpack(v), self.unpack(hv)
+        xp.matmul(ws.dG.T, ws.U[-1], out=h.W_close)
+        xp.matmul(ws.G.T, ws.dU[-1], out=ws.tmpWc)
+        xp.add(h.W_close, ws.tmpWc, out=h.W_close)
+        column_sum(ws.dG, h.b_close, xp)
+        lam_N, dlam_N = ws.L[0], ws.dL[0]
+        xp.matmul(ws.G, p.W_close, out=lam_N)
+        xp.matmul(ws.dG, p.W_close, out=dlam_N)
+        xp.matmul(ws.G, dp.W_close, out=ws.tmp)
+        dlam_N += ws.tmp
+        return lam_N, dlam_N
+
+    def open_soadjoint(self, theta, v, X, ws, lam_0, dlam_0, hv):
+        """Opening layer's Hessian-vector product (into ``hv``); its input is data."""
+        k = kernels_for(ws.xp)
+        p, dp, h = self.unpack(theta), self.unpack(v), self.unpack(hv)
+        k.soadjoint_step(lam_0, dlam_0, X, None, p.W_open, dp.W_open, ws.S_open, ws.dZ_open,
+                         1.0, self.act_open, ws.D_open, ws.dD, dgW=h.W_open, dgb=h.b_open,
+                         skip=False)
+
+    def features(self, ws):
+        """The closing layer's input of the last forward sweep (``ws.U[-1]``)."""
+        return ws.U[-1]
 
 
 def box_layer(rng, n_neurons, lo, hi):

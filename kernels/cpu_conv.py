@@ -1,0 +1,250 @@
+"""CPU kernels of the 3x3 convolutional residual layer (im2col + BLAS + fused elementwise).
+
+A layer maps a batch of images ``U`` with ``C`` channels on an ``H x W`` grid to
+
+    Z = K * U + b,        U_next = skip * U + h * sigma(Z),
+
+where ``K * U`` is the 3x3 convolution (cross-correlation, as in every deep-learning
+library) with zero "same" padding and stride 1, ``K`` maps ``C_in`` to ``C_out``
+channels. ``skip = 1``, ``C_in = C_out`` is a residual layer; ``skip = 0``, ``h = 1``
+the opening layer.
+
+Layouts (all C-contiguous):
+
+* an image batch is a 2-D array ``(s, H*W*C)``, channels last: sample ``i``,
+  pixel ``(y, x)``, channel ``c`` at ``[i, (y*W + x)*C + c]``. Seen as
+  ``(s*H*W, C)`` it is one row per pixel, which is how the GEMMs see it;
+* a kernel ``K`` is ``(3, 3, C_in, C_out)`` (HWIO), seen as the matrix
+  ``(9*C_in, C_out)`` whose row ``(ky*3 + kx)*C_in + ci`` multiplies the input
+  pixel at offset ``(ky - 1, kx - 1)``, channel ``ci``;
+* the im2col matrix ``col`` is ``(s*H*W, 9*C_in)``: row ``(i, y, x)`` holds the
+  3x3 neighbourhood of pixel ``(y, x)`` of sample ``i`` (zeros outside the image).
+
+Then ``Z = col(U) @ K + b`` (one BLAS GEMM), the kernel gradient is
+``col(U)^T D`` and the input adjoint is ``col^T(D K^T)``: the GEMM ``E = D K^T``
+(``(s*H*W, 9*C_in)``) followed by :func:`col2im_add`, which gathers each
+pixel's nine contributions (no scatter, so no write conflicts: threads split the
+samples and every result is independent of the thread count). The elementwise work
+(bias, activation, its derivatives, skip, bias-gradient sums) is the dense layer's
+fused kernels of :mod:`mgnn.kernels.cpu` applied to the ``(s*H*W, C)`` view.
+
+Why im2col + BLAS and not a direct loop: at the shapes of the examples (8x8 to
+28x28 images, 4 to 32 channels) the convolution is a GEMM of inner dimension
+``9*C`` = 36..288, where BLAS runs near its peak; a direct Numba loop over the nine
+offsets has an inner dimension of ``C`` only. See ``benchmarks/conv_step.py`` for the
+measured rates.
+
+Every function writes into caller buffers; nothing of the size of a batch is
+allocated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cpu import _delta_fuse, _dummy, _forward_fuse, _soadjoint_fuse, _tangent_fuse
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def im2col(U, H, W, C, col):
+    """``col[(i*H + y)*W + x, (ky*3 + kx)*C + c] = U[i, ((y+ky-1)*W + x+kx-1)*C + c]``
+    (zero outside the image).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> U = np.arange(4.0).reshape(1, 4)          # one 2x2 image, one channel
+    >>> col = np.empty((4, 9))
+    >>> im2col(U, 2, 2, 1, col)
+    >>> col[0]                                     # neighbourhood of pixel (0, 0)
+    array([0., 0., 0., 0., 0., 1., 0., 2., 3.])
+    """
+    s = U.shape[0]
+    zero = col.dtype.type(0.0)
+    for i in prange(s):
+        for y in range(H):
+            for x in range(W):
+                r = (i * H + y) * W + x
+                for ky in range(3):
+                    yy = y + ky - 1
+                    for kx in range(3):
+                        xx = x + kx - 1
+                        o = (ky * 3 + kx) * C
+                        if 0 <= yy < H and 0 <= xx < W:
+                            src = (yy * W + xx) * C
+                            for c in range(C):
+                                col[r, o + c] = U[i, src + c]
+                        else:
+                            for c in range(C):
+                                col[r, o + c] = zero
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def col2im_add(E, H, W, C, base, out, has_base):
+    """``out = base + col^T(E)``: the adjoint of :func:`im2col` (``base`` ignored
+    unless ``has_base``). ``out`` may be ``base``.
+
+    Pixel ``(y, x)`` gathers ``E[row of (y-ky+1, x-kx+1), (ky*3 + kx)*C + c]`` over the
+    nine offsets, in a fixed order.
+    """
+    s = out.shape[0]
+    for i in prange(s):
+        for y in range(H):
+            for x in range(W):
+                dst = (y * W + x) * C
+                for c in range(C):
+                    acc = base[i, dst + c] if has_base else out.dtype.type(0.0)
+                    for ky in range(3):
+                        yy = y - ky + 1
+                        if yy < 0 or yy >= H:
+                            continue
+                        for kx in range(3):
+                            xx = x - kx + 1
+                            if xx < 0 or xx >= W:
+                                continue
+                            acc += E[(i * H + yy) * W + xx, (ky * 3 + kx) * C + c]
+                    out[i, dst + c] = acc
+
+
+def _rows(a, C):
+    """An image batch ``(s, H*W*C)`` as its pixel rows ``(s*H*W, C)`` (a view)."""
+    return a.reshape(-1, C)
+
+
+def _col(buf, n_rows, width):
+    """A C-contiguous ``(n_rows, width)`` view at the start of the flat scratch ``buf``."""
+    return buf[: n_rows * width].reshape(n_rows, width)
+
+
+def conv_forward_step(U, K, b, h, act, H, W, S, out, colbuf, skip=True):
+    """One convolutional layer forward: ``out = skip*U + h*sigma(K * U + b)``.
+
+    Parameters
+    ----------
+    U : (s, H*W*C_in) array
+        Input images (channels last).
+    K : (3, 3, C_in, C_out) array
+        Kernel; ``b`` : (C_out,) bias.
+    h : float
+        Step size (1 for the opening layer).
+    act : int
+        Activation code (:data:`mgnn.kernels.cpu.ACTIVATIONS`).
+    H, W : int
+        Image height and width.
+    S : (s, H*W*C_out) array
+        Output: the record (``tanh(Z)`` for tanh, else ``Z``).
+    out : (s, H*W*C_out) array
+        Output images; may not alias ``U``.
+    colbuf : 1-D array
+        Scratch of at least ``s*H*W*9*C_in`` entries.
+    skip : bool
+        Residual connection (``C_in == C_out``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mgnn.kernels.cpu import ACTIVATIONS
+    >>> U = np.ones((1, 4)); K = np.zeros((3, 3, 1, 1)); K[1, 1] = 2.0   # 2x2 image
+    >>> S = np.empty((1, 4)); out = np.empty((1, 4)); col = np.empty(36)
+    >>> conv_forward_step(U, K, np.zeros(1), 0.5, ACTIVATIONS["relu"], 2, 2, S, out, col)
+    >>> out
+    array([[2., 2., 2., 2.]])
+    """
+    C_in, C_out = K.shape[2], K.shape[3]
+    s = U.shape[0]
+    col = _col(colbuf, s * H * W, 9 * C_in)
+    im2col(U, H, W, C_in, col)
+    S2 = _rows(S, C_out)
+    np.matmul(col, K.reshape(9 * C_in, C_out), out=S2)
+    O2 = _rows(out, C_out)
+    _forward_fuse(_rows(U, C_in) if skip else O2, S2, b, S.dtype.type(h), act, bool(skip), O2)
+
+
+def conv_adjoint_step(L_next, U, K, S, h, act, H, W, D, colbuf, L=None, gK=None, gb=None,
+                      skip=True):
+    """Transpose of one convolutional layer's Jacobian applied to ``L_next``.
+
+    With ``D = h*sigma'(Z) * L_next`` (written to ``D``, ``(s, H*W*C_out)``):
+    ``L = skip*L_next + col^T(D K^T)`` (skipped when ``L`` is None),
+    ``gK = col(U)^T D`` and ``gb = sum over pixels and samples of D`` (skipped when
+    None). ``colbuf`` holds at least ``s*H*W*9*max(C_in, C_out)`` entries; ``L`` may
+    be ``L_next``.
+    """
+    C_in, C_out = K.shape[2], K.shape[3]
+    s = U.shape[0]
+    n = s * H * W
+    D2 = _rows(D, C_out)
+    want_gb = gb is not None
+    _delta_fuse(_rows(S, C_out), _rows(L_next, C_out), S.dtype.type(h), act, D2,
+                gb if want_gb else _dummy(S.dtype, 1), want_gb)
+    if gK is not None:
+        col = _col(colbuf, n, 9 * C_in)
+        im2col(U, H, W, C_in, col)
+        np.matmul(col.T, D2, out=gK.reshape(9 * C_in, C_out))
+    if L is not None:
+        E = _col(colbuf, n, 9 * C_in)
+        np.matmul(D2, K.reshape(9 * C_in, C_out).T, out=E)
+        col2im_add(E, H, W, C_in, L_next, L, bool(skip))
+
+
+def conv_tangent_step(U, dU, K, dK, db, S, h, act, H, W, dZ, out, colbuf, T, skip=True):
+    """Tangent of one convolutional layer along ``(dU, dK, db)``.
+
+    ``dZ = K * dU + dK * U + db`` (the tangent record, written to ``dZ``) and
+    ``out = skip*dU + h*sigma'(Z) dZ``. ``dU`` may be None (the opening layer: its
+    input is data). ``T`` is ``(s, H*W*C_out)`` scratch.
+    """
+    C_in, C_out = K.shape[2], K.shape[3]
+    s = U.shape[0]
+    n = s * H * W
+    col = _col(colbuf, n, 9 * C_in)
+    dZ2 = _rows(dZ, C_out)
+    im2col(U, H, W, C_in, col)
+    np.matmul(col, dK.reshape(9 * C_in, C_out), out=dZ2)
+    want_T = dU is not None
+    T2 = _rows(T, C_out)
+    if want_T:
+        im2col(dU, H, W, C_in, col)
+        np.matmul(col, K.reshape(9 * C_in, C_out), out=T2)
+    O2 = _rows(out, C_out)
+    _tangent_fuse(dZ2, T2, db, _rows(S, C_out), _rows(dU, C_in) if (skip and want_T) else O2,
+                  S.dtype.type(h), act, bool(skip and want_T), want_T, O2)
+
+
+def conv_soadjoint_step(L_next, dL_next, U, dU, K, dK, S, dZ, h, act, H, W, D, dD, colbuf,
+                        L=None, dL=None, dgK=None, dgb=None, skip=True):
+    """Second-order adjoint of one convolutional layer.
+
+    With ``D = h sigma'(Z) L_next`` and ``dD = h (sigma''(Z) dZ L_next + sigma'(Z)
+    dL_next)``: ``dgK = col(U)^T dD + col(dU)^T D``, ``dgb = sums of dD`` (the layer's
+    Hessian-vector product), ``L = skip*L_next + col^T(D K^T)`` and ``dL =
+    skip*dL_next + col^T(dD K^T + D dK^T)``. ``dU`` may be None (opening layer),
+    ``L``/``dL`` None when not wanted. ``colbuf`` holds at least
+    ``s*H*W*9*max(C_in, C_out)`` entries.
+    """
+    C_in, C_out = K.shape[2], K.shape[3]
+    s = U.shape[0]
+    n = s * H * W
+    D2, dD2 = _rows(D, C_out), _rows(dD, C_out)
+    hb = dgb if dgb is not None else np.empty(C_out, S.dtype)
+    _soadjoint_fuse(_rows(S, C_out), _rows(dZ, C_out), _rows(L_next, C_out),
+                    _rows(dL_next, C_out), S.dtype.type(h), act, D2, dD2,
+                    _dummy(S.dtype, 1), hb, False)
+    Km = K.reshape(9 * C_in, C_out)
+    col = _col(colbuf, n, 9 * C_in)
+    if dgK is not None:
+        G = dgK.reshape(9 * C_in, C_out)
+        im2col(U, H, W, C_in, col)
+        np.matmul(col.T, dD2, out=G)
+        if dU is not None:
+            im2col(dU, H, W, C_in, col)
+            G += col.T @ D2
+    if L is not None:
+        np.matmul(D2, Km.T, out=col)
+        col2im_add(col, H, W, C_in, L_next, L, bool(skip))
+    if dL is not None:
+        np.matmul(dD2, Km.T, out=col)
+        col2im_add(col, H, W, C_in, dL_next, dL, bool(skip))
+        np.matmul(D2, dK.reshape(9 * C_in, C_out).T, out=col)
+        col2im_add(col, H, W, C_in, dL, dL, True)

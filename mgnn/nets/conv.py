@@ -1,0 +1,564 @@
+"""A convolutional residual network as an explicit parameter object over one flat ``theta``.
+
+The network is the forward-Euler discretisation of u' = sigma(K(t) * u + b(t)) on
+[0, T], where u(t) is a stack of ``channels`` images on an ``H x W`` grid and
+``K(t) *`` a 3x3 convolution (zero "same" padding, stride 1)::
+
+    U_0     = sigma_o(K_open * X + b_open)                 (C_in -> c channels)
+    U_{n+1} = U_n + h sigma(K_n * U_n + b_n),  n = 0..N-1  (residual layers, c -> c)
+    F       = mean over pixels of U_N   (pooling='average';  (s, c))
+            = U_N                       (pooling='flatten';  (s, H*W*c))
+    Y       = F W_close^T + b_close                        (s x n_out)
+
+Images are rows of a 2-D array, channels last: sample ``i``, pixel ``(y, x)``,
+channel ``ch`` at ``X[i, (y*W + x)*C_in + ch]``; so ``X.reshape(s, H, W, C_in)``
+is the batch of images, and a batch of one-channel images ``(s, H, W)`` is
+``images.reshape(s, H*W)``. The states ``U_n`` are ``(s, H*W*c)`` the same way,
+which makes ``width = H*W*c`` the state dimension of the ODE, as for
+:class:`~mgnn.nets.ResNet`.
+
+Layout of ``theta`` (C-ordered, contiguous blocks; kernels HWIO)::
+
+    [ K_open (3, 3, C_in, c) | b_open (c) |
+      layer 0: K_0 (3, 3, c, c), b_0 (c) | ... | layer N-1 |
+      W_close (n_out, n_features) | b_close (n_out) ]
+
+Each residual layer's kernel and bias sit together (``blocks[n]``), so a range of
+layers is a contiguous slice of ``theta`` and the depth transfers, the smoothness
+regulariser and the layer-range bookkeeping of :class:`~mgnn.nets.ResNet` apply
+unchanged.
+
+The kernels are :mod:`mgnn.kernels.cpu_conv` (im2col + BLAS + fused elementwise
+passes); a network on CuPy arrays is not supported yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mgnn._validation import (
+    check_array,
+    check_choice,
+    check_dtype,
+    check_positive_int,
+    check_scalar,
+)
+from mgnn.backend import get_namespace
+from mgnn.kernels import cpu_conv as kc
+from mgnn.kernels.cpu import ACTIVATIONS
+from mgnn.nets.resnet import INIT_SCHEMES, TASKS, box_layer
+
+POOLINGS = ("average", "flatten")
+
+
+@dataclass(frozen=True)
+class ConvResNetParams:
+    """Zero-copy named views into a parameter vector (see :meth:`ConvResNet.unpack`)."""
+
+    K_open: np.ndarray  # (3, 3, C_in, c)
+    b_open: np.ndarray  # (c,)
+    K: np.ndarray  # (depth, 3, 3, c, c)
+    b: np.ndarray  # (depth, c)
+    W_close: np.ndarray  # (n_out, n_features)
+    b_close: np.ndarray  # (n_out,)
+    blocks: np.ndarray  # (depth, 9 c^2 + c): layer n's [K_n, b_n]
+    opening: np.ndarray
+    residual: np.ndarray
+    closing: np.ndarray
+
+
+class ConvWorkspace:
+    """Preallocated buffers for the sweeps of a :class:`ConvResNet` on ``s`` samples.
+
+    ``U`` (depth+1, s, width) holds every state, ``S`` (depth, s, width) every
+    layer record, ``F`` (s, n_features) the pooled features (a view of ``U[-1]``
+    with ``pooling='flatten'``), ``col`` the im2col scratch. Tangent and
+    second-order buffers come with :meth:`ensure_second_order`.
+    """
+
+    def __init__(self, net, s, xp=np):
+        if xp is not np:
+            raise NotImplementedError("ConvResNet runs on NumPy arrays only (no GPU kernels "
+                                      "for convolutions yet)")
+        w, N, m, dt = net.width, net.depth, net.n_out, net.dtype
+        self.s, self.xp = s, xp
+        self.U = np.empty((N + 1, s, w), dt)
+        self.S = np.empty((N, s, w), dt)
+        self.S_open = np.empty((s, w), dt)
+        self.F = self.U[-1] if net.pooling == "flatten" else np.empty((s, net.n_features), dt)
+        self.Y = np.empty((s, m), dt)
+        self.G = np.empty((s, m), dt)
+        self.A = np.empty((s, net.n_features), dt)  # adjoint of the features
+        self.L = np.empty((2, s, w), dt)
+        self.D = np.empty((s, w), dt)
+        self.D_open = np.empty((s, w), dt)
+        self.col = np.empty(s * net.n_pixels * 9 * max(net.in_channels, net.channels), dt)
+        self.second_order = False
+        self._net = net
+
+    def ensure_second_order(self):
+        """Allocate the tangent and second-order adjoint buffers (once)."""
+        if self.second_order:
+            return
+        net, s = self._net, self.s
+        w, N, m, dt = net.width, net.depth, net.n_out, net.dtype
+        self.dU = np.empty((N + 1, s, w), dt)
+        self.dZ = np.empty((N, s, w), dt)
+        self.dZ_open = np.empty((s, w), dt)
+        self.dL = np.empty((2, s, w), dt)
+        self.dD = np.empty((s, w), dt)
+        self.dF = self.dU[-1] if net.pooling == "flatten" else np.empty((s, net.n_features), dt)
+        self.dY = np.empty((s, m), dt)
+        self.dG = np.empty((s, m), dt)
+        self.tmp = np.empty((s, w), dt)
+        self.tmpWc = np.empty((m, net.n_features), dt)
+        self.tmpF = np.empty((s, net.n_features), dt)
+        self.second_order = True
+
+    def nbytes(self):
+        return sum(v.nbytes for v in vars(self).values() if hasattr(v, "nbytes"))
+
+
+class ConvResNet:
+    """Convolutional residual network ``u <- u + h sigma(K_n * u + b_n)`` over a flat ``theta``.
+
+    Parameters
+    ----------
+    image_shape : (H, W) or (H, W, C_in)
+        Image height, width and input channels (default 1).
+    channels : int
+        Channels c of the residual layers.
+    depth : int
+        Number of residual layers N; h = T / N.
+    n_out : int
+        Classes (classification) or outputs (regression).
+    T : float
+        Final time of the ODE.
+    activation : {'tanh', 'relu', 'smooth_relu', 'identity'}
+    task : {'classification', 'regression'}
+    opening_activation : bool
+        Apply sigma after the opening convolution.
+    pooling : {'average', 'flatten'}
+        Closing layer input: the channel means over the pixels (c features) or the
+        whole final state (H*W*c features).
+    dtype : {float64, float32}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> net = ConvResNet((8, 8), 4, 6, 10, T=3.0, activation="relu")
+    >>> net
+    ConvResNet(image_shape=(8, 8, 1), channels=4, depth=6, n_out=10, T=3.0, h=0.5,
+               activation='relu', pooling='average', n_params=1058, dtype=float64)
+    >>> theta = net.init(np.random.default_rng(0))
+    >>> net.forward(theta, np.zeros((3, 64))).shape
+    (3, 10)
+    >>> p = net.unpack(theta)
+    >>> p.K.shape, np.shares_memory(p.K, theta)
+    ((6, 3, 3, 4, 4), True)
+    """
+
+    def __init__(self, image_shape, channels, depth, n_out, *, T=1.0, activation="tanh",
+                 task="classification", opening_activation=True, pooling="average",
+                 dtype=np.float64):
+        shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else None
+        if shape is None or len(shape) not in (2, 3):
+            raise ValueError(f"image_shape must be (H, W) or (H, W, C_in), got {image_shape!r}")
+        if len(shape) == 2:
+            shape = shape + (1,)
+        self.H = check_positive_int(shape[0], "image_shape[0] (H)")
+        self.W = check_positive_int(shape[1], "image_shape[1] (W)")
+        self.in_channels = check_positive_int(shape[2], "image_shape[2] (C_in)")
+        self.image_shape = (self.H, self.W, self.in_channels)
+        self.channels = check_positive_int(channels, "channels")
+        self.depth = check_positive_int(depth, "depth")
+        self.n_out = check_positive_int(n_out, "n_out")
+        self.T = check_scalar(T, "T", low=0.0, low_open=True)
+        self.activation = check_choice(activation, "activation", tuple(ACTIVATIONS))
+        self.act = ACTIVATIONS[activation]
+        self.task = check_choice(task, "task", TASKS)
+        self.opening_activation = bool(opening_activation)
+        self.pooling = check_choice(pooling, "pooling", POOLINGS)
+        self.dtype = check_dtype(dtype)
+        self.h = self.T / self.depth
+        c, Ci = self.channels, self.in_channels
+        self.n_pixels = self.H * self.W
+        self.n_in = self.n_pixels * Ci
+        self.width = self.n_pixels * c
+        self.n_features = c if self.pooling == "average" else self.width
+        self.block_size = 9 * c * c + c
+        self.n_open = 9 * Ci * c + c
+        self.n_residual = self.depth * self.block_size
+        self.n_close = self.n_out * self.n_features + self.n_out
+        self.n_params = self.n_open + self.n_residual + self.n_close
+        self.act_open = self.act if self.opening_activation else ACTIVATIONS["identity"]
+
+    # ------------------------------------------------------------------ layout
+    def __repr__(self):
+        return (f"ConvResNet(image_shape={self.image_shape}, channels={self.channels}, "
+                f"depth={self.depth}, n_out={self.n_out}, T={self.T}, h={self.h:.6g}, "
+                f"activation={self.activation!r}, pooling={self.pooling!r}, "
+                f"n_params={self.n_params}, dtype={self.dtype})")
+
+    def get_config(self):
+        """Constructor arguments as plain data (what :mod:`mgnn.runs` saves)."""
+        return {"image_shape": list(self.image_shape), "channels": self.channels,
+                "depth": self.depth, "n_out": self.n_out, "T": self.T,
+                "activation": self.activation, "task": self.task,
+                "opening_activation": self.opening_activation, "pooling": self.pooling,
+                "dtype": np.dtype(self.dtype).name}
+
+    @classmethod
+    def from_config(cls, config):
+        """The network :meth:`get_config` describes."""
+        cfg = dict(config)
+        args = [tuple(cfg.pop("image_shape")), cfg.pop("channels"), cfg.pop("depth"),
+                cfg.pop("n_out")]
+        cfg["dtype"] = np.dtype(cfg["dtype"])
+        return cls(*args, **cfg)
+
+    def _replace(self, **kw):
+        cfg = self.get_config()
+        cfg.update(kw)
+        return ConvResNet.from_config(cfg)
+
+    def with_depth(self, depth, T=None):
+        """A network of the same kind with another depth (same T unless given)."""
+        return self._replace(depth=depth, T=self.T if T is None else T)
+
+    def with_channels(self, channels):
+        """A network of the same kind with another number of channels."""
+        return self._replace(channels=channels)
+
+    def with_width(self, width):
+        raise NotImplementedError("ConvResNet has no width hierarchy yet (channel pairing "
+                                  "is not implemented); use with_channels for another c")
+
+    def flops(self, s):
+        """Floating-point operations of one value-and-gradient sweep on ``s`` samples.
+
+        The GEMMs only (2 flops per multiply-add): per residual layer the forward
+        product, the kernel gradient and the input adjoint (each ``s*H*W*9*c*c``),
+        the opening layer's forward and kernel gradient, and the closing layer's
+        three products.
+        """
+        c, Ci, P, m = self.channels, self.in_channels, self.n_pixels, self.n_out
+        return 2 * s * (3 * self.depth * P * 9 * c * c + 2 * P * 9 * Ci * c
+                        + 3 * self.n_features * m)
+
+    def layer_slice(self, n0, n1=None):
+        """Slice of ``theta`` holding residual layers ``n0 .. n1-1`` (default: n0 only)."""
+        n1 = n0 + 1 if n1 is None else n1
+        if not 0 <= n0 <= n1 <= self.depth:
+            raise ValueError(f"layer range [{n0}, {n1}) outside 0..{self.depth}")
+        start = self.n_open + n0 * self.block_size
+        return slice(start, start + (n1 - n0) * self.block_size)
+
+    def check_theta(self, theta, name="theta"):
+        """Validate a parameter vector: 1-D, length ``n_params``, this dtype, finite."""
+        xp = get_namespace(theta)
+        return check_array(theta, name, shape=(self.n_params,), dtype=self.dtype, xp=xp)
+
+    def check_input(self, X, name="X"):
+        """Validate images given as rows ``(s, H*W*C_in)`` (channels last)."""
+        xp = get_namespace(X)
+        if getattr(X, "ndim", 2) != 2:
+            raise ValueError(f"{name} must be a 2-D array of images as rows (s, H*W*C_in) = "
+                             f"(s, {self.n_in}), got shape {tuple(X.shape)}; use "
+                             "images.reshape(len(images), -1) on channels-last images")
+        return check_array(X, name, shape=(None, self.n_in), dtype=self.dtype, xp=xp)
+
+    def unpack(self, theta):
+        """Named zero-copy views (:class:`ConvResNetParams`) into ``theta``."""
+        if theta.ndim != 1 or theta.shape[0] != self.n_params:
+            raise ValueError(f"theta must have shape ({self.n_params},), got {tuple(theta.shape)}")
+        c, Ci, N, m, F = self.channels, self.in_channels, self.depth, self.n_out, self.n_features
+        o = 0
+        opening = theta[o:o + self.n_open]
+        K_open = opening[: 9 * Ci * c].reshape(3, 3, Ci, c)
+        b_open = opening[9 * Ci * c:]
+        o += self.n_open
+        residual = theta[o:o + self.n_residual]
+        blocks = residual.reshape(N, self.block_size)
+        K = blocks[:, : 9 * c * c].reshape(N, 3, 3, c, c)
+        b = blocks[:, 9 * c * c:]
+        o += self.n_residual
+        closing = theta[o:]
+        W_close = closing[: m * F].reshape(m, F)
+        b_close = closing[m * F:]
+        return ConvResNetParams(K_open, b_open, K, b, W_close, b_close, blocks, opening,
+                                residual, closing)
+
+    def init(self, rng, scheme="glorot", inner_scale=0.0, box=None):
+        """Return a new parameter vector drawn from ``rng``.
+
+        The schemes of :meth:`mgnn.nets.ResNet.init`, with a kernel read as a dense
+        layer from the 3x3 patch of ``9*C_in`` inputs to the ``C_out`` channels:
+        ``'glorot'`` (uniform, limit sqrt(6/(fan_in+fan_out)), fan_in = 9 C_in,
+        fan_out = 9 C_out as in PyTorch), ``'he'`` (normal, variance 2/fan_in),
+        ``'layer_parallel'`` (Glorot opening and closing, residual kernels
+        ``inner_scale * U(-1, 1)``), ``'box'`` (every channel's hyperplane in patch
+        space cuts the box of its inputs; ``box = (lo, hi)`` is the range of the
+        pixel values, scalars or arrays of length C_in, default [0, 1]; residual
+        layer n has the box [0, (1 + h)^n]). Biases are zero except with ``'box'``;
+        the closing layer is Glorot in every scheme.
+
+        Examples
+        --------
+        >>> net = ConvResNet((4, 4), 2, 3, 2, activation="relu")
+        >>> theta = net.init(0, "box", box=(0.0, 16.0))
+        >>> bool(abs(theta).max() > 0)
+        True
+        """
+        check_choice(scheme, "scheme", INIT_SCHEMES)
+        inner_scale = check_scalar(inner_scale, "inner_scale", low=0.0)
+        if box is not None and scheme != "box":
+            raise ValueError(f"box has no effect with scheme={scheme!r}; use scheme='box'")
+        rng = np.random.default_rng(rng)
+        theta = np.zeros(self.n_params, dtype=self.dtype)
+        p = self.unpack(theta)
+        c, Ci = self.channels, self.in_channels
+
+        def draw_kernel(shape):  # (..., 3, 3, C_in, C_out)
+            fan_in, fan_out = 9 * shape[-2], 9 * shape[-1]
+            if scheme == "he":
+                return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+            lim = np.sqrt(6.0 / (fan_in + fan_out))
+            return rng.uniform(-lim, lim, size=shape)
+
+        lim = np.sqrt(6.0 / (self.n_features + self.n_out))
+        if scheme == "box":
+            lo, hi = self._check_box(box)
+            Wo, p.b_open[...] = box_layer(rng, c, np.tile(lo, 9), np.tile(hi, 9))
+            p.K_open[...] = Wo.T.reshape(3, 3, Ci, c)
+            zero = np.zeros(9 * c)
+            for n in range(self.depth):
+                Wn, p.b[n] = box_layer(rng, c, zero, np.full(9 * c, (1.0 + self.h) ** n))
+                p.K[n] = Wn.T.reshape(3, 3, c, c)
+            p.W_close[...] = rng.uniform(-lim, lim, size=p.W_close.shape)
+            return theta
+        p.K_open[...] = draw_kernel(p.K_open.shape)
+        p.W_close[...] = rng.uniform(-lim, lim, size=p.W_close.shape)
+        if scheme == "layer_parallel":
+            p.K[...] = inner_scale * rng.uniform(-1.0, 1.0, size=p.K.shape)
+        else:
+            p.K[...] = draw_kernel(p.K.shape)
+        return theta
+
+    def _check_box(self, box):
+        Ci = self.in_channels
+        if box is None:
+            return np.zeros(Ci), np.ones(Ci)
+        if not isinstance(box, (tuple, list)) or len(box) != 2:
+            raise TypeError(f"box must be a pair (lo, hi), got {box!r}")
+        lo, hi = (np.full(Ci, b, dtype=np.float64) if np.ndim(b) == 0
+                  else np.asarray(b, dtype=np.float64) for b in box)
+        check_array(lo, "box lo", shape=(Ci,))
+        check_array(hi, "box hi", shape=(Ci,))
+        if not np.all(lo < hi):
+            raise ValueError(f"box must have lo < hi in every channel, got lo={lo}, hi={hi}")
+        return lo, hi
+
+    def workspace(self, s, xp=np):
+        """Preallocated buffers (:class:`ConvWorkspace`) for a batch of ``s`` samples."""
+        return ConvWorkspace(self, check_positive_int(s, "s"), xp)
+
+    # ------------------------------------------------------------ layer steps
+    def open(self, theta, X, U0, S_open, ws):
+        """Opening layer ``U0 = sigma_o(K_open * X + b_open)`` (record in ``S_open``)."""
+        p = self.unpack(theta)
+        kc.conv_forward_step(X, p.K_open, p.b_open, 1.0, self.act_open, self.H, self.W,
+                             S_open, U0, ws.col, skip=False)
+
+    def step(self, n, u_in, u_out, theta, ws, h=None, record=None):
+        """Residual layer ``n``: ``u_out = u_in + h sigma(K_n * u_in + b_n)``.
+
+        ``ws`` is a :class:`ConvWorkspace` of the batch (its ``col`` is the im2col
+        scratch); ``record`` (s, width) receives the record (``ws.tmp``-sized
+        scratch when None is not allowed: pass a buffer).
+        """
+        p = self.unpack(theta)
+        kc.conv_forward_step(u_in, p.K[n], p.b[n], self.h if h is None else h, self.act,
+                             self.H, self.W, record, u_out, ws.col)
+
+    def step_adjoint(self, n, lam_next, lam_out, theta, u_n, record, D, ws, h=None,
+                     grad_block=None):
+        """Adjoint of residual layer ``n``; ``grad_block`` (length ``block_size``)
+        receives ``[col(u_n)^T D, sums of D]`` when given."""
+        p = self.unpack(theta)
+        c = self.channels
+        gK = gb = None
+        if grad_block is not None:
+            gK = grad_block[: 9 * c * c].reshape(3, 3, c, c)
+            gb = grad_block[9 * c * c:]
+        kc.conv_adjoint_step(lam_next, u_n, p.K[n], record, self.h if h is None else h,
+                             self.act, self.H, self.W, D, ws.col, L=lam_out, gK=gK, gb=gb)
+
+    def step_tangent(self, n, u_n, du_n, du_out, theta, dtheta, record, dZ, T, ws, h=None):
+        """Tangent of residual layer ``n`` along ``(du_n, dtheta's layer-n block)``."""
+        p, dp = self.unpack(theta), self.unpack(dtheta)
+        kc.conv_tangent_step(u_n, du_n, p.K[n], dp.K[n], dp.b[n], record,
+                             self.h if h is None else h, self.act, self.H, self.W, dZ,
+                             du_out, ws.col, T)
+
+    def step_soadjoint(self, n, lam_next, dlam_next, lam_out, dlam_out, theta, dtheta, u_n,
+                       du_n, record, dZ, D, dD, ws, h=None, hv_block=None):
+        """Second-order adjoint of residual layer ``n``; ``hv_block`` receives the
+        layer's Hessian-vector product."""
+        p, dp = self.unpack(theta), self.unpack(dtheta)
+        c = self.channels
+        hK = hb = None
+        if hv_block is not None:
+            hK = hv_block[: 9 * c * c].reshape(3, 3, c, c)
+            hb = hv_block[9 * c * c:]
+        kc.conv_soadjoint_step(lam_next, dlam_next, u_n, du_n, p.K[n], dp.K[n], record, dZ,
+                               self.h if h is None else h, self.act, self.H, self.W, D, dD,
+                               ws.col, L=lam_out, dL=dlam_out, dgK=hK, dgb=hb)
+
+    # ------------------------------------------- serial sweeps (SerialPropagation)
+    def sweep_forward(self, theta, ws):
+        """Fill ``ws.U[1:]`` and ``ws.S`` from ``ws.U[0]``, layer after layer."""
+        for n in range(self.depth):
+            self.step(n, ws.U[n], ws.U[n + 1], theta, ws, record=ws.S[n])
+
+    def sweep_backward(self, theta, ws, lam_N, grad_blocks):
+        """Adjoint sweep from ``lam_N``; returns the adjoint of ``U[0]``."""
+        L, cur = ws.L, 0
+        if lam_N is not L[0]:
+            L[0][...] = lam_N
+        for n in range(self.depth - 1, -1, -1):
+            self.step_adjoint(n, L[cur], L[1 - cur], theta, ws.U[n], ws.S[n], ws.D, ws,
+                              grad_block=grad_blocks[n])
+            cur = 1 - cur
+        return L[cur]
+
+    def sweep_tangent(self, theta, dtheta, ws):
+        """Tangent sweep from ``ws.dU[0]`` (fills ``ws.dU[1:]``, ``ws.dZ``)."""
+        for n in range(self.depth):
+            self.step_tangent(n, ws.U[n], ws.dU[n], ws.dU[n + 1], theta, dtheta, ws.S[n],
+                              ws.dZ[n], ws.tmp, ws)
+
+    def sweep_second_order_backward(self, theta, dtheta, ws, lam_N, dlam_N, hv_blocks):
+        """Second-order adjoint sweep; returns ``(lam_0, dlam_0)``."""
+        L, dL, cur = ws.L, ws.dL, 0
+        if lam_N is not L[0]:
+            L[0][...] = lam_N
+        if dlam_N is not dL[0]:
+            dL[0][...] = dlam_N
+        for n in range(self.depth - 1, -1, -1):
+            self.step_soadjoint(n, L[cur], dL[cur], L[1 - cur], dL[1 - cur], theta, dtheta,
+                                ws.U[n], ws.dU[n], ws.S[n], ws.dZ[n], ws.D, ws.dD, ws,
+                                hv_block=hv_blocks[n])
+            cur = 1 - cur
+        return L[cur], dL[cur]
+
+    # ------------------------------------- opening and closing (the Objective protocol)
+    def _pool(self, U, out):
+        """``out = mean over pixels of U`` for ``pooling='average'`` (no-op for flatten)."""
+        if self.pooling == "average":
+            np.sum(U.reshape(U.shape[0], self.n_pixels, self.channels), axis=1, out=out)
+            out *= 1.0 / self.n_pixels
+
+    def _unpool(self, A, out):
+        """Adjoint of :meth:`_pool`: ``out[i, pixel, :] = A[i] / n_pixels`` (or copy)."""
+        if self.pooling == "average":
+            out.reshape(out.shape[0], self.n_pixels, self.channels)[...] = (
+                A[:, None, :] * (1.0 / self.n_pixels))
+        else:
+            out[...] = A
+
+    def close(self, theta, ws):
+        """Closing layer on ``ws.U[-1]``: fills ``ws.F`` and ``ws.Y``."""
+        p = self.unpack(theta)
+        self._pool(ws.U[-1], ws.F)
+        np.matmul(ws.F, p.W_close.T, out=ws.Y)
+        ws.Y += p.b_close
+        return ws.Y
+
+    def output(self, theta, X, ws, propagation):
+        """Fill ``ws`` by a forward sweep with ``propagation`` and return ``ws.Y``."""
+        self.open(theta, X, ws.U[0], ws.S_open, ws)
+        propagation.forward(self, theta, ws)
+        return self.close(theta, ws)
+
+    def close_adjoint(self, theta, ws, grad):
+        """Closing layer's gradient (into ``grad``) from ``ws.G``; returns lam_N."""
+        p, g = self.unpack(theta), self.unpack(grad)
+        np.matmul(ws.G.T, ws.F, out=g.W_close)
+        np.sum(ws.G, axis=0, out=g.b_close)
+        lam_N = ws.L[0]
+        if self.pooling == "average":
+            np.matmul(ws.G, p.W_close, out=ws.A)
+            self._unpool(ws.A, lam_N)
+        else:
+            np.matmul(ws.G, p.W_close, out=lam_N)
+        return lam_N
+
+    def open_adjoint(self, theta, X, ws, lam_0, grad):
+        """Opening layer's kernel and bias gradient (into ``grad``) from ``lam_0``."""
+        p, g = self.unpack(theta), self.unpack(grad)
+        kc.conv_adjoint_step(lam_0, X, p.K_open, ws.S_open, 1.0, self.act_open, self.H,
+                             self.W, ws.D_open, ws.col, gK=g.K_open, gb=g.b_open, skip=False)
+
+    def open_tangent(self, theta, v, X, ws):
+        """Tangent of the opening layer along ``v``: fills ``ws.dU[0]``, ``ws.dZ_open``."""
+        p, dp = self.unpack(theta), self.unpack(v)
+        kc.conv_tangent_step(X, None, p.K_open, dp.K_open, dp.b_open, ws.S_open, 1.0,
+                             self.act_open, self.H, self.W, ws.dZ_open, ws.dU[0], ws.col,
+                             ws.tmp, skip=False)
+
+    def close_tangent(self, theta, v, ws):
+        """Tangent of the output: ``ws.dY = dF W_close^T + F dW_close^T + db_close``."""
+        p, dp = self.unpack(theta), self.unpack(v)
+        self._pool(ws.dU[-1], ws.dF)
+        np.matmul(ws.dF, p.W_close.T, out=ws.dY)
+        np.matmul(ws.F, dp.W_close.T, out=ws.G)  # G as scratch
+        ws.dY += ws.G
+        ws.dY += dp.b_close
+
+    def close_soadjoint(self, theta, v, ws, hv):
+        """Closing layer's Hessian-vector product (into ``hv``) from ``ws.G``,
+        ``ws.dG``; returns ``(lam_N, dlam_N)``."""
+        p, dp, h = self.unpack(theta), self.unpack(v), self.unpack(hv)
+        np.matmul(ws.dG.T, ws.F, out=h.W_close)
+        np.matmul(ws.G.T, ws.dF, out=ws.tmpWc)
+        np.add(h.W_close, ws.tmpWc, out=h.W_close)
+        np.sum(ws.dG, axis=0, out=h.b_close)
+        lam_N, dlam_N = ws.L[0], ws.dL[0]
+        np.matmul(ws.G, p.W_close, out=ws.A)
+        self._unpool(ws.A, lam_N)
+        np.matmul(ws.dG, p.W_close, out=ws.A)
+        np.matmul(ws.G, dp.W_close, out=ws.tmpF)
+        ws.A += ws.tmpF
+        self._unpool(ws.A, dlam_N)
+        return lam_N, dlam_N
+
+    def open_soadjoint(self, theta, v, X, ws, lam_0, dlam_0, hv):
+        """Opening layer's Hessian-vector product (into ``hv``); its input is data."""
+        p, dp, h = self.unpack(theta), self.unpack(v), self.unpack(hv)
+        kc.conv_soadjoint_step(lam_0, dlam_0, X, None, p.K_open, dp.K_open, ws.S_open,
+                               ws.dZ_open, 1.0, self.act_open, self.H, self.W, ws.D_open,
+                               ws.dD, ws.col, dgK=h.K_open, dgb=h.b_open, skip=False)
+
+    def features(self, ws):
+        """The closing layer's input of the last forward sweep (``ws.F``)."""
+        return ws.F
+
+    # ---------------------------------------------------------------- sweeps
+    def forward(self, theta, X):
+        """Network output for the images ``X`` (s, H*W*C_in): logits or predictions."""
+        theta = self.check_theta(theta)
+        X = self.check_input(X)
+        ws = self.workspace(X.shape[0], get_namespace(theta))
+        from mgnn.propagation import SerialPropagation
+
+        return self.output(theta, X, ws, SerialPropagation()).copy()
+
+    def predict(self, theta, X):
+        """Class labels (classification) or outputs (regression) for ``X``."""
+        Y = self.forward(theta, X)
+        if self.task == "classification":
+            return Y.argmax(axis=1)
+        return Y
