@@ -380,6 +380,9 @@ def by_neurons(net, n_subdomains, theta=None, similarity="cosine"):
     >>> d.sizes.tolist(), d.labels
     ([40, 42], ('neurons 0..1', 'neurons 2..3, closing bias'))
     """
+    from mgnn.nets.conv import refuse_conv
+
+    refuse_conv(net, "by_neurons", "channel groups are not implemented")
     w = net.width
     S = _check_count(n_subdomains, w, "state neurons")
     ents, b_close = _neuron_entries(net)
@@ -446,6 +449,9 @@ def by_tensors(net, n_subdomains, rng):
     >>> d.n_subdomains, int(d.sizes.sum()), d.description
     (3, 82, 'random tensors (seeded)')
     """
+    from mgnn.nets.conv import refuse_conv
+
+    refuse_conv(net, "by_tensors", "its tensor list is written for dense layers")
     tensors = _tensors(net)
     S = _check_count(n_subdomains, len(tensors), "weight and bias tensors")
     if rng is None:

@@ -145,6 +145,10 @@ class LayerParallelObjective:
 
     def __init__(self, net, X, Y, *, comm=None, data_comm=None, loss=None, tikhonov=0.0,
                  smoothness=0.0, propagation=None):
+        from mgnn.nets.conv import refuse_conv
+
+        refuse_conv(net, "LayerParallelObjective", "its opening and closing layers, "
+                    "halo exchange and MGRIT steppers are written for dense layers")
         self.net = net
         self.comm = get_comm(comm)
         self.data_comm = SerialComm() if data_comm is None else get_comm(data_comm)

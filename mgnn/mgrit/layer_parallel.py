@@ -526,6 +526,9 @@ class _Engine:
     layer communicator, with the partition of layers, points and halo weights."""
 
     def __init__(self, prop, net, s, xp, comm):
+        from mgnn.nets.conv import refuse_conv
+
+        refuse_conv(net, "MGRITPropagation", "MGRIT steppers over convolutional layers (ConvResNet steps with averaged coarse kernels, batched over layers) are not implemented")
         N, P, r = net.depth, comm.size, comm.rank
         if N < P:
             raise ValueError(f"the network has {N} residual layers, fewer than the {P} ranks "

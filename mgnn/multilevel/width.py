@@ -138,6 +138,9 @@ class WidthTransfer(Transfer):
     """
 
     def __init__(self, fine_net, coarse_net, coarse_of, shares, matching=None):
+        from mgnn.nets.conv import refuse_conv
+
+        refuse_conv(fine_net, "WidthTransfer", "channel pairing is not implemented")
         coarse_of = np.asarray(coarse_of)
         shares = np.asarray(shares, dtype=np.float64)
         w, wc = fine_net.width, coarse_net.width
@@ -271,6 +274,9 @@ class ComposedTransfer(Transfer):
 
 
 def _width_transfer(net, theta, match_options, max_pairs=None):
+    from mgnn.nets.conv import refuse_conv
+
+    refuse_conv(net, "width_hierarchy", "channel pairing is not implemented")
     D = state_descriptors(net, theta)
     m = match_neurons(D, max_pairs=max_pairs, **match_options)
     if m.coarse_width == net.width:

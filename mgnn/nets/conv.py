@@ -562,3 +562,12 @@ class ConvResNet:
         if self.task == "classification":
             return Y.argmax(axis=1)
         return Y
+
+
+def refuse_conv(net, what, missing):
+    """Raise ``NotImplementedError`` when ``net`` is a :class:`ConvResNet`, naming the
+    solver (``what``) and what it lacks for convolutional networks (``missing``)."""
+    if isinstance(net, ConvResNet):
+        raise NotImplementedError(f"{what} does not support ConvResNet yet: {missing}. "
+                                  "Use SerialPropagation (the default) and a depth "
+                                  "hierarchy, or a dense ResNet.")

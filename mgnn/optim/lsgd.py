@@ -283,20 +283,20 @@ class ClosingSolver:
         if tau is not None:
             from mgnn.backend import to_numpy
 
-            w, m = self.net.width, self.net.n_out
+            w, m = _n_features(self.net), self.net.n_out
             t = to_numpy(tau)[-self.net.n_close:].astype(np.float64)
             self.tau = np.vstack([t[: m * w].reshape(m, w).T, t[m * w:][None, :]])
         self._M = {}
         self.holds_closing = None
 
     def __repr__(self):
-        return (f"ClosingSolver(width={self.net.width}, n_out={self.net.n_out}, "
+        return (f"ClosingSolver(width={_n_features(self.net)}, n_out={self.net.n_out}, "
                 f"tikhonov={self.mu:g}, reg={self.reg:g}, tau={self.tau is not None})")
 
     def _buffer(self, s, xp):
         M = self._M.get(s)
         if M is None:
-            w, m = self.net.width, self.net.n_out
+            w, m = _n_features(self.net), self.net.n_out
             M = xp.empty((s, w + 1 + m), dtype=np.float64, order="F")
             self._M = {s: M}  # one buffer (batch sizes rarely change within a run)
         return M
@@ -315,7 +315,7 @@ class ClosingSolver:
 
         xp = get_namespace(theta)
         net = self.net
-        w, m = net.width, net.n_out
+        w, m = _n_features(net), net.n_out
         s = self.n_rows(batch)
         M = self._buffer(s, xp)
         A, Y = self.objective.features(theta, batch=batch, out=M[:, :w])
@@ -340,6 +340,11 @@ class ClosingSolver:
         closing = np.concatenate([xi[:w].T.ravel(), xi[w]]).astype(net.dtype)
         new[-net.n_close:] = closing if xp is np else xp.asarray(closing)
         return new, stats
+
+
+def _n_features(net):
+    """Inputs of the closing layer: ``net.n_features`` (ConvResNet), else the width."""
+    return getattr(net, "n_features", net.width)
 
 
 def check_lsgd_objective(objective):

@@ -1,0 +1,285 @@
+"""ConvResNet and its kernels: NumPy references, adjoint identities, derivatives, solvers."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mgnn.kernels import cpu_conv as kc
+from mgnn.kernels.cpu import ACTIVATIONS, SMOOTH_RELU_EPS
+from mgnn.nets import ConvResNet
+from mgnn.objective import Objective
+
+ACTS = ["tanh", "relu", "smooth_relu", "identity"]
+SMOOTH = ["tanh", "smooth_relu", "identity"]  # twice differentiable away from kinks
+FAST = settings(max_examples=12, deadline=None)
+
+
+def ref_conv(U, K, b, H, W):
+    """Direct NumPy 3x3 'same' cross-correlation of channels-last rows."""
+    s, Ci, Co = U.shape[0], K.shape[2], K.shape[3]
+    img = U.reshape(s, H, W, Ci)
+    P = np.pad(img, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    Z = np.zeros((s, H, W, Co)) + b
+    for ky in range(3):
+        for kx in range(3):
+            Z += np.einsum("shwi,io->shwo", P[:, ky:ky + H, kx:kx + W, :], K[ky, kx])
+    return Z.reshape(s, H * W * Co)
+
+
+def ref_sigma(z, act):
+    if act == "tanh":
+        return np.tanh(z)
+    if act == "relu":
+        return np.maximum(z, 0.0)
+    if act == "identity":
+        return z
+    eps = SMOOTH_RELU_EPS
+    return np.where(z <= -eps, 0.0, np.where(z >= eps, z, (z + eps) ** 2 / (4 * eps)))
+
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5),
+                   st.integers(1, 3), st.integers(1, 3))  # s, H, W, C_in, C_out
+
+
+@FAST
+@given(shapes, st.sampled_from(ACTS), st.booleans(), st.integers(0, 2**31))
+def test_forward_step_matches_numpy(shape, act, skip, seed):
+    s, H, W, Ci, Co = shape
+    if skip:
+        Co = Ci
+    rng = np.random.default_rng(seed)
+    U = rng.standard_normal((s, H * W * Ci))
+    K = rng.standard_normal((3, 3, Ci, Co))
+    b = rng.standard_normal(Co)
+    h = 0.3 if skip else 1.0
+    S = np.empty((s, H * W * Co))
+    out = np.empty_like(S)
+    col = np.empty(s * H * W * 9 * max(Ci, Co))
+    kc.conv_forward_step(U, K, b, h, ACTIVATIONS[act], H, W, S, out, col, skip=skip)
+    want = h * ref_sigma(ref_conv(U, K, b, H, W), act) + (U if skip else 0.0)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
+@FAST
+@given(shapes, st.integers(0, 2**31))
+def test_col2im_is_adjoint_of_im2col(shape, seed):
+    s, H, W, C, _ = shape
+    rng = np.random.default_rng(seed)
+    U = rng.standard_normal((s, H * W * C))
+    E = rng.standard_normal((s * H * W, 9 * C))
+    col = np.empty_like(E)
+    kc.im2col(U, H, W, C, col)
+    back = np.empty_like(U)
+    kc.col2im_add(E, H, W, C, U, back, False)
+    assert np.isclose(np.vdot(col, E), np.vdot(U, back), rtol=1e-12, atol=1e-12)
+
+
+@FAST
+@given(shapes, st.sampled_from(SMOOTH), st.integers(0, 2**31))
+def test_layer_adjoint_identity(shape, act, seed):
+    """<J (dU, dK, db), L> = <dU, J_u^T L> + <dK, gK> + <db, gb> for a residual layer."""
+    s, H, W, C, _ = shape
+    rng = np.random.default_rng(seed)
+    a = ACTIVATIONS[act]
+    n = H * W * C
+    U, dU, L = (rng.standard_normal((s, n)) for _ in range(3))
+    K, dK = rng.standard_normal((3, 3, C, C)), rng.standard_normal((3, 3, C, C))
+    b, db = rng.standard_normal(C), rng.standard_normal(C)
+    S, out, dZ, T, D = (np.empty((s, n)) for _ in range(5))
+    col = np.empty(s * H * W * 9 * C)
+    kc.conv_forward_step(U, K, b, 0.7, a, H, W, S, out, col)
+    dout = np.empty((s, n))
+    kc.conv_tangent_step(U, dU, K, dK, db, S, 0.7, a, H, W, dZ, dout, col, T)
+    Lout, gK, gb = np.empty((s, n)), np.empty_like(K), np.empty(C)
+    kc.conv_adjoint_step(L, U, K, S, 0.7, a, H, W, D, col, L=Lout, gK=gK, gb=gb)
+    lhs = np.vdot(dout, L)
+    rhs = np.vdot(dU, Lout) + np.vdot(dK, gK) + np.vdot(db, gb)
+    assert np.isclose(lhs, rhs, rtol=1e-10, atol=1e-10 * (abs(lhs) + 1))
+
+
+def _objective(rng, shape, act, pooling, task="classification"):
+    H, W, Ci, c, N = shape
+    net = ConvResNet((H, W, Ci), c, N, 3, T=1.0, activation=act, pooling=pooling, task=task)
+    X = rng.standard_normal((4, net.n_in))
+    Y = rng.integers(0, 3, 4) if task == "classification" else rng.standard_normal((4, 3))
+    obj = Objective(net, X, Y, tikhonov=1e-3, smoothness=1e-2)
+    theta = net.init(rng, "he") + 0.1 * rng.standard_normal(net.n_params)
+    return net, obj, theta
+
+
+nets = st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 2), st.integers(1, 3),
+                 st.integers(1, 3))
+
+
+@FAST
+@given(nets, st.sampled_from(SMOOTH), st.sampled_from(["average", "flatten"]),
+       st.sampled_from(["classification", "regression"]), st.integers(0, 2**31))
+def test_gradient_and_hessp_against_finite_differences(shape, act, pooling, task, seed):
+    rng = np.random.default_rng(seed)
+    net, obj, theta = _objective(rng, shape, act, pooling, task)
+    v = rng.standard_normal(net.n_params)
+    e = 1e-6
+    f, g = obj.value_and_grad(theta)
+    fd = (obj.value(theta + e * v) - obj.value(theta - e * v)) / (2 * e)
+    assert np.isclose(g @ v, fd, rtol=1e-6, atol=1e-7)
+    hv = obj.hessp(theta, v)
+    hfd = (obj.grad(theta + e * v) - obj.grad(theta - e * v)) / (2 * e)
+    np.testing.assert_allclose(hv, hfd, rtol=1e-5, atol=1e-6 * (1 + np.abs(hfd).max()))
+    # the Hessian is symmetric: <w, H v> = <v, H w>
+    w = rng.standard_normal(net.n_params)
+    assert np.isclose(w @ hv, v @ obj.hessp(theta, w), rtol=1e-10, atol=1e-12)
+
+
+def test_forward_matches_numpy_network():
+    rng = np.random.default_rng(1)
+    net = ConvResNet((4, 3, 2), 3, 2, 4, T=2.0, activation="tanh")
+    theta = net.init(rng)
+    X = rng.standard_normal((5, net.n_in))
+    p = net.unpack(theta)
+    U = np.tanh(ref_conv(X, p.K_open, p.b_open, 4, 3))
+    for n in range(2):
+        U = U + net.h * np.tanh(ref_conv(U, p.K[n], p.b[n], 4, 3))
+    F = U.reshape(5, 12, 3).mean(axis=1)
+    np.testing.assert_allclose(net.forward(theta, X), F @ p.W_close.T + p.b_close,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_layout_views_and_blocks():
+    net = ConvResNet((5, 5), 4, 3, 2)
+    theta = np.arange(net.n_params, dtype=float)
+    p = net.unpack(theta)
+    assert all(np.shares_memory(a, theta) for a in (p.K_open, p.K, p.b, p.W_close))
+    assert net.block_size == 9 * 16 + 4
+    np.testing.assert_array_equal(theta[net.layer_slice(1)], p.blocks[1])
+    np.testing.assert_array_equal(p.K[1].ravel(), p.blocks[1][:144])
+    assert net.n_params == net.n_open + net.n_residual + net.n_close
+
+
+@pytest.mark.parametrize("scheme", ["glorot", "he", "layer_parallel", "box"])
+def test_init_schemes(scheme):
+    net = ConvResNet((4, 4, 2), 3, 4, 2, activation="relu")
+    theta = net.init(0, scheme)
+    assert theta.shape == (net.n_params,) and np.all(np.isfinite(theta))
+    np.testing.assert_array_equal(theta, net.init(0, scheme))
+    p = net.unpack(theta)
+    if scheme == "layer_parallel":
+        assert not p.K.any()
+    if scheme == "box":  # every opening channel's hyperplane cuts the patch box [0, 1]^18
+        W = p.K_open.reshape(18, 3).T
+        corners = (np.random.default_rng(0).random((4000, 18)) < 0.5).astype(float)
+        z = corners @ W.T + p.b_open
+        assert np.all(z.max(0) > 0) and np.all(z.min(0) <= 1e-12)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="image_shape"):
+        ConvResNet(64, 4, 2, 10)
+    with pytest.raises(ValueError, match="channels"):
+        ConvResNet((8, 8), 0, 2, 10)
+    with pytest.raises(ValueError, match="pooling"):
+        ConvResNet((8, 8), 4, 2, 10, pooling="max")
+    net = ConvResNet((8, 8), 2, 2, 10)
+    theta = net.init(0)
+    with pytest.raises(ValueError, match="X"):
+        net.forward(theta, np.zeros((3, 8, 8)))
+    with pytest.raises(ValueError, match="X"):
+        net.forward(theta, np.zeros((3, 63)))
+    with pytest.raises(ValueError, match="theta"):
+        net.forward(theta[:-1], np.zeros((3, 64)))
+    with pytest.raises(NotImplementedError, match="channel"):
+        net.with_width(4)
+    with pytest.raises(TypeError, match="box"):
+        net.init(0, "box", box=3.0)
+
+
+def test_depth_transfer_and_nested_iteration():
+    from mgnn.multilevel import depth_hierarchy, nested_iteration
+
+    rng = np.random.default_rng(0)
+    net = ConvResNet((4, 4), 2, 4, 2, T=1.0)
+    X = rng.standard_normal((12, 16))
+    y = (X.mean(1) > 0).astype(int)
+    obj = Objective(net, X, y)
+    H = depth_hierarchy(obj, 3)
+    assert [lv.net.depth for lv in H.levels] == [4, 2, 1]
+    assert H.levels[1].net.h == 2 * net.h
+    tr = H.levels[0].transfer
+    xc = H.levels[1].net.init(1)
+    np.testing.assert_array_equal(tr.project(tr.prolong(xc)), xc)
+    # the prolonged coarse network with constant interpolation: fine gradient restricted
+    res = nested_iteration(H, [3, 3, 3], method="adam", options={"lr": 1e-2})
+    assert res.x.shape == (net.n_params,) and np.isfinite(res.fun)
+
+
+@pytest.mark.parametrize("method", ["sgd", "adam", "lbfgs", "trust-region", "lsgd"])
+def test_minimize_every_method(method):
+    from mgnn.optim import minimize
+
+    rng = np.random.default_rng(0)
+    task = "regression" if method == "lsgd" else "classification"
+    net = ConvResNet((3, 3), 2, 2, 2, activation="tanh", task=task)
+    X = rng.standard_normal((10, 9))
+    Y = rng.standard_normal((10, 2)) if task == "regression" else (X[:, 4] > 0).astype(int)
+    obj = Objective(net, X, Y, tikhonov=1e-4)
+    theta0 = net.init(0)
+    res = minimize(obj, theta0, method=method, options={"maxiter": 4})
+    assert res.x.shape == theta0.shape and res.nit >= 1
+    assert res.fun <= obj.value(theta0) + 1e-12
+
+
+def test_rmtr_runs_on_conv():
+    from mgnn.multilevel import depth_hierarchy, rmtr
+
+    rng = np.random.default_rng(0)
+    net = ConvResNet((3, 3), 2, 4, 2)
+    X = rng.standard_normal((8, 9))
+    obj = Objective(net, X, (X[:, 0] > 0).astype(int), tikhonov=1e-4)
+    theta0 = net.init(0)
+    res = rmtr(depth_hierarchy(obj, 2), theta0, options={"maxiter": 2})
+    assert res.fun <= obj.value(theta0) + 1e-12
+
+
+def test_save_load_roundtrip(tmp_path):
+    from mgnn.runs import load_network, save_network
+
+    net = ConvResNet((4, 5, 2), 3, 2, 4, T=2.0, activation="relu", pooling="flatten",
+                     task="regression", dtype=np.float32)
+    theta = net.init(0)
+    save_network(tmp_path / "c.npz", net, theta)
+    net2, theta2 = load_network(tmp_path / "c.npz")
+    assert repr(net2) == repr(net) and isinstance(net2, ConvResNet)
+    np.testing.assert_array_equal(theta2, theta)
+
+
+def test_float32_forward_close_to_float64():
+    net64 = ConvResNet((4, 4), 3, 3, 2)
+    net32 = ConvResNet((4, 4), 3, 3, 2, dtype=np.float32)
+    theta = net64.init(0)
+    X = np.random.default_rng(0).standard_normal((3, 16))
+    y64 = net64.forward(theta, X)
+    y32 = net32.forward(theta.astype(np.float32), X.astype(np.float32))
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-5)
+
+
+def test_solvers_refuse_conv_clearly():
+    from mgnn.dd import by_layers, by_neurons
+    from mgnn.mgrit import LayerParallelObjective, MGRITPropagation
+    from mgnn.multilevel import width_hierarchy
+
+    rng = np.random.default_rng(0)
+    net = ConvResNet((3, 3), 2, 4, 2)
+    X = rng.standard_normal((5, 9))
+    y = np.zeros(5, int)
+    theta = net.init(0)
+    obj = Objective(net, X, y, propagation=MGRITPropagation())
+    with pytest.raises(NotImplementedError, match="MGRITPropagation does not support ConvResNet"):
+        obj.value(theta)
+    with pytest.raises(NotImplementedError, match="LayerParallelObjective"):
+        LayerParallelObjective(net, X, y)
+    with pytest.raises(NotImplementedError, match="channel pairing"):
+        width_hierarchy(Objective(net, X, y), theta, 2)
+    with pytest.raises(NotImplementedError, match="by_neurons"):
+        by_neurons(net, 2)
+    d = by_layers(net, 2)  # layers are contiguous blocks: DD by layers works
+    assert d.n_subdomains == 2
