@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from mgnn.kernels import cpu_conv as kc
 from mgnn.kernels.cpu import ACTIVATIONS, SMOOTH_RELU_EPS
+
 from mgnn.nets import ConvResNet
 from mgnn.objective import Objective
 

@@ -528,7 +528,9 @@ class _Engine:
     def __init__(self, prop, net, s, xp, comm):
         from mgnn.nets.conv import refuse_conv
 
-        refuse_conv(net, "MGRITPropagation", "MGRIT steppers over convolutional layers (ConvResNet steps with averaged coarse kernels, batched over layers) are not implemented")
+        refuse_conv(net, "MGRITPropagation", "MGRIT steppers over convolutional layers "
+                    "(ConvResNet steps with averaged coarse kernels, batched over layers) "
+                    "are not implemented")
         N, P, r = net.depth, comm.size, comm.rank
         if N < P:
             raise ValueError(f"the network has {N} residual layers, fewer than the {P} ranks "
