@@ -25,6 +25,8 @@ class Dataset:
     task : str
         'classification' or 'regression'.
     name : str
+    image_shape : (H, W, C) or None
+        For image data (rows channels last, :mod:`mgnn.data.images`).
     """
 
     X_train: np.ndarray
@@ -34,6 +36,7 @@ class Dataset:
     n_out: int
     task: str
     name: str
+    image_shape: tuple | None = None
 
     @property
     def n_in(self):
