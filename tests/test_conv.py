@@ -283,3 +283,21 @@ def test_solvers_refuse_conv_clearly():
         by_neurons(net, 2)
     d = by_layers(net, 2)  # layers are contiguous blocks: DD by layers works
     assert d.n_subdomains == 2
+
+
+def test_mgopt_and_dd_by_layers_on_conv():
+    from mgnn.dd import apts, by_layers, spqn
+    from mgnn.multilevel import depth_hierarchy, mgopt
+
+    rng = np.random.default_rng(0)
+    net = ConvResNet((3, 3), 2, 4, 2)
+    X = rng.standard_normal((8, 9))
+    obj = Objective(net, X, (X[:, 0] > 0).astype(int), tikhonov=1e-4)
+    theta0 = net.init(0)
+    f0 = obj.value(theta0)
+    res = mgopt(depth_hierarchy(obj, 2), theta0, "lbfgs", {}, cycles=2)
+    assert res.fun <= f0 + 1e-12
+    d = by_layers(net, 2)
+    for solve in (apts, spqn):
+        res = solve(obj, theta0, d, {"maxiter": 2})
+        assert np.isfinite(res.fun) and res.fun <= f0 + 1e-12
