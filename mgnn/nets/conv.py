@@ -151,7 +151,7 @@ class ConvResNet:
     >>> net = ConvResNet((8, 8), 4, 6, 10, T=3.0, activation="relu")
     >>> net
     ConvResNet(image_shape=(8, 8, 1), channels=4, depth=6, n_out=10, T=3.0, h=0.5,
-               activation='relu', pooling='average', n_params=1058, dtype=float64)
+               activation='relu', pooling='average', n_params=978, dtype=float64)
     >>> theta = net.init(np.random.default_rng(0))
     >>> net.forward(theta, np.zeros((3, 64))).shape
     (3, 10)
