@@ -264,7 +264,7 @@ def test_float32_forward_close_to_float64():
 
 def test_solvers_refuse_conv_clearly():
     from mgnn.dd import by_layers, by_neurons
-    from mgnn.mgrit import LayerParallelObjective, MGRITPropagation
+    from mgnn.mgrit import LayerParallelObjective
     from mgnn.multilevel import width_hierarchy
 
     rng = np.random.default_rng(0)
@@ -272,9 +272,6 @@ def test_solvers_refuse_conv_clearly():
     X = rng.standard_normal((5, 9))
     y = np.zeros(5, int)
     theta = net.init(0)
-    obj = Objective(net, X, y, propagation=MGRITPropagation())
-    with pytest.raises(NotImplementedError, match="MGRITPropagation does not support ConvResNet"):
-        obj.value(theta)
     with pytest.raises(NotImplementedError, match="LayerParallelObjective"):
         LayerParallelObjective(net, X, y)
     with pytest.raises(NotImplementedError, match="channel pairing"):
@@ -301,3 +298,44 @@ def test_mgopt_and_dd_by_layers_on_conv():
     for solve in (apts, spqn):
         res = solve(obj, theta0, d, {"maxiter": 2})
         assert np.isfinite(res.fun) and res.fun <= f0 + 1e-12
+
+
+def _lp_problem(depth=8):
+    rng = np.random.default_rng(3)
+    net = ConvResNet((4, 3), 2, depth, 3, T=2.0, activation="tanh")
+    X = rng.standard_normal((6, 12))
+    y = rng.integers(0, 3, 6)
+    theta = net.init(1, "he") + 0.05 * rng.standard_normal(net.n_params)
+    return net, X, y, theta
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_one_level_mgrit_bit_identical_to_serial(batched):
+    from mgnn.mgrit import MGRITPropagation
+
+    net, X, y, theta = _lp_problem()
+    ser = Objective(net, X, y, tikhonov=1e-3)
+    par = Objective(net, X, y, tikhonov=1e-3,
+                    propagation=MGRITPropagation(levels=1, batched=batched))
+    f0, g0 = ser.value_and_grad(theta)
+    ser.value_and_grad(theta)
+    for _ in range(2):  # cold and warm
+        f, g = par.value_and_grad(theta)
+        assert f == f0 and np.array_equal(g, g0)
+    assert np.array_equal(par.hessp(theta, g0), ser.hessp(theta, g0))
+    assert par.counter.work == pytest.approx(ser.counter.work)
+
+
+@pytest.mark.parametrize("weights", ["inject", "average"])
+def test_multilevel_mgrit_converges_to_serial(weights):
+    from mgnn.mgrit import MGRITPropagation
+
+    net, X, y, theta = _lp_problem(depth=16)
+    f0, g0 = Objective(net, X, y).value_and_grad(theta)
+    prop = MGRITPropagation(levels=3, cf=2, relax="FCF", tol=1e-13, rtol=None, fwd_iters=60,
+                            bwd_iters=60, coarse_weights=weights, warm_start=False)
+    obj = Objective(net, X, y, propagation=prop)
+    f, g = obj.value_and_grad(theta)
+    assert abs(f - f0) <= 1e-12 * abs(f0)
+    assert np.max(np.abs(g - g0)) <= 1e-10 * np.max(np.abs(g0))
+    assert obj.counter.work > 1.0  # the MGRIT iterations are charged beyond one sweep

@@ -217,7 +217,10 @@ class _ResNetStepperBase(Stepper):
     def __init__(self, net, s, weights, average, xp):
         super().__init__((s, net.width), net.dtype)
         self.net = net
-        self.k = kernels_for(xp)
+        # a network with its own layer kernels (ConvResNet) hands them over in the
+        # dense kernels' signatures; the dense ResNet takes mgnn.kernels.cpu / gpu
+        own = getattr(net, "step_kernels", None)
+        self.k = kernels_for(xp) if own is None else own(s, xp)
         self.h = net.h
         self.act = net.act
         self.weights = weights
@@ -396,9 +399,9 @@ class ResNetAdjointStepper(_ResNetStepperBase):
                                self.act, self.D, L=u_out)
                 return
             g = self.G[n - self.g_lo]
-            ww = self.w * self.w
+            ww = W.size  # the layer's weights (w x w, or a 3 x 3 x c x c kernel)
             k.adjoint_step(u_in, self.U[n - self.u_lo], W, self.S[n - self.s_lo], self.h,
-                           self.act, self.D, L=u_out, gW=g[:ww].reshape(self.w, self.w),
+                           self.act, self.D, L=u_out, gW=g[:ww].reshape(W.shape),
                            gb=g[ww:])
             return
         span = int(round(t1 - t0))
@@ -442,7 +445,7 @@ class ResNetAdjointStepper(_ResNetStepperBase):
         if ap is None:
             return
         i0, d = ap
-        k, wts, w = self.k, self.weights, self.w
+        k, wts = self.k, self.weights
         D = self.scratch.get("D", nb)
         if level == 0:
             n = self.N - 1 - i0  # layers n, n - d, ...
@@ -452,9 +455,9 @@ class ResNetAdjointStepper(_ResNetStepperBase):
                 k.adjoint_step_batch(u_in, U, W, S, self.h, self.act, D, L=u_out)
                 return
             G = self.G[n - self.g_lo::-d][:nb]
-            ww = w * w
+            ww = W[0].size
             k.adjoint_step_batch(u_in, U, W, S, self.h, self.act, D, L=u_out,
-                                 gW=G[:, :ww].reshape(nb, w, w), gb=G[:, ww:])
+                                 gW=G[:, :ww].reshape(W.shape), gb=G[:, ww:])
             return
         n0 = self.N - i0 - span
         u = self.U[n0 - self.u_lo::-d][:nb]
@@ -528,9 +531,9 @@ class _Engine:
     def __init__(self, prop, net, s, xp, comm):
         from mgnn.nets.conv import refuse_conv
 
-        refuse_conv(net, "MGRITPropagation", "MGRIT steppers over convolutional layers "
-                    "(ConvResNet steps with averaged coarse kernels, batched over layers) "
-                    "are not implemented")
+        if comm.size > 1:
+            refuse_conv(net, "MGRITPropagation over several ranks", "LayerParallelObjective "
+                        "(layers distributed by MPI) is written for dense layers")
         N, P, r = net.depth, comm.size, comm.rank
         if N < P:
             raise ValueError(f"the network has {N} residual layers, fewer than the {P} ranks "
@@ -928,6 +931,8 @@ class MGRITPropagation(Propagation):
     # -- engines ---------------------------------------------------------------
     def _engine(self, net, s, xp):
         key = (net.depth, net.width, net.h, net.act, np.dtype(net.dtype).str, s)
+        if hasattr(net, "channels"):  # a ConvResNet: never share a dense network's engine
+            key += (type(net).__name__, net.channels)
         eng = self._engines.get(key)
         if eng is None:
             eng = _Engine(self, net, s, xp, self.comm)
@@ -997,8 +1002,12 @@ class MGRITPropagation(Propagation):
                 coarse += sum(solver.hierarchy.n_intervals[1:])
             grads = (eng.bstep.grad_sweeps - sweeps) * N
             gemms, serial = steps[0] + grads + coarse, 2 * N
-        w = eng.net.width
-        self._extra_flops += (gemms - serial) * 2.0 * eng.s * w * w
+        own = getattr(eng.net, "step_gemm_flops", None)
+        if own is None:
+            w = eng.net.width
+            self._extra_flops += (gemms - serial) * 2.0 * eng.s * w * w
+        else:
+            self._extra_flops += (gemms - serial) * own(eng.s)
         return res, SolveStats(kind, res.nit, res.residuals.copy(), res.factors.copy(), steps,
                                res.wall_time, warm)
 

@@ -68,6 +68,12 @@ class ConvResNetParams:
     residual: np.ndarray
     closing: np.ndarray
 
+    @property
+    def W(self):
+        """The residual kernels ``K`` under the dense network's name (what the MGRIT
+        steppers bind: a layer's weights, averaged over coarse intervals)."""
+        return self.K
+
 
 class ConvWorkspace:
     """Preallocated buffers for the sweeps of a :class:`ConvResNet` on ``s`` samples.
@@ -546,6 +552,16 @@ class ConvResNet:
         """The closing layer's input of the last forward sweep (``ws.F``)."""
         return ws.F
 
+    # ------------------------------------------------------------- MGRIT steppers
+    def step_kernels(self, s, xp=np):
+        """The layer kernels in the dense kernels' signatures, for the MGRIT steppers
+        (:class:`ConvStepKernels`)."""
+        return ConvStepKernels(self, s, xp)
+
+    def step_gemm_flops(self, s):
+        """Flops of one GEMM of a residual step on ``s`` samples (``2 s H W 9 c^2``)."""
+        return 2.0 * s * self.n_pixels * 9 * self.channels * self.channels
+
     # ---------------------------------------------------------------- sweeps
     def forward(self, theta, X):
         """Network output for the images ``X`` (s, H*W*C_in): logits or predictions."""
@@ -562,6 +578,40 @@ class ConvResNet:
         if self.task == "classification":
             return Y.argmax(axis=1)
         return Y
+
+
+class ConvStepKernels:
+    """The convolutional layer behind the signatures of the dense kernels
+    (``forward_step``, ``adjoint_step`` and their ``_batch`` twins of
+    :mod:`mgnn.kernels.cpu`), with ``W`` a kernel ``(3, 3, c, c)``: what the MGRIT
+    steppers call. The batched steps apply the single steps slice by slice, so they
+    are bit-identical to them. Holds the im2col scratch of a batch of ``s`` samples.
+    """
+
+    def __init__(self, net, s, xp=np):
+        if xp is not np:
+            raise NotImplementedError("ConvResNet runs on NumPy arrays only")
+        self.net = net
+        self.H, self.W = net.H, net.W
+        self.col = np.empty(s * net.n_pixels * 9 * net.channels, net.dtype)
+
+    def forward_step(self, U, W, b, h, act, S, out, skip=True):
+        kc.conv_forward_step(U, W, b, h, act, self.H, self.W, S, out, self.col, skip=skip)
+
+    def adjoint_step(self, L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True):
+        kc.conv_adjoint_step(L_next, U, W, S, h, act, self.H, self.W, D, self.col, L=L,
+                             gK=gW, gb=gb, skip=skip)
+
+    def forward_step_batch(self, U, W, b, h, act, S, out, skip=True):
+        for q in range(U.shape[0]):
+            self.forward_step(U[q], W[q], b[q], h, act, S[q], out[q], skip=skip)
+
+    def adjoint_step_batch(self, L_next, U, W, S, h, act, D, L=None, gW=None, gb=None,
+                           skip=True):
+        for q in range(L_next.shape[0]):
+            self.adjoint_step(L_next[q], U[q], W[q], S[q], h, act, D[q],
+                              L=None if L is None else L[q], gW=None if gW is None else gW[q],
+                              gb=None if gb is None else gb[q], skip=skip)
 
 
 def refuse_conv(net, what, missing):
