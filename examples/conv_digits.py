@@ -1,15 +1,15 @@
-"""Train a convolutional ResNet on scikit-learn's 8x8 digits with Adam; plot the results.
+"""Train a convolutional ResNet on scikit-learn's 8x8 digits, serially and layer-parallel.
 
-    python examples/conv_digits.py [--channels 8] [--depth 8] [--epochs 40] [--out out] [--quick]
+    python examples/conv_digits.py [--channels 8] [--depth 16] [--epochs 40] [--out out] [--quick]
 
-Prints the network, the training loss and the training / validation accuracy
-(target: >= 97 % validation accuracy), and writes ``conv_digits.png`` (loss and
-validation accuracy against work units, and validation images with their predicted
+Trains the same network from the same initial parameters with Adam twice: with the
+serial sweep and with one-shot layer-parallel propagation (``MGRITPropagation()``
+with its defaults, on one process: the MGRIT iterations replace the sweeps; their
+extra work is charged in the work units). Prints both runs' training loss, work,
+wall time and training / validation accuracy side by side (target: >= 97 %
+validation accuracy), and writes ``conv_digits.png`` (validation accuracy and loss
+against work units for both, and validation images with the serial run's predicted
 labels, mistakes in red) and ``conv_digits.json`` into ``--out``.
-
-Layer-parallel (MGRIT) training of a ConvResNet is not implemented yet:
-``MGRITPropagation`` refuses a ConvResNet with ``NotImplementedError``. The script
-reports that row as "not available" instead of printing a number.
 """
 
 import argparse
@@ -48,7 +48,7 @@ def train(net, data, args, propagation=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--channels", type=int, default=8)
-    ap.add_argument("--depth", type=int, default=8)
+    ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--T", type=float, default=2.0)
     ap.add_argument("--activation", default="relu")
     ap.add_argument("--pooling", default="flatten", choices=("average", "flatten"))
@@ -69,22 +69,26 @@ def main(argv=None):
                      activation=args.activation, pooling=args.pooling)
     print(net)
     print(data)
-    obj, res, wall, curve = train(net, data, args)
-    acc_train = obj.accuracy(res.x)
-    acc_val = obj.accuracy(res.x, data.X_val, data.Y_val)
-    print(f"serial        : {res.message}  loss {obj.value(res.x):.4f}  work {res.work:.1f}  "
-          f"wall {wall:.1f} s")
-    print(f"                accuracy: training {acc_train:.4f}, validation {acc_val:.4f} "
-          f"(target >= 0.97: {'met' if acc_val >= 0.97 else 'MISSED'})")
-    try:
-        from mgnn.mgrit import MGRITPropagation
+    from mgnn.mgrit import MGRITPropagation
 
-        train(net, data, argparse.Namespace(**{**vars(args), "epochs": 1}),
-              propagation=MGRITPropagation())
-        lp = "ran"  # pragma: no cover - not reached while MGRIT refuses ConvResNet
-    except NotImplementedError as exc:
-        lp = f"not available: {exc}"
-    print(f"layer-parallel: {lp}")
+    runs = {}
+    for kind, prop in (("serial", None), ("layer-parallel", MGRITPropagation())):
+        obj, res, wall, curve = train(net, data, args, propagation=prop)
+        runs[kind] = dict(obj=obj, res=res, wall=wall, curve=curve,
+                          train_accuracy=obj.accuracy(res.x),
+                          val_accuracy=obj.accuracy(res.x, data.X_val, data.Y_val),
+                          loss=float(mgnn.Objective(net, data.X_train, data.Y_train,
+                                                    tikhonov=args.tikhonov).value(res.x)))
+        if prop is not None:
+            runs[kind]["propagation"] = repr(prop)
+    print(f"{'run':16s} {'loss':>8s} {'work':>7s} {'wall s':>7s} {'train acc':>9s} "
+          f"{'val acc':>8s}  target >= 0.97")
+    for kind, r in runs.items():
+        print(f"{kind:16s} {r['loss']:8.4f} {r['res'].work:7.1f} {r['wall']:7.1f} "
+              f"{r['train_accuracy']:9.4f} {r['val_accuracy']:8.4f}  "
+              f"{'met' if r['val_accuracy'] >= 0.97 else 'MISSED'}")
+    print(f"layer-parallel propagation: {runs['layer-parallel']['propagation']}")
+    res, acc_val = runs["serial"]["res"], runs["serial"]["val_accuracy"]
 
     import matplotlib
 
@@ -94,17 +98,20 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     fig = plt.figure(figsize=(12, 4.5))
     a1 = fig.add_subplot(1, 3, 1)
-    h = res.history
-    a1.semilogy(h["work"], h["fun"], lw=0.6, label="mini-batch loss")
+    a1b = a1.twinx()
+    for i, (kind, r) in enumerate(runs.items()):
+        h = r["res"].history
+        a1.semilogy(h["work"], h["fun"], lw=0.4, color=f"C{i}", alpha=0.5)
+        if r["curve"]:
+            w, _, acc = zip(*r["curve"], strict=True)
+            a1b.plot(w, acc, ".-", color=f"C{i}", lw=0.8,
+                     label=f"{kind}: {r['val_accuracy']:.4f}")
     a1.set_xlabel("work units (fine-gradient equivalents)")
-    a1.set_ylabel("loss")
-    a1.set_title("Adam, serial")
-    if curve:
-        w, _, acc = zip(*curve, strict=True)
-        a1b = a1.twinx()
-        a1b.plot(w, acc, "C1.-", lw=0.8)
-        a1b.set_ylabel("validation accuracy", color="C1")
-        a1b.set_ylim(0.0, 1.0)
+    a1.set_ylabel("mini-batch loss (thin)")
+    a1b.set_ylabel("validation accuracy (dots)")
+    a1b.set_ylim(0.0, 1.0)
+    a1b.legend(loc="center right", fontsize=8)
+    a1.set_title("Adam: serial and layer-parallel")
     pred = net.predict(res.x, data.X_val)
     for k in range(24):
         ax = fig.add_subplot(4, 18, (k // 6) * 18 + 7 + (k % 6) * 2,
@@ -117,11 +124,14 @@ def main(argv=None):
     path = os.path.join(args.out, "conv_digits.png")
     fig.savefig(path, dpi=120)
     with open(os.path.join(args.out, "conv_digits.json"), "w") as fh:
-        json.dump(dict(network=repr(net), arguments=vars(args), train_accuracy=acc_train,
-                       val_accuracy=acc_val, loss=float(obj.value(res.x)), work=res.work,
-                       wall=wall, curve=curve, layer_parallel=lp), fh, indent=1)
+        json.dump(dict(network=repr(net), arguments=vars(args),
+                       runs={k: dict(train_accuracy=r["train_accuracy"],
+                                     val_accuracy=r["val_accuracy"], loss=r["loss"],
+                                     work=r["res"].work, wall=r["wall"], curve=r["curve"])
+                             for k, r in runs.items()}), fh, indent=1)
     print("wrote", path)
-    return dict(val_accuracy=acc_val, train_accuracy=acc_train, layer_parallel=lp)
+    return {k: dict(val_accuracy=r["val_accuracy"], train_accuracy=r["train_accuracy"],
+                    work=r["res"].work) for k, r in runs.items()}
 
 
 if __name__ == "__main__":
