@@ -272,8 +272,9 @@ def test_solvers_refuse_conv_clearly():
     X = rng.standard_normal((5, 9))
     y = np.zeros(5, int)
     theta = net.init(0)
-    with pytest.raises(NotImplementedError, match="LayerParallelObjective"):
-        LayerParallelObjective(net, X, y)
+    lp = LayerParallelObjective(net, X, y)
+    with pytest.raises(NotImplementedError, match="LayerParallelObjective.features"):
+        lp.features(lp.scatter(theta))
     with pytest.raises(NotImplementedError, match="channel pairing"):
         width_hierarchy(Objective(net, X, y), theta, 2)
     with pytest.raises(NotImplementedError, match="by_neurons"):
@@ -339,3 +340,14 @@ def test_multilevel_mgrit_converges_to_serial(weights):
     assert abs(f - f0) <= 1e-12 * abs(f0)
     assert np.max(np.abs(g - g0)) <= 1e-10 * np.max(np.abs(g0))
     assert obj.counter.work > 1.0  # the MGRIT iterations are charged beyond one sweep
+
+
+def test_layer_parallel_objective_one_rank_matches_serial():
+    from mgnn.mgrit import LayerParallelObjective, MGRITPropagation
+
+    net, X, y, theta = _lp_problem()
+    f0, g0 = Objective(net, X, y, tikhonov=1e-3, smoothness=1e-2).value_and_grad(theta)
+    lp = LayerParallelObjective(net, X, y, tikhonov=1e-3, smoothness=1e-2,
+                                propagation=MGRITPropagation(levels=1))
+    f, g = lp.value_and_grad(lp.scatter(theta))
+    assert f == f0 and np.array_equal(lp.gather(g), g0)

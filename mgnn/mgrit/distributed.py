@@ -145,10 +145,6 @@ class LayerParallelObjective:
 
     def __init__(self, net, X, Y, *, comm=None, data_comm=None, loss=None, tikhonov=0.0,
                  smoothness=0.0, propagation=None):
-        from mgnn.nets.conv import refuse_conv
-
-        refuse_conv(net, "LayerParallelObjective", "its opening and closing layers, "
-                    "halo exchange and MGRIT steppers are written for dense layers")
         self.net = net
         self.comm = get_comm(comm)
         self.data_comm = SerialComm() if data_comm is None else get_comm(data_comm)
@@ -250,6 +246,8 @@ class LayerParallelObjective:
             buf = {k: np.zeros((s, w), dt) for k in ("U0", "S_open", "D_open", "lam")}
             buf["Y"] = np.empty((s, m), dt)
             buf["G"] = np.empty((s, m), dt)
+            if hasattr(self.net, "local_buffers"):  # ConvResNet: im2col and pooling
+                buf.update(self.net.local_buffers(s))
             self._buf[s] = buf
         return buf
 
@@ -264,7 +262,12 @@ class LayerParallelObjective:
             weight = s / total
             bufs = self._bufs(s)
             blocks = theta[self._res].reshape(-1, net.block_size)
-            if self.first:
+            # a network with its own opening and closing layers (ConvResNet) applies
+            # them to theta's slices; the dense ResNet's are written out here
+            own = hasattr(net, "open_local")
+            if self.first and own:
+                net.open_local(theta[:net.n_open], Xl, bufs["U0"], bufs["S_open"], bufs)
+            elif self.first:
                 nw = net.width * net.n_in
                 W_open = theta[:nw].reshape(net.width, net.n_in)
                 b_open = theta[nw:net.n_open]
@@ -273,7 +276,20 @@ class LayerParallelObjective:
             prop = self.propagation
             key = "all" if batch is None else np.asarray(batch).tobytes()
             eng = prop._forward_local(net, blocks, bufs["U0"], s, np, key)
-            if self.last:
+            if self.last and own:
+                close = theta[self._res.stop:]
+                net.close_local(close, eng.Uloc[-1], bufs["Y"], bufs)
+                if want_grad:
+                    val = self.loss.value_grad(bufs["Y"], Yl, bufs["G"], np)
+                    G = bufs["G"]
+                    if weight != 1.0:
+                        G *= weight
+                    net.close_adjoint_local(close, eng.Uloc[-1], G, grad[self._res.stop:],
+                                            bufs["lam"], bufs)
+                else:
+                    val = self.loss.value(bufs["Y"], Yl, np)
+                val *= weight
+            elif self.last:
                 close = theta[self._res.stop:]
                 Wc = close[: net.n_out * net.width].reshape(net.n_out, net.width)
                 bc = close[net.n_out * net.width:]
@@ -295,7 +311,10 @@ class LayerParallelObjective:
             if want_grad:
                 gblocks = grad[self._res].reshape(-1, net.block_size)
                 lam0 = prop._backward_local(eng, bufs["lam"], gblocks)
-                if self.first:
+                if self.first and own:
+                    net.open_adjoint_local(theta[:net.n_open], Xl, lam0, bufs["S_open"],
+                                           bufs["D_open"], grad[:net.n_open], bufs)
+                elif self.first:
                     w, d = net.width, net.n_in
                     go = grad[:net.n_open]
                     k.adjoint_step(lam0, Xl, W_open, bufs["S_open"], 1.0, net.act_open,
@@ -417,6 +436,10 @@ class LayerParallelObjective:
         >>> A.shape, T.shape
         ((5, 3), (5, 1))
         """
+        from mgnn.nets.conv import refuse_conv
+
+        refuse_conv(self.net, "LayerParallelObjective.features", "the pooled features of "
+                    "the closing layer are not gathered over ranks")
         theta = self._check_local(theta)
         net = self.net
         Xl, Yl, s, total = self._local_data(batch)

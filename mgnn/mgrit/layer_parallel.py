@@ -529,11 +529,6 @@ class _Engine:
     layer communicator, with the partition of layers, points and halo weights."""
 
     def __init__(self, prop, net, s, xp, comm):
-        from mgnn.nets.conv import refuse_conv
-
-        if comm.size > 1:
-            refuse_conv(net, "MGRITPropagation over several ranks", "LayerParallelObjective "
-                        "(layers distributed by MPI) is written for dense layers")
         N, P, r = net.depth, comm.size, comm.rank
         if N < P:
             raise ValueError(f"the network has {N} residual layers, fewer than the {P} ranks "
@@ -594,7 +589,9 @@ class _Engine:
             if a < b:
                 reqs.append(comm.Irecv(H[a - lo:b - lo], q, 7000))
         comm.waitall(reqs)
-        self.weights.bind(H[:, :w * w].reshape(-1, w, w), H[:, w * w:], lo,
+        shape = getattr(net, "kernel_shape", (w, w))  # a layer's weights (dense: w x w)
+        ww = int(np.prod(shape))
+        self.weights.bind(H[:, :ww].reshape((-1,) + shape), H[:, ww:], lo,
                           H.reshape(-1) if H.flags.c_contiguous else None)
 
     def broadcast(self, x, root):

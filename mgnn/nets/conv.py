@@ -552,6 +552,53 @@ class ConvResNet:
         """The closing layer's input of the last forward sweep (``ws.F``)."""
         return ws.F
 
+    # ------------------- opening and closing on theta's slices (LayerParallelObjective)
+    @property
+    def kernel_shape(self):
+        """Shape of one residual layer's weights: ``(3, 3, c, c)``."""
+        return (3, 3, self.channels, self.channels)
+
+    def local_buffers(self, s):
+        """Scratch of the opening and closing layers on ``s`` samples (a dict)."""
+        dt = self.dtype
+        return {"col": np.empty(s * self.n_pixels * 9 * max(self.in_channels, self.channels),
+                                dt),
+                "F": np.empty((s, self.n_features), dt), "A": np.empty((s, self.n_features), dt)}
+
+    def open_local(self, opening, X, U0, S_open, bufs):
+        """Opening layer from the slice ``opening`` (``n_open`` entries of theta)."""
+        nk = 9 * self.in_channels * self.channels
+        K = opening[:nk].reshape(3, 3, self.in_channels, self.channels)
+        kc.conv_forward_step(X, K, opening[nk:], 1.0, self.act_open, self.H, self.W, S_open,
+                             U0, bufs["col"], skip=False)
+
+    def open_adjoint_local(self, opening, X, lam_0, S_open, D_open, gopening, bufs):
+        """Opening layer's gradient into the slice ``gopening``."""
+        nk = 9 * self.in_channels * self.channels
+        shape = (3, 3, self.in_channels, self.channels)
+        kc.conv_adjoint_step(lam_0, X, opening[:nk].reshape(shape), S_open, 1.0,
+                             self.act_open, self.H, self.W, D_open, bufs["col"],
+                             gK=gopening[:nk].reshape(shape), gb=gopening[nk:], skip=False)
+
+    def close_local(self, closing, U_N, Y, bufs):
+        """Output ``Y`` from the last states and the slice ``closing``."""
+        m, F = self.n_out, self.n_features
+        Fv = bufs["F"] if self.pooling == "average" else U_N
+        self._pool(U_N, Fv)
+        np.matmul(Fv, closing[: m * F].reshape(m, F).T, out=Y)
+        Y += closing[m * F:]
+
+    def close_adjoint_local(self, closing, U_N, G, gclosing, lam_N, bufs):
+        """Closing layer's gradient (into ``gclosing``) and ``lam_N`` from ``G``;
+        after :meth:`close_local` on the same states."""
+        m, F = self.n_out, self.n_features
+        Fv = bufs["F"] if self.pooling == "average" else U_N
+        Wc = closing[: m * F].reshape(m, F)
+        np.matmul(G.T, Fv, out=gclosing[: m * F].reshape(m, F))
+        np.sum(G, axis=0, out=gclosing[m * F:])
+        np.matmul(G, Wc, out=bufs["A"])
+        self._unpool(bufs["A"], lam_N)
+
     # ------------------------------------------------------------- MGRIT steppers
     def step_kernels(self, s, xp=np):
         """The layer kernels in the dense kernels' signatures, for the MGRIT steppers
