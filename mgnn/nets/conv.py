@@ -382,8 +382,8 @@ class ConvResNet:
         """Residual layer ``n``: ``u_out = u_in + h sigma(K_n * u_in + b_n)``.
 
         ``ws`` is a :class:`ConvWorkspace` of the batch (its ``col`` is the im2col
-        scratch); ``record`` (s, width) receives the record (``ws.tmp``-sized
-        scratch when None is not allowed: pass a buffer).
+        scratch); ``record`` (s, width) receives the layer record and must be given
+        (a step allocates nothing).
         """
         p = self.unpack(theta)
         kc.conv_forward_step(u_in, p.K[n], p.b[n], self.h if h is None else h, self.act,
