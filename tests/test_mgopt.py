@@ -39,7 +39,8 @@ def build(kind, obj, theta):
 
 
 @settings(max_examples=20)
-@given(st.sampled_from(["width", "depth", "both"]), st.sampled_from(["tanh", "relu"]),
+@given(st.sampled_from(["width", "depth", "both"]),
+       st.sampled_from(["tanh", "smooth_relu", "relu"]),
        st.sampled_from(["full", "minibatch"]), st.integers(0, 2**32 - 1))
 def test_tau_corrected_coarse_gradient_is_the_restricted_fine_gradient(kind, act, mode, seed):
     """grad f_c^tau(Pi x) = R grad f(x) exactly, and its directional derivatives (finite
@@ -59,6 +60,8 @@ def test_tau_corrected_coarse_gradient_is_the_restricted_fine_gradient(kind, act
     fd_c = (model.value(xc0 + eps * v, batch) - model.value(xc0 - eps * v, batch)) / (2 * eps)
     pv = T.prolong(v)
     fd_f = (obj.value(theta + eps * pv, batch) - obj.value(theta - eps * pv, batch)) / (2 * eps)
+    if act == "relu":  # central differences are not derivatives across a kink of ReLU
+        return
     assert fd_c == pytest.approx(np.dot(T.restrict(g), v), rel=1e-5, abs=1e-7)
     assert fd_c == pytest.approx(fd_f, rel=1e-5, abs=1e-7)
 
