@@ -657,7 +657,38 @@ def _key_from_str(text):
     return bytes.fromhex(text[len("bytes:"):])
 
 
-class MGRITPropagation(Propagation):
+class MGRITStatistics:
+    """What an MGRIT propagation reports after each evaluation (shared by
+    :class:`MGRITPropagation` and :class:`~mgnn.pinn.MGRITStreams`): it keeps the
+    per-evaluation statistics in ``stats`` and the extra flops in ``_extra_flops``."""
+
+    def last_stats(self):
+        """Statistics of the most recent evaluation (``None`` before the first)."""
+        return self.stats[-1] if self.stats else None
+
+    def history_row(self):
+        """Scalar summary of the last evaluation for an optimizer's history:
+        iterations, last residual and mean convergence factor of each solve."""
+        st = self.last_stats()
+        if st is None:
+            return {}
+        row = {}
+        for key, short in (("forward", "fwd"), ("adjoint", "bwd")):
+            s = st.get(key)
+            if s is not None:
+                row[f"mgrit_{short}_nit"] = s.nit
+                row[f"mgrit_{short}_residual"] = s.residual
+                row[f"mgrit_{short}_factor"] = s.factor
+        return row
+
+    def take_extra_work(self, net, n_samples):
+        """Work beyond serial sweeps since the last call, in value-and-gradient
+        evaluations of ``net`` on ``n_samples`` samples; resets the tally."""
+        extra, self._extra_flops = self._extra_flops, 0.0
+        return extra / net.flops(n_samples)
+
+
+class MGRITPropagation(MGRITStatistics, Propagation):
     """Forward and adjoint propagation through the residual layers by MGRIT.
 
     Plug it into :class:`~mgnn.objective.Objective` (one process) or
@@ -842,30 +873,6 @@ class MGRITPropagation(Propagation):
         for eng in self._engines.values():
             eng.warm_f = eng.warm_b = False
 
-    def last_stats(self):
-        """Statistics of the most recent evaluation (``None`` before the first)."""
-        return self.stats[-1] if self.stats else None
-
-    def history_row(self):
-        """Scalar summary of the last evaluation for an optimizer's history:
-        iterations, last residual and mean convergence factor of each solve."""
-        st = self.last_stats()
-        if st is None:
-            return {}
-        row = {}
-        for key, short in (("forward", "fwd"), ("adjoint", "bwd")):
-            s = st.get(key)
-            if s is not None:
-                row[f"mgrit_{short}_nit"] = s.nit
-                row[f"mgrit_{short}_residual"] = s.residual
-                row[f"mgrit_{short}_factor"] = s.factor
-        return row
-
-    def take_extra_work(self, net, n_samples):
-        """Work beyond serial sweeps since the last call, in value-and-gradient
-        evaluations of ``net`` on ``n_samples`` samples; resets the tally."""
-        extra, self._extra_flops = self._extra_flops, 0.0
-        return extra / net.flops(n_samples)
 
     # -- checkpoints (the resumable-state protocol of mgnn.runs) ---------------------
     def state_dict(self):

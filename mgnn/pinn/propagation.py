@@ -33,6 +33,7 @@ import numpy as np
 
 from mgnn._validation import check_choice, check_positive_int, check_scalar
 from mgnn.mgrit import MGRIT, SolveStats, Stepper
+from mgnn.mgrit.layer_parallel import MGRITStatistics
 from mgnn.pinn.streams import SerialStreams, StreamPropagation, stream_kernels
 
 __all__ = ["MGRITStreams", "StreamStepper", "StreamAdjointStepper"]
@@ -125,7 +126,7 @@ class _Engine:
         self.net = self.fstep.net = self.bstep.net = net
 
 
-class MGRITStreams(StreamPropagation):
+class MGRITStreams(MGRITStatistics, StreamPropagation):
     """Forward and adjoint sweeps of the derivative streams by MGRIT (layer-parallel PINNs).
 
     The options are those of :class:`~mgnn.mgrit.MGRITPropagation` (one process).
@@ -215,27 +216,6 @@ class MGRITStreams(StreamPropagation):
             for eng in engines.values():
                 eng.warm_f = eng.warm_b = False
 
-    def last_stats(self):
-        return self.stats[-1] if self.stats else None
-
-    def history_row(self):
-        st = self.last_stats()
-        if st is None:
-            return {}
-        row = {}
-        for key, short in (("forward", "fwd"), ("adjoint", "bwd")):
-            s = st.get(key)
-            if s is not None:
-                row[f"mgrit_{short}_nit"] = s.nit
-                row[f"mgrit_{short}_residual"] = s.residual
-                row[f"mgrit_{short}_factor"] = s.factor
-        return row
-
-    def take_extra_work(self, net, n_samples):
-        """Work beyond serial sweeps since the last call, in plain value-and-gradient
-        evaluations of ``net`` on ``n_samples`` points; resets the tally."""
-        extra, self._extra_flops = self._extra_flops, 0.0
-        return extra / net.flops(n_samples)
 
     def factors(self, kind="forward"):
         key = check_choice(kind, "kind", ("forward", "adjoint"))
