@@ -278,6 +278,13 @@ class Objective:
         out = self._forward(theta, X, ws)
         val = self.loss.value_grad(out, Y, ws.G, xp)
         grad = xp.empty_like(theta)
+        if not math.isfinite(val):
+            # the forward overflowed: no adjoint (MGRIT refuses a non-finite start); a
+            # NaN gradient lets the optimizer's divergence check stop the run
+            grad.fill(math.nan)
+            self.counter.charge("grad", share)
+            self._after_evaluation(val)
+            return val, grad
         lam_N = net.close_adjoint(theta, ws, grad)
         lam_0 = self.propagation.backward(net, theta, ws, lam_N, net.unpack(grad).blocks)
         net.open_adjoint(theta, X, ws, lam_0, grad)

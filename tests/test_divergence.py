@@ -110,3 +110,22 @@ def test_mgopt_stops_on_sustained_growth():
     assert res.message.startswith("Diverged: the loss stayed more than 10 x")
     assert "for 3 consecutive cycles" in res.message
     assert res.fun == res.history["fun"].min()
+
+
+def test_overflowed_forward_gives_a_nan_gradient_without_an_adjoint_solve():
+    """A forward that overflows (loss inf/NaN) returns a NaN gradient instead of handing a
+    non-finite start to the adjoint (MGRIT refuses one), and drops MGRIT's warm starts."""
+    from mgnn.mgrit import MGRITPropagation
+    from mgnn.nets import ResNet
+    from mgnn.objective import Objective
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 2))
+    y = rng.integers(0, 3, 20)
+    net = ResNet(2, 4, 16, 3, activation="relu")
+    theta = net.init(rng) * 1e200  # relu states overflow to inf
+    for prop in (None, MGRITPropagation()):
+        obj = Objective(net, X, y, propagation=prop)
+        with np.errstate(all="ignore"):
+            f, g = obj.value_and_grad(theta)
+        assert not np.isfinite(f) and np.isnan(g).all()
