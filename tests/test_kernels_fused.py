@@ -17,39 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mgnn.kernels import cpu as K
 from mgnn.kernels import cpu_fused as F
+from test_kernels import ref_d2sigma as d2sigma
+from test_kernels import ref_dsigma as dsigma
+from test_kernels import ref_sigma as sigma
 
 ACTS = list(K.ACTIVATIONS)
 EPS = K.SMOOTH_RELU_EPS
 TOL = {np.float64: 1e-12, np.float32: 5e-5}
-
-
-def sigma(z, act):
-    if act == "tanh":
-        return np.tanh(z)
-    if act == "relu":
-        return np.maximum(z, 0)
-    if act == "smooth_relu":
-        return np.where(z <= -EPS, 0.0, np.where(z >= EPS, z, (z + EPS) ** 2 / (4 * EPS)))
-    return z
-
-
-def dsigma(z, act):
-    if act == "tanh":
-        return 1 - np.tanh(z) ** 2
-    if act == "relu":
-        return (z > 0).astype(float)
-    if act == "smooth_relu":
-        return np.where(z <= -EPS, 0.0, np.where(z >= EPS, 1.0, (z + EPS) / (2 * EPS)))
-    return np.ones_like(z)
-
-
-def d2sigma(z, act):
-    if act == "tanh":
-        t = np.tanh(z)
-        return -2 * t * (1 - t ** 2)
-    if act == "smooth_relu":
-        return np.where((z > -EPS) & (z < EPS), 1 / (2 * EPS), 0.0)
-    return np.zeros_like(z)
 
 
 def close(a, ref, dtype, what):
