@@ -589,6 +589,197 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0=0, n1=
 
 
 # ----------------------------------------------------------------------------
+# tables of dependent steps between rows of up to three state arrays (MGRIT's
+# coarse-level sweeps in one call each; fused kernels only)
+# ----------------------------------------------------------------------------
+#: Columns of a step table: input array, input row, output array, output row,
+#: row of the added right-hand side G (-1: none), row of the weights.
+STEP_TABLE_COLUMNS = ("in_array", "in_row", "out_array", "out_row", "g_row", "w_row")
+
+
+def _check_steps(X, tab, W, b, G, s, w, dt):
+    if not 1 <= len(X) <= 3:
+        raise ValueError(f"X must hold 1 to 3 state arrays, got {len(X)}")
+    for i, x in enumerate(X):
+        if x.ndim != 3 or x.shape[1:] != (s, w) or x.dtype != dt or not x.flags.c_contiguous:
+            raise ValueError(f"X[{i}] must be a C-contiguous (rows, {s}, {w}) {dt} array, "
+                             f"got shape {x.shape}, dtype {x.dtype}")
+    if tab.ndim != 2 or tab.shape[1] != 6 or tab.dtype != np.int64:
+        raise ValueError(f"tab must be an (n, 6) int64 table, got shape {tab.shape}, "
+                         f"dtype {tab.dtype}")
+    for name, a, shape in (("W", W, (w, w)), ("b", W if b is None else b, (w,) if b is not None
+                                               else (w, w))):
+        if a.shape[1:] != shape or a.dtype != dt or not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be a C-contiguous (k, {', '.join(map(str, shape))})"
+                             f" {dt} stack, got shape {a.shape}, dtype {a.dtype}")
+    if G is not None and (G.ndim != 3 or G.shape[1:] != (s, w) or G.dtype != dt
+                          or not G.flags.c_contiguous):
+        raise ValueError(f"G must be a C-contiguous (rows, {s}, {w}) {dt} array or None")
+    if tab.shape[0] == 0:
+        return
+    lo, hi = tab.min(axis=0), tab.max(axis=0)
+    rows = [x.shape[0] for x in X]
+    for col in (0, 2):
+        if lo[col] < 0 or hi[col] >= len(X):
+            raise ValueError(f"tab[:, {col}] must index the {len(X)} arrays of X")
+    for col, arr in ((1, 0), (3, 2)):
+        r = np.asarray(rows)[tab[:, arr]]
+        if lo[col] < 0 or bool(np.any(tab[:, col] >= r)):
+            raise ValueError(f"tab[:, {col}] holds a row outside its array")
+    if hi[4] >= 0 and (G is None or hi[4] >= G.shape[0] or lo[4] < -1):
+        raise ValueError("tab[:, 4] holds a G row outside G (or G is None)")
+    if lo[5] < 0 or hi[5] >= W.shape[0]:
+        raise ValueError(f"tab[:, 5] must index the {W.shape[0]} layers of W")
+
+
+def _check_rows(n, items, s, w, dt):
+    for name, rows, aname, A in items:
+        if A.ndim != 3 or A.shape[1:] != (s, w) or A.dtype != dt or not A.flags.c_contiguous:
+            raise ValueError(f"{aname} must be a C-contiguous (rows, {s}, {w}) {dt} array, "
+                             f"got shape {A.shape}, dtype {A.dtype}")
+        if (rows.shape != (n,) or rows.dtype != np.int64
+                or (n and (int(rows.min()) < 0 or int(rows.max()) >= A.shape[0]))):
+            raise ValueError(f"{name} must be {n} int64 rows inside {aname}")
+
+
+def forward_records(U, urow, W, b, wrow, act, R, tmp, check=True):
+    """Records of ``n`` forward steps at once: ``R[j]`` = the record of the step of
+    ``U[urow[j]]`` with ``W[wrow[j]]``, ``b[wrow[j]]`` (what :func:`forward_step`
+    writes to ``S``; ``tmp`` (s, w) receives the discarded states). Per ``j``
+    bit-identical to :func:`forward_step`'s record. MGRIT's coarse adjoint sweeps
+    linearise at these.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> U, W, b = rng.standard_normal((3, 4, 2)), rng.standard_normal((2, 2, 2)), np.ones((2, 2))
+    >>> R, tmp = np.empty((2, 4, 2)), np.empty((4, 2))
+    >>> forward_records(U, np.array([2, 0]), W, b, np.array([1, 1]), ACTIVATIONS["tanh"], R, tmp)
+    >>> S = np.empty((4, 2))
+    >>> forward_step(U[0], W[1], b[1], 1.0, ACTIVATIONS["tanh"], S, tmp)
+    >>> bool(np.array_equal(R[1], S))
+    True
+    """
+    s, w = tmp.shape
+    dt = tmp.dtype
+    urow = np.asarray(urow, dtype=np.int64)
+    wrow = np.asarray(wrow, dtype=np.int64)
+    if check:
+        n = urow.size
+        _check_rows(n, (("urow", urow, "U", U),), s, w, dt)
+        _check_rows(n, (("range(n)", np.arange(n, dtype=np.int64), "R", R),), s, w, dt)
+        if (W.shape[1:] != (w, w) or b.shape[1:] != (w,) or W.shape[0] != b.shape[0]
+                or W.dtype != dt or b.dtype != dt
+                or not (W.flags.c_contiguous and b.flags.c_contiguous)):
+            raise ValueError(f"W, b must be C-contiguous (k, {w}, {w}), (k, {w}) {dt} stacks")
+        if wrow.shape != (n,) or (n and (int(wrow.min()) < 0 or int(wrow.max()) >= W.shape[0])):
+            raise ValueError(f"wrow must be {n} rows inside W")
+    _F.forward_records_k(U, urow, W, b, wrow, dt.type(1.0), int(act), R, tmp)
+
+
+def _three(X, dt):
+    X = tuple(X)
+    return X + (_dummy(dt, 3),) * (3 - len(X))
+
+
+def forward_steps(X, tab, W, b, h, act, S, G=None, check=True):
+    """Forward steps given by a table, in order, in one call (fused kernels).
+
+    Step ``j`` reads ``u = X[tab[j, 0]][tab[j, 1]]`` and writes
+    ``X[tab[j, 2]][tab[j, 3]] = u + h sigma(u W_q^T + b_q)`` with
+    ``q = tab[j, 5]``, then adds ``G[tab[j, 4]]`` unless that entry is -1 (the FAS
+    right-hand side of an MGRIT coarse level). ``S`` (s, w) receives the records
+    (scratch). A step may read what an earlier one wrote. Each step is bit-identical
+    to :func:`forward_step` followed by ``np.add(out, g, out=out)``, for any thread
+    count: threads take chunks of samples through all the steps.
+
+    Parameters
+    ----------
+    X : sequence of 1 to 3 arrays (rows, s, w)
+        C-contiguous state arrays the table's rows refer to.
+    tab : (n, 6) int64 array
+        The steps (columns :data:`STEP_TABLE_COLUMNS`).
+    W, b : (k, w, w), (k, w) arrays
+        Weights and biases the steps pick by row.
+    h : float
+        Step size.
+    act : int
+        Activation code.
+    S : (s, w) array
+        Record scratch.
+    G : (rows, s, w) array or None
+        Right-hand sides.
+    check : bool
+        Validate the arrays and the table (``False``: the caller validated these
+        arrays and this table before; an out-of-range row is then undefined
+        behaviour).
+
+    Examples
+    --------
+    Two steps from row 0 of a stack, the second adding a right-hand side:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> s, w = 5, 3
+    >>> X = np.zeros((3, s, w)); X[0] = rng.standard_normal((s, w))
+    >>> W, b = rng.standard_normal((2, w, w)), rng.standard_normal((2, w))
+    >>> G = rng.standard_normal((1, s, w))
+    >>> tab = np.array([[0, 0, 0, 1, -1, 0], [0, 1, 0, 2, 0, 1]], dtype=np.int64)
+    >>> forward_steps([X], tab, W, b, 0.5, ACTIVATIONS["tanh"], np.empty((s, w)), G)
+    >>> u, S = np.empty((s, w)), np.empty((s, w))
+    >>> forward_step(X[1], W[1], b[1], 0.5, ACTIVATIONS["tanh"], S, u)
+    >>> bool(np.array_equal(X[2], u + G[0]))
+    True
+    """
+    s, w = S.shape
+    dt = S.dtype
+    if check:
+        _check_steps(X, tab, W, b, G, s, w, dt)
+    X0, X1, X2 = _three(X, dt)
+    _F.forward_steps_k(X0, X1, X2, tab, W, b, dt.type(h), int(act), S,
+                       G if G is not None else _dummy(dt, 3))
+
+
+def adjoint_steps(X, tab, U, urow, W, R, rrow, h, act, D, G=None, check=True):
+    """Adjoint steps given by a table, in order, in one call (fused kernels).
+
+    Step ``j`` reads ``l = X[tab[j, 0]][tab[j, 1]]`` and writes
+    ``X[tab[j, 2]][tab[j, 3]] = l + D W_q`` with ``D = h sigma'(R[rrow[j]]) * l``
+    (the transpose of the forward step linearised at ``U[urow[j]]`` whose record is
+    ``R[rrow[j]]``), ``q = tab[j, 5]``, then adds ``G[tab[j, 4]]`` unless that
+    entry is -1. No parameter gradient (MGRIT's coarse adjoint sweeps). Each step is
+    bit-identical to :func:`adjoint_step` with ``L=`` followed by the addition, for
+    any thread count. ``D`` (s, w) is scratch; ``check`` as in :func:`forward_steps`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> s, w, act = 4, 3, ACTIVATIONS["tanh"]
+    >>> U, W, b = rng.standard_normal((1, s, w)), rng.standard_normal((1, w, w)), np.zeros((1, w))
+    >>> R, tmp = np.empty((1, s, w)), np.empty((s, w))
+    >>> forward_step(U[0], W[0], b[0], 1.0, act, R[0], tmp)
+    >>> X = np.zeros((2, s, w)); X[0] = rng.standard_normal((s, w))
+    >>> tab = np.array([[0, 0, 0, 1, -1, 0]], dtype=np.int64)
+    >>> adjoint_steps([X], tab, U, np.zeros(1, np.int64), W, R, np.zeros(1, np.int64),
+    ...               0.5, act, np.empty((s, w)))
+    >>> L = np.empty((s, w))
+    >>> adjoint_step(X[0], U[0], W[0], R[0], 0.5, act, np.empty((s, w)), L=L)
+    >>> bool(np.array_equal(X[1], L))
+    True
+    """
+    s, w = D.shape
+    dt = D.dtype
+    if check:
+        _check_steps(X, tab, W, None, G, s, w, dt)
+        _check_rows(tab.shape[0], (("urow", urow, "U", U), ("rrow", rrow, "R", R)), s, w, dt)
+    X0, X1, X2 = _three(X, dt)
+    _F.adjoint_steps_k(X0, X1, X2, tab, U, urow, W, R, rrow, dt.type(h), int(act), D,
+                       G if G is not None else _dummy(dt, 3))
+
+
+# ----------------------------------------------------------------------------
 # batched layer steps: k independent layers on stacks (k, s, w), e.g. the F-points
 # at one offset of every MGRIT interval. Per slice the arithmetic is exactly that of
 # the 2-D step, so a batched sweep reproduces the unbatched one bit for bit. Stacks

@@ -626,6 +626,85 @@ def adjoint_batch(Lnf, lno, Uf, uo, Wf, wof, Sf, so, h, act, Df, do, Lf, lo, wan
                 _add_into(gb, P[q, c - 1, wo * wi:])
 
 
+# ----------------------------------------------------------------------------
+# tables of dependent steps (MGRIT's coarse-level sweeps): each step reads a state
+# and writes one, in up to three state arrays (X0, X1, X2, each (rows, s, w)),
+# optionally adding a right-hand side row of G. Table columns: input array, input
+# row, output array, output row, G row (-1: none), weights row. The steps run in
+# table order; threads take chunks of SWEEP_ROWS samples through all of them (every
+# row depends on its own rows only, so the chunks never wait for each other).
+# ----------------------------------------------------------------------------
+@njit(inline="always")
+def _pick(k, X0, X1, X2):
+    if k == 0:
+        return X0
+    if k == 1:
+        return X1
+    return X2
+
+
+@njit(inline="always")
+def _add_rows(o, g, r0, r1):
+    for i in range(r0, r1):
+        for j in range(o.shape[1]):
+            o[i, j] += g[i, j]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def forward_steps(X0, X1, X2, tab, W, b, h, act, S, G):
+    """Forward steps of a table: out = in + h sigma(in W_q^T + b_q) (+ G row), S a
+    (s, w) record scratch. Per step bit-identical to the single forward step followed
+    by the addition of the G row."""
+    s, w = S.shape
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    for c in prange(nch):
+        r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
+        WT = np.empty((w, w), S.dtype)
+        for j in range(tab.shape[0]):
+            q = tab[j, 5]
+            _transpose(W[q], WT)
+            out = _pick(tab[j, 2], X0, X1, X2)[tab[j, 3]]
+            _forward_rows(_pick(tab[j, 0], X0, X1, X2)[tab[j, 1]], WT, b[q], h, act, True, S,
+                          out, r0, r1)
+            if tab[j, 4] >= 0:
+                _add_rows(out, G[tab[j, 4]], r0, r1)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def adjoint_steps(X0, X1, X2, tab, U, urow, W, R, rrow, h, act, D, G):
+    """Adjoint steps of a table (no parameter gradient): out = in + D W_q with
+    D = h sigma'(R[rrow]) in, linearised at the states U[urow] (+ G row). Per step
+    bit-identical to the single adjoint step followed by the addition of the G row."""
+    s, w = D.shape
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    gd = np.empty((1, 1), D.dtype)
+    bd = np.empty(1, D.dtype)
+    for c in prange(nch):
+        r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
+        for j in range(tab.shape[0]):
+            out = _pick(tab[j, 2], X0, X1, X2)[tab[j, 3]]
+            _adjoint_rows(_pick(tab[j, 0], X0, X1, X2)[tab[j, 1]], U[urow[j]], W[tab[j, 5]],
+                          R[rrow[j]], h, act, D, out, True, gd, bd, False, True, r0, r1, True)
+            if tab[j, 4] >= 0:
+                _add_rows(out, G[tab[j, 4]], r0, r1)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def forward_records(U, urow, W, b, wrow, one, act, R, tmp):
+    """R[j] = the record of the forward step of U[urow[j]] with W[wrow[j]], b[wrow[j]]
+    (``one``: the step size 1 in the arrays' dtype; tmp (s, w): the discarded states);
+    per j bit-identical to the single step's."""
+    s, w = tmp.shape
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    for c in prange(nch):
+        r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
+        WT = np.empty((w, w), tmp.dtype)
+        for j in range(urow.size):
+            q = wrow[j]
+            _transpose(W[q], WT)
+            _forward_rows(U[urow[j]], WT, b[q], one, act, True, R[j], tmp, r0, r1)
+
+
 forward_layer = _forward_layer
 adjoint_layer = _adjoint_layer
 tangent_layer = _tangent_layer
@@ -637,3 +716,6 @@ tangent_sweep_k = tangent_sweep
 soadjoint_sweep_k = soadjoint_sweep
 forward_batch_k = forward_batch
 adjoint_batch_k = adjoint_batch
+forward_steps_k = forward_steps
+adjoint_steps_k = adjoint_steps
+forward_records_k = forward_records

@@ -344,3 +344,89 @@ def test_fused_float32_kernels_stay_float32():
     for f in (fwd, adj):
         ir = f.inspect_llvm(f.signatures[0])
         assert "define" in ir and "fpext" not in ir
+
+
+# --------------------------------------------------- step tables (MGRIT coarse sweeps)
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 300), st.integers(1, 20), dtypes,
+       st.sampled_from(ACTS), st.integers(0, 2**31))
+def test_step_tables_equal_single_steps_bit_for_bit(n, s, w, dtype, act, seed):
+    """A random table of dependent steps between rows of three arrays, with and without
+    added right-hand sides, equals the single forward / adjoint steps followed by the
+    additions, bit for bit, on one and on two threads; the records of
+    ``forward_records`` equal the single steps' records."""
+    rng = np.random.default_rng(seed)
+    a = K.ACTIVATIONS[act]
+    X = [rng.standard_normal((r, s, w)).astype(dtype) for r in (n + 1, 3, 1)]
+    G = rng.standard_normal((n, s, w)).astype(dtype)
+    W = (rng.standard_normal((n, w, w)) / np.sqrt(w)).astype(dtype)
+    b = rng.standard_normal((n, w)).astype(dtype)
+    U = rng.standard_normal((n + 2, s, w)).astype(dtype)
+    tab = []
+    src = (2, 0)  # start from the one-row array, then chain through X[0]
+    for j in range(n):
+        dst = (1, int(rng.integers(3))) if j == n - 1 else (0, j + 1)
+        tab.append((*src, *dst, int(rng.integers(-1, n)), int(rng.integers(n))))
+        src = dst
+    tab = np.array(tab, dtype=np.int64)
+    urow = rng.integers(0, n + 2, n).astype(np.int64)
+    h = 0.3
+
+    def single(kind):
+        Y = [x.copy() for x in X]
+        D, tmp = np.empty((s, w), dtype), np.empty((s, w), dtype)
+        R = np.empty((n, s, w), dtype)
+        for j in range(n):
+            q = tab[j, 5]
+            K.forward_step(U[urow[j]], W[q], b[q], 1.0, a, R[j], tmp)
+        for j, (ia, ir, oa, orow, g, q) in enumerate(tab):
+            out = Y[oa][orow]
+            if kind == "forward":
+                K.forward_step(Y[ia][ir], W[q], b[q], h, a, tmp, out)
+            else:
+                K.adjoint_step(Y[ia][ir], U[urow[j]], W[q], R[j], h, a, D, L=out)
+            if g >= 0:
+                np.add(out, G[g], out=out)
+        return Y, R
+
+    def tabled(kind):
+        Y = [x.copy() for x in X]
+        D, tmp = np.empty((s, w), dtype), np.empty((s, w), dtype)
+        R = np.empty((n, s, w), dtype)
+        K.forward_records(U, urow, W, b, tab[:, 5], a, R, tmp)
+        if kind == "forward":
+            K.forward_steps(Y, tab, W, b, h, a, tmp, G)
+        else:
+            K.adjoint_steps(Y, tab, U, urow, W, R, np.arange(n, dtype=np.int64), h, a, D, G)
+        return Y, R
+
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            for kind in ("forward", "adjoint"):
+                (Y1, R1), (Y2, R2) = single(kind), tabled(kind)
+                np.testing.assert_array_equal(R1, R2)
+                for y1, y2 in zip(Y1, Y2, strict=True):
+                    np.testing.assert_array_equal(y1, y2)
+    finally:
+        numba.set_num_threads(old)
+
+
+def test_step_tables_refuse_bad_tables():
+    s, w = 4, 3
+    X = [np.zeros((2, s, w))]
+    W, b, S = np.zeros((1, w, w)), np.zeros((1, w)), np.empty((s, w))
+    good = np.array([[0, 0, 0, 1, -1, 0]], dtype=np.int64)
+    K.forward_steps(X, good, W, b, 0.1, K.TANH, S)
+    for bad, match in [(good.astype(np.int32), "int64"), (good[:, :5], r"\(n, 6\)"),
+                       (good + [[0, 0, 0, 1, 0, 0]], "outside its array"),
+                       (good + [[1, 0, 0, 0, 0, 0]], "index the 1 arrays"),
+                       (good + [[0, 0, 0, 0, 1, 0]], "G row"),
+                       (good + [[0, 0, 0, 0, 0, 1]], "layers of W")]:
+        with pytest.raises(ValueError, match=match):
+            K.forward_steps(X, bad, W, b, 0.1, K.TANH, S)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        K.forward_steps([np.zeros((2, s, w))[:, :, ::-1]], good, W, b, 0.1, K.TANH, S)
+    with pytest.raises(ValueError, match="urow"):
+        K.adjoint_steps(X, good, X[0], np.array([5]), W, X[0], np.array([0]), 0.1, K.TANH, S)

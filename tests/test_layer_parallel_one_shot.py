@@ -13,6 +13,7 @@ from test_layer_parallel import make, rel
 from mgnn.mgrit import MGRITPropagation
 from mgnn.mgrit.layer_parallel import ResNetAdjointStepper, ResNetStepper
 from mgnn.mgrit.model import PerformanceModel, StepCosts, mgrit_level_steps, sweep_trace
+from mgnn.nets import ResNet
 from mgnn.objective import Objective
 
 ONE_SHOT = dict(levels=None, min_coarse=2, cf=4, relax="F", cycle="V", fwd_iters=1,
@@ -227,5 +228,39 @@ def test_whole_interval_kernels_equal_single_steps(width, monkeypatch):
     monkeypatch.setattr(ResNetStepper, "sweep", None)
     monkeypatch.setattr(ResNetAdjointStepper, "sweep", None)
     for (f1, g1), (f2, g2) in zip(chained, run(), strict=True):
+        assert f1 == f2
+        np.testing.assert_array_equal(g1, g2)
+
+
+@pytest.mark.parametrize("width,depth,dtype,opts", [
+    (4, 64, np.float64, dict()),
+    (16, 61, np.float64, dict(cf=2, relax="FCF", cycle="V")),  # short last intervals
+    (8, 50, np.float32, dict(cf=(4, 2), relax=["F", "FCF"])),
+])
+def test_coarse_step_tables_equal_single_steps(width, depth, dtype, opts, monkeypatch):
+    """Coarse sweeps as step tables (one kernel call per run of steps sharing a block of
+    averaged weights, FAS right-hand sides added in the kernel, coarse adjoint records
+    computed once per linearisation) give the single steps' values and gradients bit
+    for bit, over warm-started evaluations and for short last intervals."""
+    net, X, y, theta = make(depth=depth, width=width)
+    if dtype is np.float32:
+        net = ResNet(2, width, depth, 3, T=3.0, activation="tanh", dtype=np.float32)
+        X, theta = X.astype(np.float32), theta.astype(np.float32)
+    thetas = [theta, theta * (1 + 1e-3), theta]
+
+    def run():
+        prop = MGRITPropagation(**opts)
+        obj = Objective(net, X, y, propagation=prop)
+        return [obj.value_and_grad(t) for t in thetas], prop
+
+    tabled, prop = run()
+    eng = next(iter(prop._engines.values()))
+    lv = eng.bwd.levels[1]
+    assert lv.plan_f.ops is not None and len(lv.plan_f.ops[0]) < len(lv.plan_f.indep)
+    monkeypatch.setattr(ResNetStepper, "coarse_sweep", None)
+    monkeypatch.setattr(ResNetAdjointStepper, "coarse_sweep", None)
+    single, prop = run()
+    assert next(iter(prop._engines.values())).bwd.levels[1].plan_f.ops is None
+    for (f1, g1), (f2, g2) in zip(tabled, single, strict=True):
         assert f1 == f2
         np.testing.assert_array_equal(g1, g2)

@@ -39,6 +39,7 @@ import numpy as np
 
 from mgnn._validation import check_choice, check_positive_int, check_scalar
 from mgnn.backend import get_namespace, kernels_for
+from mgnn.mgrit.hierarchy import TimeHierarchy
 from mgnn.mgrit.solver import MGRIT
 from mgnn.mgrit.stepper import Stepper
 from mgnn.parallel.comm import SerialComm, get_comm
@@ -210,6 +211,111 @@ class _BatchScratch:
         return buf[:k]
 
 
+def _addr(a):
+    return a.__array_interface__["data"][0]
+
+
+def _owner3(a):
+    """The array owning the memory of state ``a``, as a C-contiguous stack of states
+    of ``a``'s shape, and the row of ``a`` in it; None when ``a`` is not one whole,
+    contiguous row of such a stack."""
+    o = a
+    while isinstance(o.base, np.ndarray):
+        o = o.base
+    if not (a.flags.c_contiguous and o.flags.c_contiguous) or o.size % a.size or not a.size:
+        return None
+    o = o.reshape((-1,) + a.shape)
+    row, rest = divmod(_addr(a) - _addr(o), o.strides[0])
+    if rest or not 0 <= row < o.shape[0]:
+        return None
+    return o, row
+
+
+class _StepTable:
+    """Consecutive coarse steps of one sweep whose averaged weights come from one block
+    of :class:`_Weights` (one span and phase), as a table for the step-table kernels
+    (:func:`mgnn.kernels.cpu.forward_steps`, :func:`~mgnn.kernels.cpu.adjoint_steps`).
+    ``n0`` are the steps' first layers; the weights column is filled from the block's
+    first window ``a0`` when it changes (after a bind)."""
+
+    __slots__ = ("X", "tab", "G", "n0", "span", "a0", "checked", "store", "rrow", "urow",
+                 "u_lo")
+
+    def __init__(self, X, tab, G, n0, span):
+        self.X, self.tab, self.G, self.n0, self.span = X, tab, G, n0, span
+        self.a0 = None
+        self.checked = False
+        self.store = self.rrow = self.urow = self.u_lo = None
+
+    def weights(self, wts):
+        """``(W, b)`` block of the bound weights, the table's weights column current."""
+        a0, Wa, ba = wts._block(int(self.n0[0]), self.span)
+        if a0 != self.a0:
+            self.tab[:, 5] = (self.n0 - a0) // self.span
+            self.a0 = a0
+            self.checked = False
+        return Wa, ba
+
+
+def _step_tables(entries, first_layer, spans):
+    """Split the steps ``entries`` ``(u_in, u_out, t0, t1, index, g)`` of a coarse sweep
+    into step tables (runs of steps with a span in ``spans`` and one phase) and single
+    steps, in order: a list of ``_StepTable`` or entry. None when the states are not
+    rows of at most three state arrays (then the solver steps one by one).
+    ``first_layer(index, span)`` is a step's first layer."""
+    out, run, key = [], [], None
+    arrays = {}  # data address of an owner -> (index, owner)
+    gown = {}
+
+    def where(a, pool, limit):
+        found = _owner3(a)
+        if found is None:
+            return None
+        o, row = found
+        ad = _addr(o)
+        if ad not in pool:
+            if len(pool) >= limit:
+                return None
+            pool[ad] = (len(pool), o)
+        return pool[ad][0], row
+
+    def flush():
+        if not run:
+            return True
+        rows = []
+        for ui, uo, _t0, _t1, _idx, g in run:
+            a, b = where(ui, arrays, 3), where(uo, arrays, 3)
+            c = where(g, gown, 1) if g is not None else (0, -1)
+            if a is None or b is None or c is None or (b[0], b[1]) == (a[0], a[1]):
+                return False
+            rows.append((a[0], a[1], b[0], b[1], c[1], 0))
+        span = int(round(run[0][3] - run[0][2]))
+        n0 = np.array([first_layer(e[4], span) for e in run], dtype=np.int64)
+        out.append(_StepTable(None, np.array(rows, dtype=np.int64), None, n0, span))
+        run.clear()
+        return True
+
+    for e in entries:
+        span = int(round(e[3] - e[2]))
+        k = (span, first_layer(e[4], span) % span) if span in spans else None
+        if k is None or k != key:
+            if not flush():
+                return None
+            key = k
+        if k is None:
+            out.append(e)
+        else:
+            run.append(e)
+    if not flush():
+        return None
+    X = tuple(o for _, o in sorted(arrays.values(), key=lambda v: v[0]))
+    G = next(iter(gown.values()))[1] if gown else None
+    for t in out:
+        if isinstance(t, _StepTable):
+            t.X, t.G = X, G
+    return out
+
+
 class _ResNetStepperBase(Stepper):
     """What the forward and adjoint ResNet steppers share: kernels, step size,
     bound weights, scratch, states in the stepper's array namespace, and the repr."""
@@ -231,8 +337,38 @@ class _ResNetStepperBase(Stepper):
         # whole F-intervals in one kernel call on level 0 (see ``sweep``): where the
         # kernel module has the fused whole-sweep kernels for this width
         uses = getattr(self.k, "uses_fused", None)
-        self.chains = bool(uses is not None and hasattr(self.k, "adjoint_chain")
-                           and uses(net.width, net.width, np.dtype(net.dtype)))
+        fused = bool(uses is not None and uses(net.width, net.width, np.dtype(net.dtype)))
+        self.chains = fused and hasattr(self.k, "adjoint_chain")
+        # a coarse sweep as step tables, one kernel call per run (see ``coarse_sweep``)
+        self.tables = fused and hasattr(self.k, "forward_steps") and xp is np
+
+    def coarse_sweep(self, level, entries):
+        """MGRIT's hook for the steps ``entries`` of a sweep on coarse level ``level``
+        (see :mod:`mgnn.mgrit.stepper`): with averaged coarse weights on the fused
+        kernels, the runs of steps that share a block of averaged weights become
+        one step-table kernel call each (bit-identical to the single steps and the
+        added right-hand sides); None otherwise."""
+        if not (self.tables and self.average and entries):
+            return None
+        parts = _step_tables(entries, self._first_layer, self.weights.spans)
+        if parts is None:
+            return None
+        ops = []
+        for p in parts:
+            if isinstance(p, _StepTable):
+                self._prepare_table(p)
+                ops.append((self._run_table, (p,)))
+            else:
+                ops.append((self._single, p[:5] + (level, p[5])))
+        return ops
+
+    def _prepare_table(self, t):
+        pass
+
+    def _single(self, u_in, u_out, t0, t1, index, level, g):
+        self.step(u_in, u_out, t0, t1, level, index)
+        if g is not None:
+            np.add(u_out, g, out=u_out)
 
     def new_vector(self, level=0):
         """A new state in the stepper's array namespace (NumPy or CuPy)."""
@@ -315,6 +451,16 @@ class ResNetStepper(_ResNetStepperBase):
         for q in range(n):
             self.step(U[q], U[q + 1], t[q], t[q + 1], level, index + q)
 
+    @staticmethod
+    def _first_layer(index, span):
+        return index
+
+    def _run_table(self, t):
+        W, b = t.weights(self.weights)
+        self.k.forward_steps(t.X, t.tab, W, b, self.h * t.span, self.act, self.rec, t.G,
+                             check=not t.checked)
+        t.checked = True
+
     def step_batch(self, u_in, u_out, t0, t1, level, index):
         k = len(index)
         ap, span = _batch_shape(self, u_in, u_out, t0, t1, level, index)
@@ -330,6 +476,34 @@ class ResNetStepper(_ResNetStepperBase):
         W, b = wts.averages(n0, d, k, span) if self.average else wts.layers(n0, d, k)
         self.k.forward_step_batch(u_in, W, b, self.h * span, self.act,
                                   self.scratch.get("rec", k), u_out)
+
+
+class _RecordStore:
+    """Records of the coarse adjoint steps of one span and phase (every step table of a
+    level shares them): ``R[row]`` is the record of the coarse forward step over the
+    layers ``n0 ..``, linearised at the forward state ``U[n0]``, recomputed in one
+    kernel call per linearisation (a new adjoint solve) or bind."""
+
+    def __init__(self):
+        self.index = {}  # first layer n0 -> row of R
+        self.n0 = np.empty(0, np.int64)
+        self.R = None
+        self.gen = self.a0 = self.u_lo = None
+
+    def rows(self, n0):
+        for n in n0.tolist():
+            if n not in self.index:
+                self.index[n] = len(self.index)
+        self.n0 = np.fromiter(self.index, dtype=np.int64, count=len(self.index))
+        self.R = None
+        return np.array([self.index[n] for n in n0.tolist()], dtype=np.int64)
+
+    def refresh(self, stepper, W, b, a0, span):
+        if self.R is None:
+            self.R = np.empty((self.n0.size,) + stepper.shape, stepper.dtype)
+        stepper.k.forward_records(stepper.U, self.n0 - stepper.u_lo, W, b,
+                                  (self.n0 - a0) // span, stepper.act, self.R, stepper.tmp)
+        self.a0, self.u_lo = a0, stepper.u_lo
 
 
 class ResNetAdjointStepper(_ResNetStepperBase):
@@ -360,6 +534,7 @@ class ResNetAdjointStepper(_ResNetStepperBase):
         self.grad_sweeps = 0
         self._recs = {}  # coarse records with averaged weights: key -> [generation, array]
         self._gen = 0
+        self._stores = {}  # (span, phase) -> _RecordStore of the step tables' records
 
     def new_linearisation(self):
         """Forget the cached coarse records: the forward states or weights changed
@@ -381,6 +556,29 @@ class ResNetAdjointStepper(_ResNetStepperBase):
                 self.k.forward_step(u, W, b, 1.0, self.act, ent[1], self.tmp)
             ent[0] = self._gen
         return ent[1]
+
+    def _first_layer(self, index, span):
+        return self.N - index - span
+
+    def _prepare_table(self, t):
+        key = (t.span, int(t.n0[0]) % t.span)
+        store = self._stores.get(key)
+        if store is None:
+            store = self._stores[key] = _RecordStore()
+        t.store = store
+        t.rrow = store.rows(t.n0)
+
+    def _run_table(self, t):
+        W, b = t.weights(self.weights)
+        st = t.store
+        if st.R is None or st.gen != self._gen or st.a0 != t.a0 or st.u_lo != self.u_lo:
+            st.refresh(self, W, b, t.a0, t.span)
+            st.gen = self._gen
+        if t.u_lo != self.u_lo:
+            t.urow, t.u_lo = t.n0 - self.u_lo, self.u_lo
+        self.k.adjoint_steps(t.X, t.tab, self.U, t.urow, W, st.R, t.rrow, self.h * t.span,
+                             self.act, self.D, t.G, check=not t.checked)
+        t.checked = True
 
     def final_sweep(self, active):
         """MGRIT's hook around the last fine sweep of a solve: the fine steps of that
@@ -549,9 +747,13 @@ class _Engine:
         opts = dict(cf=prop.cf, max_levels=prop.levels, min_coarse=prop.min_coarse,
                     cf_sweeps=[RELAX[r] for r in relax], cycle=prop.cycle,
                     batched=prop.batched, check_stepper=False)
+        # a coarse step of level l spans stride_l layers (but a short last interval);
+        # known before the solvers plan their sweeps (the steppers group steps by span)
+        self.weights.spans = frozenset(TimeHierarchy(
+            t, cf=prop.cf, min_coarse=prop.min_coarse, max_levels=prop.levels).strides[1:])
         self.fwd = MGRIT(self.fstep, t, comm=comm, offsets=fo, **opts)
-        # a coarse step of level l spans stride_l layers (but a short last interval)
-        self.weights.spans = frozenset(self.fwd.hierarchy.strides[1:])
+        if self.weights.spans != frozenset(self.fwd.hierarchy.strides[1:]):  # pragma: no cover
+            raise AssertionError("the solver's hierarchy differs from the engine's")
         self.rcomm = comm if P == 1 else reversed_comm(comm)
         self.bwd = MGRIT(self.bstep, t, comm=self.rcomm, offsets=bo, **opts)
         self.warm_f = self.warm_b = False

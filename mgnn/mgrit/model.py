@@ -463,7 +463,9 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     cost, and a solver's empty sweep for the fixed cost of a sweep. Fine steps are
     timed as the solver takes them on level 0: F-intervals of ``interval - 1``
     steps in one ``sweep`` call (the whole-interval kernels, where the width has
-    them), then the single step into the C-point.
+    them), then the single step into the C-point; coarse steps as a run through the
+    stepper's ``coarse_sweep`` (one step-table kernel call, FAS terms added), as the
+    solver takes a coarse level's sweep.
     """
     from mgnn.mgrit.layer_parallel import (
         MGRITPropagation,
@@ -495,7 +497,6 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     L2 = L.copy()
     tt = [float(n) for n in range(N + 1)]
     m = max(int(interval), 2)
-    g = np.zeros((s, w), dt)
     span = 4 if N >= 8 else 1
     nc = max((N - span) // span, 1)
     fs.step(U[0], U2[1], 0.0, 1.0, 0, 0)  # warm up the kernels
@@ -510,11 +511,27 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
             if i + n < N:
                 fs.step(U2[i + n], U2[i + n + 1], i + n, i + n + 1.0, 0, i + n)
 
+    # coarse steps as the solver takes them: a run of steps through the stepper's
+    # coarse_sweep (step tables, one kernel call) where it has one, else one by one
+    Gc = np.zeros((nc, s, w), dt)
+    Uc, Lc = U2[:nc + 1], L2[:nc + 1]
+
+    def coarse_ops(stepper, X):
+        entries = [(X[j], X[j + 1], float(j * span), float(j * span + span), j * span, Gc[j])
+                   for j in range(nc)]
+        ops = stepper.coarse_sweep(1, entries) if hasattr(stepper, "coarse_sweep") else None
+        if ops is None:
+            ops = [(stepper._single, e[:5] + (1, e[5])) for e in entries]
+        return ops
+
+    def run_ops(ops):
+        for fn, args in ops:
+            fn(*args)
+
+    fwd_ops = coarse_ops(fs, Uc)
+
     def fwd_c():
-        for j in range(nc):
-            i = j * span
-            fs.step(U[j], U2[j + 1], i, i + float(span), 1, i)
-            np.add(U2[j + 1], g, out=U2[j + 1])
+        run_ops(fwd_ops)
 
     def adj(grad):
         bs.final_sweep(grad)
@@ -525,11 +542,10 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
                 bs.step(L2[i + n], L2[i + n + 1], i + n, i + n + 1.0, 0, i + n)
         bs.final_sweep(False)
 
+    adj_ops = coarse_ops(bs, Lc)
+
     def adj_c():
-        for j in range(nc):
-            i = j * span
-            bs.step(L[j], L2[j + 1], i, i + float(span), 1, i)
-            np.add(L2[j + 1], g, out=L2[j + 1])
+        run_ops(adj_ops)
 
     def records():
         bs.new_linearisation()

@@ -48,6 +48,22 @@ solve of one level) to it, so a stepper can take an F-interval in one kernel
 call (the ResNet steppers call the fused whole-sweep kernels). The result must
 equal the single steps bit for bit.
 
+Coarse sweeps (optional)
+------------------------
+A stepper may implement ::
+
+    coarse_sweep(level, entries)
+
+which MGRIT calls once per sweep plan of a coarse level (``level >= 1``) when it
+sets up, with the plan's steps in order: ``entries`` is a list of ``(u_in, u_out,
+t0, t1, index, g)``, ``g`` the array to add to ``u_out`` after the step (the FAS
+right-hand side) or None. It returns a list of calls ``(fn, args)`` that do exactly
+these steps and additions when run in order (bit for bit), or None to let the
+solver step one by one. The arrays are the solver's storage for its lifetime; what
+the steps depend on (weights) may change between sweeps. The ResNet steppers turn
+runs of coarse steps into step tables, one kernel call each
+(:func:`mgnn.kernels.cpu.forward_steps`).
+
 Final sweep (optional)
 ----------------------
 A stepper may implement ``final_sweep(active)``: MGRIT calls it with ``True``
