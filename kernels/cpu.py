@@ -597,35 +597,44 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0=0, n1=
 STEP_TABLE_COLUMNS = ("in_array", "in_row", "out_array", "out_row", "g_row", "w_row")
 
 
-def _check_steps(X, tab, W, b, G, s, w, dt):
+def _check_states(X, tab, s, w, dt):
+    """The state arrays of a step table and its first four columns."""
     if not 1 <= len(X) <= 3:
         raise ValueError(f"X must hold 1 to 3 state arrays, got {len(X)}")
     for i, x in enumerate(X):
         if x.ndim != 3 or x.shape[1:] != (s, w) or x.dtype != dt or not x.flags.c_contiguous:
             raise ValueError(f"X[{i}] must be a C-contiguous (rows, {s}, {w}) {dt} array, "
                              f"got shape {x.shape}, dtype {x.dtype}")
-    if tab.ndim != 2 or tab.shape[1] != 6 or tab.dtype != np.int64:
-        raise ValueError(f"tab must be an (n, 6) int64 table, got shape {tab.shape}, "
-                         f"dtype {tab.dtype}")
-    for name, a, shape in (("W", W, (w, w)), ("b", W if b is None else b, (w,) if b is not None
-                                               else (w, w))):
-        if a.shape[1:] != shape or a.dtype != dt or not a.flags.c_contiguous:
+    if not isinstance(tab, np.ndarray) or tab.ndim != 2 or tab.shape[1] != 6 \
+            or tab.dtype != np.int64:
+        raise ValueError(f"tab must be an (n, 6) int64 table, got {getattr(tab, 'shape', tab)}"
+                         f" of {getattr(tab, 'dtype', type(tab).__name__)}")
+    if tab.shape[0] == 0:
+        return None
+    lo, hi = tab.min(axis=0), tab.max(axis=0)
+    for col in (0, 2):
+        if lo[col] < 0 or hi[col] >= len(X):
+            raise ValueError(f"tab[:, {col}] must index the {len(X)} arrays of X")
+    rows = np.asarray([x.shape[0] for x in X])
+    for col, arr in ((1, 0), (3, 2)):
+        if lo[col] < 0 or bool(np.any(tab[:, col] >= rows[tab[:, arr]])):
+            raise ValueError(f"tab[:, {col}] holds a row outside its array")
+    return lo, hi
+
+
+def _check_steps(X, tab, W, b, G, s, w, dt):
+    for name, a, shape in (("W", W, (w, w)), ("b", b, (w,))):
+        if a is not None and (a.shape[1:] != shape or a.dtype != dt
+                              or not a.flags.c_contiguous):
             raise ValueError(f"{name} must be a C-contiguous (k, {', '.join(map(str, shape))})"
                              f" {dt} stack, got shape {a.shape}, dtype {a.dtype}")
     if G is not None and (G.ndim != 3 or G.shape[1:] != (s, w) or G.dtype != dt
                           or not G.flags.c_contiguous):
         raise ValueError(f"G must be a C-contiguous (rows, {s}, {w}) {dt} array or None")
-    if tab.shape[0] == 0:
+    ext = _check_states(X, tab, s, w, dt)
+    if ext is None:
         return
-    lo, hi = tab.min(axis=0), tab.max(axis=0)
-    rows = [x.shape[0] for x in X]
-    for col in (0, 2):
-        if lo[col] < 0 or hi[col] >= len(X):
-            raise ValueError(f"tab[:, {col}] must index the {len(X)} arrays of X")
-    for col, arr in ((1, 0), (3, 2)):
-        r = np.asarray(rows)[tab[:, arr]]
-        if lo[col] < 0 or bool(np.any(tab[:, col] >= r)):
-            raise ValueError(f"tab[:, {col}] holds a row outside its array")
+    lo, hi = ext
     if hi[4] >= 0 and (G is None or hi[4] >= G.shape[0] or lo[4] < -1):
         raise ValueError("tab[:, 4] holds a G row outside G (or G is None)")
     if lo[5] < 0 or hi[5] >= W.shape[0]:
@@ -676,6 +685,106 @@ def forward_records(U, urow, W, b, wrow, act, R, tmp, check=True):
         if wrow.shape != (n,) or (n and (int(wrow.min()) < 0 or int(wrow.max()) >= W.shape[0])):
             raise ValueError(f"wrow must be {n} rows inside W")
     _F.forward_records_k(U, urow, W, b, wrow, dt.type(1.0), int(act), R, tmp)
+
+
+def _check_layer_table(X, tab, P, rows, s, w, dt):
+    """Checks of a table of steps through flat layer blocks (column 4: a row of each
+    array of ``rows``, column 5: a layer of ``P``)."""
+    bs = w * w + w
+    if P.ndim != 1 or P.dtype != dt or not P.flags.c_contiguous or P.size % bs:
+        raise ValueError(f"P must be a contiguous 1-D {dt} array of blocks of w^2 + w = {bs}, "
+                         f"got shape {P.shape}, dtype {P.dtype}")
+    for name, A in rows:
+        if A.dtype != dt or not A.flags.c_contiguous:
+            raise ValueError(f"{name} must be a C-contiguous {dt} array")
+    ext = _check_states(X, tab, s, w, dt)
+    if ext is None:
+        return
+    lo, hi = ext
+    if lo[5] < 0 or hi[5] >= P.size // bs:
+        raise ValueError(f"tab[:, 5] must index the {P.size // bs} layers of P")
+    for name, A in rows:
+        if lo[4] < 0 or hi[4] >= A.shape[0]:
+            raise ValueError(f"tab[:, 4] holds a row outside {name}")
+
+
+def forward_steps_layers(X, tab, P, h, act, S, check=True):
+    """Forward steps given by a table through residual layers of flat blocks.
+
+    As :func:`forward_steps`, but step ``j`` uses the layer ``n = tab[j, 5]`` of
+    ``P`` (contiguous blocks ``[W_n, b_n]``, as :func:`forward_sweep`) and writes
+    its record to ``S[tab[j, 4]]`` ((rows, s, w), the records the adjoint needs);
+    no right-hand side. MGRIT's level-0 sweeps in one call. Each step is
+    bit-identical to :func:`forward_step`, for any thread count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> s, w = 5, 3
+    >>> P = rng.standard_normal(2 * (w * w + w))
+    >>> X = np.zeros((3, s, w)); X[0] = rng.standard_normal((s, w))
+    >>> S = np.empty((2, s, w))
+    >>> tab = np.array([[0, 0, 0, 1, 0, 0], [0, 1, 0, 2, 1, 1]], dtype=np.int64)
+    >>> forward_steps_layers([X], tab, P, 0.5, ACTIVATIONS["tanh"], S)
+    >>> Y = np.empty((3, s, w)); Y[0] = X[0]; R = np.empty((2, s, w))
+    >>> forward_sweep(Y, P, 0.5, ACTIVATIONS["tanh"], R)
+    >>> bool(np.array_equal(Y, X) and np.array_equal(R, S))
+    True
+    """
+    s, w = S.shape[1], S.shape[2]
+    dt = S.dtype
+    if check:
+        _check_layer_table(X, tab, P, (("S", S),), s, w, dt)
+    X0, X1, X2 = _three(X, dt)
+    _F.forward_steps_layers_k(X0, X1, X2, tab, P, dt.type(h), int(act), S)
+
+
+def adjoint_steps_layers(X, tab, U, P, S, h, act, D, G=None, check=True):
+    """Adjoint steps given by a table through residual layers of flat blocks.
+
+    Step ``j`` reads ``l = X[tab[j, 0]][tab[j, 1]]`` and writes
+    ``X[tab[j, 2]][tab[j, 3]] = l + D W_n``, ``D = h sigma'(S[r]) * l``, for the
+    layer ``n = tab[j, 5]`` of ``P`` linearised at ``U[r]``, ``r = tab[j, 4]``; with
+    ``G`` ((rows, w^2 + w)) it writes the layer's gradient block
+    ``G[r] = [D^T U[r], colsum D]``. Each step is bit-identical to
+    :func:`adjoint_step` (with ``gW``, ``gb`` when ``G`` is given), for any thread
+    count. ``D`` (s, w) is scratch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> s, w, act = 4, 3, ACTIVATIONS["tanh"]
+    >>> P = rng.standard_normal(w * w + w)
+    >>> U = np.empty((2, s, w)); U[0] = rng.standard_normal((s, w)); S = np.empty((1, s, w))
+    >>> forward_sweep(U, P, 0.5, act, S)
+    >>> X = np.zeros((2, s, w)); X[0] = rng.standard_normal((s, w))
+    >>> G = np.empty((1, w * w + w))
+    >>> tab = np.array([[0, 0, 0, 1, 0, 0]], dtype=np.int64)
+    >>> adjoint_steps_layers([X], tab, U, P, S, 0.5, act,
+    ...                      np.empty((s, w)), G)
+    >>> L, gW, gb = np.empty((s, w)), np.empty((w, w)), np.empty(w)
+    >>> adjoint_step(X[0], U[0], P[:9].reshape(3, 3), S[0], 0.5, act, np.empty((s, w)),
+    ...              L=L, gW=gW, gb=gb)
+    >>> bool(np.array_equal(X[1], L) and np.array_equal(G[0], np.r_[gW.ravel(), gb]))
+    True
+    """
+    s, w = D.shape
+    dt = D.dtype
+    want_g = G is not None
+    if check:
+        rows = [("U", U), ("S", S)] + ([("G", G)] if want_g else [])
+        _check_layer_table(X, tab, P, rows, s, w, dt)
+        if U.shape[1:] != (s, w) or S.shape[1:] != (s, w):
+            raise ValueError(f"U and S must be stacks of ({s}, {w}) states")
+        if want_g and G.shape[1:] != (w * w + w,):
+            raise ValueError(f"G must be (rows, {w * w + w}), got {G.shape}")
+    X0, X1, X2 = _three(X, dt)
+    _F.adjoint_steps_layers_k(X0, X1, X2, tab, U, P, S, dt.type(h), int(act), D,
+                              G if want_g else _dummy(dt, 2), want_g,
+                              _partials(s, w, w, dt, (w, w)) if want_g else _dummy(dt, 3),
+                              _partials(s, w, w, dt, (w,)) if want_g else _dummy(dt, 2))
 
 
 def _three(X, dt):

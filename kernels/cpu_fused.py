@@ -705,6 +705,47 @@ def forward_records(U, urow, W, b, wrow, one, act, R, tmp):
             _forward_rows(U[urow[j]], WT, b[q], one, act, True, R[j], tmp, r0, r1)
 
 
+@njit(cache=True, parallel=True, error_model="numpy")
+def forward_steps_layers(X0, X1, X2, tab, P, h, act, S):
+    """Forward steps of a table through the layers of flat blocks ``P`` (columns:
+    input array, input row, output array, output row, record row of S, layer of P):
+    out = in + h sigma(in W_n^T + b_n), S[record row] = the record. Per step
+    bit-identical to the single forward step."""
+    s, w = S.shape[1], S.shape[2]
+    nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    for c in prange(nch):
+        r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
+        WT = np.empty((w, w), S.dtype)
+        for j in range(tab.shape[0]):
+            W, b = _layer(P, tab[j, 5], w)
+            _transpose(W, WT)
+            _forward_rows(_pick(tab[j, 0], X0, X1, X2)[tab[j, 1]], WT, b, h, act, True,
+                          S[tab[j, 4]], _pick(tab[j, 2], X0, X1, X2)[tab[j, 3]], r0, r1)
+
+
+@njit(cache=True, error_model="numpy")
+def adjoint_steps_layers(X0, X1, X2, tab, U, P, S, h, act, D, G, want_g, Pg, Pb):
+    """Adjoint steps of a table through the layers of flat blocks ``P`` (columns:
+    input array, input row, output array, output row, row of U, S and G, layer of P):
+    out = in + D W_n with D = h sigma'(S[row]) in, and with ``want_g`` the layer's
+    gradient block G[row] = [D^T U[row], colsum D]. Each step is one call of the single
+    adjoint step's layer code: bit-identical to it, for any thread count."""
+    w = S.shape[2]
+    gd = np.empty((1, 1), S.dtype)
+    bd = np.empty(1, S.dtype)
+    for j in range(tab.shape[0]):
+        W, _ = _layer(P, tab[j, 5], w)
+        r = tab[j, 4]
+        if want_g:
+            gW = G[r, : w * w].reshape((w, w))
+            gb = G[r, w * w:]
+        else:
+            gW, gb = gd, bd
+        _adjoint_layer(_pick(tab[j, 0], X0, X1, X2)[tab[j, 1]], U[r], W, S[r], h, act, D,
+                       _pick(tab[j, 2], X0, X1, X2)[tab[j, 3]], True, gW, gb, want_g, True,
+                       Pg, Pb, False)
+
+
 forward_layer = _forward_layer
 adjoint_layer = _adjoint_layer
 tangent_layer = _tangent_layer
@@ -719,3 +760,5 @@ adjoint_batch_k = adjoint_batch
 forward_steps_k = forward_steps
 adjoint_steps_k = adjoint_steps
 forward_records_k = forward_records
+forward_steps_layers_k = forward_steps_layers
+adjoint_steps_layers_k = adjoint_steps_layers

@@ -224,6 +224,8 @@ def test_whole_interval_kernels_equal_single_steps(width, monkeypatch):
         obj = Objective(net, X, y, propagation=MGRITPropagation())
         return [obj.value_and_grad(t) for t in thetas]
 
+    monkeypatch.setattr(ResNetStepper, "plan_sweep", None)  # whole intervals, not tables
+    monkeypatch.setattr(ResNetAdjointStepper, "plan_sweep", None)
     chained = run()
     monkeypatch.setattr(ResNetStepper, "sweep", None)
     monkeypatch.setattr(ResNetAdjointStepper, "sweep", None)
@@ -237,11 +239,12 @@ def test_whole_interval_kernels_equal_single_steps(width, monkeypatch):
     (16, 61, np.float64, dict(cf=2, relax="FCF", cycle="V")),  # short last intervals
     (8, 50, np.float32, dict(cf=(4, 2), relax=["F", "FCF"])),
 ])
-def test_coarse_step_tables_equal_single_steps(width, depth, dtype, opts, monkeypatch):
-    """Coarse sweeps as step tables (one kernel call per run of steps sharing a block of
-    averaged weights, FAS right-hand sides added in the kernel, coarse adjoint records
-    computed once per linearisation) give the single steps' values and gradients bit
-    for bit, over warm-started evaluations and for short last intervals."""
+def test_step_tables_equal_single_steps(width, depth, dtype, opts, monkeypatch):
+    """Sweeps as step tables (the fine sweep in one kernel call with records and the
+    gradient; on coarse levels one call per run of steps sharing a block of averaged
+    weights, FAS right-hand sides added in the kernel, coarse adjoint records computed
+    once per linearisation) give the single steps' values and gradients bit for bit,
+    over warm-started evaluations and for short last intervals."""
     net, X, y, theta = make(depth=depth, width=width)
     if dtype is np.float32:
         net = ResNet(2, width, depth, 3, T=3.0, activation="tanh", dtype=np.float32)
@@ -255,10 +258,13 @@ def test_coarse_step_tables_equal_single_steps(width, depth, dtype, opts, monkey
 
     tabled, prop = run()
     eng = next(iter(prop._engines.values()))
-    lv = eng.bwd.levels[1]
-    assert lv.plan_f.ops is not None and len(lv.plan_f.ops[0]) < len(lv.plan_f.indep)
-    monkeypatch.setattr(ResNetStepper, "coarse_sweep", None)
-    monkeypatch.setattr(ResNetAdjointStepper, "coarse_sweep", None)
+    for sol in (eng.fwd, eng.bwd):
+        for lv in sol.levels[:2]:
+            assert lv.plan_f.ops is not None and len(lv.plan_f.ops[0]) < len(lv.plan_f.indep)
+    assert len(eng.fwd.levels[0].plan_f.ops[0]) == 1  # the fine sweep: one call
+    for cls in (ResNetStepper, ResNetAdjointStepper):
+        monkeypatch.setattr(cls, "plan_sweep", None)
+        monkeypatch.setattr(cls, "sweep", None)
     single, prop = run()
     assert next(iter(prop._engines.values())).bwd.levels[1].plan_f.ops is None
     for (f1, g1), (f2, g2) in zip(tabled, single, strict=True):

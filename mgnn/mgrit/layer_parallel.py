@@ -239,13 +239,23 @@ class _StepTable:
     first window ``a0`` when it changes (after a bind)."""
 
     __slots__ = ("X", "tab", "G", "n0", "span", "a0", "checked", "store", "rrow", "urow",
-                 "u_lo")
+                 "u_lo", "entries", "key")
 
     def __init__(self, X, tab, G, n0, span):
         self.X, self.tab, self.G, self.n0, self.span = X, tab, G, n0, span
         self.a0 = None
         self.checked = False
         self.store = self.rrow = self.urow = self.u_lo = None
+        self.entries = self.key = None  # fine tables: the steps, (weights lo, rows lo)
+
+    def rows(self, w_lo, r_lo):
+        """Fine tables: columns 4 (row ``n - r_lo`` of the records / states / gradient)
+        and 5 (layer ``n - w_lo`` of the bound flat weights) for bound offsets."""
+        if (w_lo, r_lo) != self.key:
+            self.tab[:, 4] = self.n0 - r_lo
+            self.tab[:, 5] = self.n0 - w_lo
+            self.key = (w_lo, r_lo)
+            self.checked = False
 
     def weights(self, wts):
         """``(W, b)`` block of the bound weights, the table's weights column current."""
@@ -258,11 +268,12 @@ class _StepTable:
 
 
 def _step_tables(entries, first_layer, spans):
-    """Split the steps ``entries`` ``(u_in, u_out, t0, t1, index, g)`` of a coarse sweep
-    into step tables (runs of steps with a span in ``spans`` and one phase) and single
-    steps, in order: a list of ``_StepTable`` or entry. None when the states are not
-    rows of at most three state arrays (then the solver steps one by one).
-    ``first_layer(index, span)`` is a step's first layer."""
+    """Split the steps ``entries`` ``(u_in, u_out, t0, t1, index, g)`` of a sweep into
+    step tables (runs of steps with a span in ``spans`` and one phase; ``spans=None``:
+    all steps in one table, the fine level's) and single steps, in order: a list of
+    ``_StepTable`` or entry. None when the states are not rows of at most three state
+    arrays (then the solver steps one by one). ``first_layer(index, span)`` is a
+    step's first layer."""
     out, run, key = [], [], None
     arrays = {}  # data address of an owner -> (index, owner)
     gown = {}
@@ -297,7 +308,10 @@ def _step_tables(entries, first_layer, spans):
 
     for e in entries:
         span = int(round(e[3] - e[2]))
-        k = (span, first_layer(e[4], span) % span) if span in spans else None
+        if spans is None:
+            k = (1, 0)
+        else:
+            k = (span, first_layer(e[4], span) % span) if span in spans else None
         if k is None or k != key:
             if not flush():
                 return None
@@ -339,28 +353,41 @@ class _ResNetStepperBase(Stepper):
         uses = getattr(self.k, "uses_fused", None)
         fused = bool(uses is not None and uses(net.width, net.width, np.dtype(net.dtype)))
         self.chains = fused and hasattr(self.k, "adjoint_chain")
-        # a coarse sweep as step tables, one kernel call per run (see ``coarse_sweep``)
-        self.tables = fused and hasattr(self.k, "forward_steps") and xp is np
+        # sweeps as step tables, one kernel call per run of steps (see ``plan_sweep``)
+        self.tables = fused and hasattr(self.k, "forward_steps_layers") and xp is np
 
-    def coarse_sweep(self, level, entries):
-        """MGRIT's hook for the steps ``entries`` of a sweep on coarse level ``level``
-        (see :mod:`mgnn.mgrit.stepper`): with averaged coarse weights on the fused
-        kernels, the runs of steps that share a block of averaged weights become
-        one step-table kernel call each (bit-identical to the single steps and the
-        added right-hand sides); None otherwise."""
-        if not (self.tables and self.average and entries):
+    def plan_sweep(self, level, entries):
+        """MGRIT's hook for the steps ``entries`` of a sweep on level ``level`` (see
+        :mod:`mgnn.mgrit.stepper`), on the fused kernels: on level 0 all the steps
+        become one step-table kernel call through the layers' flat weights (with the
+        records, and the gradient in the final adjoint sweep); on a coarse level, with
+        averaged coarse weights, every run of steps that shares a block of averaged
+        weights becomes one call (the FAS right-hand sides added in the kernel).
+        Bit-identical to the single steps; None where the tables do not apply."""
+        if not (self.tables and entries) or (level > 0 and not self.average):
             return None
-        parts = _step_tables(entries, self._first_layer, self.weights.spans)
+        parts = _step_tables(entries, self._first_layer, None if level == 0 else
+                             self.weights.spans)
         if parts is None:
             return None
         ops = []
         for p in parts:
-            if isinstance(p, _StepTable):
+            if isinstance(p, _StepTable) and level == 0:
+                if p.G is not None:  # pragma: no cover - level 0 has no right-hand side
+                    return None
+                p.entries = entries
+                ops.append((self._run_fine, (p,)))
+            elif isinstance(p, _StepTable):
                 self._prepare_table(p)
                 ops.append((self._run_table, (p,)))
             else:
                 ops.append((self._single, p[:5] + (level, p[5])))
         return ops
+
+    def _steps(self, t):
+        """The steps of a fine table one by one (weights without a flat form)."""
+        for ui, uo, t0, t1, index, _ in t.entries:
+            self.step(ui, uo, t0, t1, 0, index)
 
     def _prepare_table(self, t):
         pass
@@ -459,6 +486,16 @@ class ResNetStepper(_ResNetStepperBase):
         W, b = t.weights(self.weights)
         self.k.forward_steps(t.X, t.tab, W, b, self.h * t.span, self.act, self.rec, t.G,
                              check=not t.checked)
+        t.checked = True
+
+    def _run_fine(self, t):
+        P = self.weights.flat
+        if P is None:
+            self._steps(t)
+            return
+        t.rows(self.weights.lo, self.s_lo)
+        self.k.forward_steps_layers(t.X, t.tab, P, self.h, self.act, self.S,
+                                    check=not t.checked)
         t.checked = True
 
     def step_batch(self, u_in, u_out, t0, t1, level, index):
@@ -578,6 +615,20 @@ class ResNetAdjointStepper(_ResNetStepperBase):
             t.urow, t.u_lo = t.n0 - self.u_lo, self.u_lo
         self.k.adjoint_steps(t.X, t.tab, self.U, t.urow, W, st.R, t.rrow, self.h * t.span,
                              self.act, self.D, t.G, check=not t.checked)
+        t.checked = True
+
+    def _run_fine(self, t):
+        P, G = self.weights.flat, None
+        if self.grad:
+            G = self.G
+            if G.ndim != 2 or not G.flags.c_contiguous:
+                P = None
+        if P is None or not self.u_lo == self.s_lo == self.g_lo:
+            self._steps(t)
+            return
+        t.rows(self.weights.lo, self.u_lo)
+        self.k.adjoint_steps_layers(t.X, t.tab, self.U, P, self.S, self.h, self.act, self.D,
+                                    G, check=not t.checked or G is not None)
         t.checked = True
 
     def final_sweep(self, active):

@@ -461,11 +461,12 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     Uses the MGRIT steppers themselves (so their Python call overhead is included),
     a serial evaluation for the serial cost per layer and the opening/closing/loss
     cost, and a solver's empty sweep for the fixed cost of a sweep. Fine steps are
-    timed as the solver takes them on level 0: F-intervals of ``interval - 1``
-    steps in one ``sweep`` call (the whole-interval kernels, where the width has
-    them), then the single step into the C-point; coarse steps as a run through the
-    stepper's ``coarse_sweep`` (one step-table kernel call, FAS terms added), as the
-    solver takes a coarse level's sweep.
+    timed as the solver takes them on level 0: an F-relaxation (F-intervals of
+    ``interval - 1`` steps and the steps into the C-points) through the stepper's
+    ``plan_sweep`` (one step-table kernel call, where the width has the fused
+    kernels), else each F-interval in one ``sweep`` call and the single step into its
+    C-point; coarse steps as a run through ``plan_sweep`` (one call, FAS terms
+    added), as the solver takes a coarse level's sweep.
     """
     from mgnn.mgrit.layer_parallel import (
         MGRITPropagation,
@@ -504,7 +505,26 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
         fs.sweep(U2[:3], tt[:3], 0, 0)
         bs.sweep(L2[:3], tt[:3], 0, 0)
 
+    def run_ops(ops):
+        for fn, args in ops:
+            fn(*args)
+
+    # fine steps as the solver takes them in an F-relaxation: every F-interval and the
+    # step into its C-point, all in one step-table call where the stepper plans sweeps
+    Sc = np.empty((N // m + 1, s, w), dt)
+
+    def fine_ops(stepper, X):
+        entries = [(X[i], Sc[(i + 1) // m - 1] if (i + 1) % m == 0 and i + 1 < N else
+                    X[i + 1], float(i), i + 1.0, i, None) for i in range(N)]
+        plan = getattr(stepper, "plan_sweep", None)
+        return plan(0, entries) if plan is not None else None
+
+    fwd_fine = fine_ops(fs, U2)
+
     def fwd():
+        if fwd_fine is not None:
+            run_ops(fwd_fine)
+            return
         for i in range(0, N, m):
             n = min(m - 1, N - i)
             fs.sweep(U2[i:i + n + 1], tt[i:i + n + 1], 0, i)
@@ -512,29 +532,32 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
                 fs.step(U2[i + n], U2[i + n + 1], i + n, i + n + 1.0, 0, i + n)
 
     # coarse steps as the solver takes them: a run of steps through the stepper's
-    # coarse_sweep (step tables, one kernel call) where it has one, else one by one
+    # plan_sweep (step tables, one kernel call) where it has one, else one by one
     Gc = np.zeros((nc, s, w), dt)
     Uc, Lc = U2[:nc + 1], L2[:nc + 1]
 
     def coarse_ops(stepper, X):
         entries = [(X[j], X[j + 1], float(j * span), float(j * span + span), j * span, Gc[j])
                    for j in range(nc)]
-        ops = stepper.coarse_sweep(1, entries) if hasattr(stepper, "coarse_sweep") else None
+        plan = getattr(stepper, "plan_sweep", None)
+        ops = plan(1, entries) if plan is not None else None
         if ops is None:
             ops = [(stepper._single, e[:5] + (1, e[5])) for e in entries]
         return ops
-
-    def run_ops(ops):
-        for fn, args in ops:
-            fn(*args)
 
     fwd_ops = coarse_ops(fs, Uc)
 
     def fwd_c():
         run_ops(fwd_ops)
 
+    adj_fine = fine_ops(bs, L2)
+
     def adj(grad):
         bs.final_sweep(grad)
+        if adj_fine is not None:
+            run_ops(adj_fine)
+            bs.final_sweep(False)
+            return
         for i in range(0, N, m):
             n = min(m - 1, N - i)
             bs.sweep(L2[i:i + n + 1], tt[i:i + n + 1], 0, i)

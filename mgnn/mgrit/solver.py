@@ -349,7 +349,7 @@ class MGRIT:
         # whole level-0 F-intervals in one call where the stepper can (not batched:
         # waves group the same steps across intervals instead)
         self._sweeps = callable(getattr(stepper, "sweep", None)) and not batched
-        self._coarse_sweeps = callable(getattr(stepper, "coarse_sweep", None)) and not batched
+        self._plan_sweeps = callable(getattr(stepper, "plan_sweep", None)) and not batched
         self._state_rtol, self._state_norm = None, 0.0
         self.tau_ready = False
         self._setup()
@@ -538,13 +538,14 @@ class MGRIT:
             dep, indep = entries[:split], entries[split:]
         plan = _Plan([e for e in indep if e is not None], [e for e in dep if e is not None],
                      early, add_g)
-        if lv.lvl > 0 and self._coarse_sweeps:
-            # the stepper may take each part of a coarse sweep in a few kernel calls
-            prep = self.stepper.coarse_sweep
+        if self._plan_sweeps:
+            # the stepper may take each part of a sweep in a few kernel calls
+            prep = self.stepper.plan_sweep
             ops = (prep(lv.lvl, plan.indep) if plan.indep else [],
                    prep(lv.lvl, plan.dep) if plan.dep else [])
             if ops[0] is not None and ops[1] is not None:
                 plan.ops = ops
+                return plan
         if lv.lvl == 0 and self._sweeps and lv.block is not None:
             k0 = max(a, 1) - a  # local index of entries[0]
             if a == 0:

@@ -48,21 +48,23 @@ solve of one level) to it, so a stepper can take an F-interval in one kernel
 call (the ResNet steppers call the fused whole-sweep kernels). The result must
 equal the single steps bit for bit.
 
-Coarse sweeps (optional)
-------------------------
+Planned sweeps (optional)
+-------------------------
 A stepper may implement ::
 
-    coarse_sweep(level, entries)
+    plan_sweep(level, entries)
 
-which MGRIT calls once per sweep plan of a coarse level (``level >= 1``) when it
-sets up, with the plan's steps in order: ``entries`` is a list of ``(u_in, u_out,
-t0, t1, index, g)``, ``g`` the array to add to ``u_out`` after the step (the FAS
-right-hand side) or None. It returns a list of calls ``(fn, args)`` that do exactly
-these steps and additions when run in order (bit for bit), or None to let the
-solver step one by one. The arrays are the solver's storage for its lifetime; what
-the steps depend on (weights) may change between sweeps. The ResNet steppers turn
-runs of coarse steps into step tables, one kernel call each
-(:func:`mgnn.kernels.cpu.forward_steps`).
+which MGRIT calls once per sweep plan (and part of it: the steps that do not wait
+for the ghost, then those that do) when it sets up, with the steps in order:
+``entries`` is a list of ``(u_in, u_out, t0, t1, index, g)``, ``g`` the array to
+add to ``u_out`` after the step (a coarse level's FAS right-hand side) or None. It
+returns a list of calls ``(fn, args)`` that do exactly these steps and additions
+when run in order (bit for bit), or None to let the solver step (or ``sweep``) on
+its own. The arrays are the solver's storage for its lifetime; what the steps
+depend on (weights, ``final_sweep``) may change between sweeps. The ResNet
+steppers turn a fine sweep into one step-table kernel call and every run of coarse
+steps sharing a block of averaged weights into one
+(:func:`mgnn.kernels.cpu.forward_steps_layers`, :func:`mgnn.kernels.cpu.forward_steps`).
 
 Final sweep (optional)
 ----------------------
