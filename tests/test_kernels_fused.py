@@ -430,3 +430,49 @@ def test_step_tables_refuse_bad_tables():
         K.forward_steps([np.zeros((2, s, w))[:, :, ::-1]], good, W, b, 0.1, K.TANH, S)
     with pytest.raises(ValueError, match="urow"):
         K.adjoint_steps(X, good, X[0], np.array([5]), W, X[0], np.array([0]), 0.1, K.TANH, S)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 300), st.integers(1, 20), dtypes,
+       st.sampled_from(ACTS), st.booleans(), st.integers(0, 2**31))
+def test_layer_step_tables_equal_single_steps_bit_for_bit(n, s, w, dtype, act, grad, seed):
+    """A fine sweep as a table (chained steps through flat layer blocks, the last into a
+    second array, records and optionally the gradient written by row) equals the single
+    forward and adjoint steps bit for bit."""
+    rng = np.random.default_rng(seed)
+    a = K.ACTIVATIONS[act]
+    P, _, U = sweep_problem(rng, n, s, w, dtype)
+    X = [np.zeros((n + 1, s, w), dtype), np.zeros((1, s, w), dtype)]
+    X[0][0] = U[0]
+    layers = rng.permutation(n)  # any layer order: the table names them
+    tab = np.array([(0, j, 1 if j == n - 1 else 0, 0 if j == n - 1 else j + 1, j, layers[j])
+                    for j in range(n)], dtype=np.int64)
+    S = np.empty((n, s, w), dtype)
+    K.forward_steps_layers(X, tab, P, 0.2, a, S)
+    Y, S1 = [x.copy() for x in X], np.empty((n, s, w), dtype)
+    Y[0][1:], Y[1][:] = 0, 0
+    for j in range(n):
+        Wn, bn = layer(P, layers[j], w)
+        out = Y[1][0] if j == n - 1 else Y[0][j + 1]
+        K.forward_step(Y[0][j], Wn, bn, 0.2, a, S1[j], out)
+    np.testing.assert_array_equal(S, S1)
+    for x, y in zip(X, Y, strict=True):
+        np.testing.assert_array_equal(x, y)
+    # adjoint through the same table, linearised at the forward states of each row
+    Us = np.ascontiguousarray(Y[0][:n])
+    L = [rng.standard_normal((n + 1, s, w)).astype(dtype), np.zeros((1, s, w), dtype)]
+    G = np.full((n, w * w + w), np.nan, dtype) if grad else None
+    L2 = [x.copy() for x in L]
+    D = np.empty((s, w), dtype)
+    K.adjoint_steps_layers(L, tab, Us, P, S, 0.2, a, D, G)
+    for j in range(n):
+        Wn, _ = layer(P, layers[j], w)
+        out = L2[1][0] if j == n - 1 else L2[0][j + 1]
+        if grad:
+            gW, gb = np.empty((w, w), dtype), np.empty(w, dtype)
+            K.adjoint_step(L2[0][j], Us[j], Wn, S[j], 0.2, a, D, L=out, gW=gW, gb=gb)
+            np.testing.assert_array_equal(G[j], np.r_[gW.ravel(), gb])
+        else:
+            K.adjoint_step(L2[0][j], Us[j], Wn, S[j], 0.2, a, D, L=out)
+    for x, y in zip(L, L2, strict=True):
+        np.testing.assert_array_equal(x, y)
