@@ -24,7 +24,7 @@ def runs(run_under_mpi):
 
 
 @pytest.mark.parametrize("case", ["grad_L1", "grad_L2", "grad_L3", "lbfgs", "adam",
-                                  "one_shot_V", "one_shot_F", "defaults"])
+                                  "one_shot_V", "one_shot_F", "defaults", "overflow"])
 def test_identical_on_1_2_3_ranks(runs, case):
     ref = runs[1][case]
     for p in (2, 3):
@@ -66,3 +66,12 @@ def test_data_parallel_grids_agree_with_serial(runs):
         c = runs[2][grid]
         assert c["f_err"] <= 1e-14
         assert c["g_err"] <= 1e-13 * max(1.0, c["g_scale"])
+
+
+def test_an_overflowing_forward_gives_nan_on_every_rank(runs):
+    """The last rank's non-finite loss reaches every rank before the adjoint: no rank
+    raises, the gradient is NaN on all of them, the warm starts are dropped."""
+    for p in (1, 2, 3):
+        c = runs[p]["overflow"]
+        assert not c["f_bad_finite"] and c["g_bad_all_nan"]
+        assert np.isfinite(c["f_ok"]) and not c["warm_after"]

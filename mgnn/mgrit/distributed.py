@@ -258,6 +258,7 @@ class LayerParallelObjective:
         Xl, Yl, s, total = self._local_data(batch)
         grad = np.zeros_like(theta) if want_grad else None
         val = 0.0
+        reduced = False  # whether the loss is on every rank of the layer communicator
         if s:
             weight = s / total
             bufs = self._bufs(s)
@@ -309,9 +310,22 @@ class LayerParallelObjective:
                     val = self.loss.value(bufs["Y"], Yl, np)
                 val *= weight
             if want_grad:
+                # the loss from the last rank to all before the adjoint (adding zeros is
+                # exact), so that every rank skips an adjoint from a non-finite start
+                if self.comm.size > 1:
+                    val = self.comm.allreduce(val if self.last else 0.0)
+                    reduced = True
                 gblocks = grad[self._res].reshape(-1, net.block_size)
-                lam0 = prop._backward_local(eng, bufs["lam"], gblocks)
-                if self.first and own:
+                finite = math.isfinite(val)
+                if finite:
+                    lam0 = prop._backward_local(eng, bufs["lam"], gblocks)
+                else:
+                    # the forward overflowed: no adjoint (MGRIT refuses a non-finite
+                    # start), a NaN gradient the optimizer's divergence check stops at
+                    grad.fill(math.nan)
+                if not finite:
+                    pass
+                elif self.first and own:
                     net.open_adjoint_local(theta[:net.n_open], Xl, lam0, bufs["S_open"],
                                            bufs["D_open"], grad[:net.n_open], bufs)
                 elif self.first:
@@ -324,7 +338,7 @@ class LayerParallelObjective:
         else:
             extra = 0.0
         # loss from the last rank to all (adding zeros is exact), then over data blocks
-        if self.comm.size > 1:
+        if self.comm.size > 1 and not reduced:
             val = self.comm.allreduce(val if self.last else 0.0)
         if self.data_comm.size > 1:
             val = self.data_comm.allreduce(val)

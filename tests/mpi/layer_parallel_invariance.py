@@ -95,6 +95,24 @@ def main(path):
                          "hist_fun": hist["fun"].tolist(),
                          "mgrit_fwd_residual": hist["mgrit_fwd_residual"].tolist(),
                          "nit": res.nit, "work": res.work}
+    # an overflowing forward: every rank skips the adjoint (no rank raises), the gradient
+    # is NaN everywhere, and the next evaluation starts cold and is finite again
+    prop = MGRITPropagation()
+    rnet = ResNet(2, 4, 13, 3, T=3.0, activation="relu")
+    obj = LayerParallelObjective(rnet, X, y, comm=world, propagation=prop)
+    rtheta = rnet.init(np.random.default_rng(4))
+    tl = obj.scatter(rtheta)
+    obj.value_and_grad(tl)
+    bad = rtheta.copy()
+    bad[rnet.layer_slice(0, rnet.depth)] = 1e200
+    with np.errstate(all="ignore"):
+        f_bad, g_bad = obj.value_and_grad(obj.scatter(bad))
+    f_ok, g_ok = obj.value_and_grad(tl)
+    cases["overflow"] = {"f_bad_finite": bool(np.isfinite(f_bad)),
+                         "g_bad_all_nan": bool(world.allreduce(int(np.all(np.isnan(g_bad))),
+                                                               op="min")),
+                         "f_ok": f_ok, "g_ok": obj.gather(g_ok).tolist(),
+                         "warm_after": bool(prop.last_stats()["forward"].warm)}
     if world.size == 2:
         for layers in (2, 1):
             lc, dc = process_grid(world, layers=layers)
