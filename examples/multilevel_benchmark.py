@@ -24,6 +24,17 @@ momentum, L-BFGS, trust region), on the problems of :data:`PROBLEMS`:
     time), Glorot initialisation, with MTNN's two-level width hierarchy. MTNN's
     learning rate and weight decay are converted from PyTorch's ``MSELoss`` to mgnn's
     MSE (``mgopt_preset('mtnn', mse_outputs=m)``).
+``poisson-small``, ``darcy-small``
+    The same problems scaled down so that 100 MTNN cycles take seconds, not minutes:
+    8 x 8 grids (64 inputs; Poisson 64 outputs), width :data:`SMALL_WIDTH` (128;
+    ``--mtnn-width``) instead of 400 / 1024, :data:`SMALL_SAMPLES` (500;
+    ``--mtnn-samples``) training and as many validation samples instead of 1000.
+    MTNN's optimiser settings are kept (SGD lr 0.01 momentum 0.9 weight decay 1e-6
+    in PyTorch's units, converted; 100 V-cycles, 4 pre-, post- and coarse smoothing
+    steps, tau on the smoothing batches, re-matching every 10 cycles); the batch is
+    ``min(200, n // 4)`` samples (125 here), so that one smoothing stage is one pass
+    over the data as MTNN's 4 batches of 200 are most of its 1000 samples.
+    ``--suite mtnn`` runs these two.
 
 Methods (:data:`DEPTH_METHODS` on the depth problems, :data:`WIDTH_METHODS` on the
 width problems):
@@ -52,6 +63,9 @@ width problems):
     post-smoothing step, 20 coarse steps, tau on a fresh mini-batch.
 ``MGOPT-MTNN``
     ``mgopt(H, theta0, **mgopt_preset('mtnn', mse_outputs=m))``: 100 V-cycles.
+    With ``--tune-mtnn`` the learning rate of SGD-MTNN and of MGOPT-MTNN is tuned
+    on :data:`MTNN_LR_FACTORS` times MTNN's (the ``lr`` column shows the factor);
+    otherwise both take MTNN's rate.
 
 Every run starts from the same initial network per seed (``net.init(seed, ...)``;
 mini-batches seeded by the seed too). A run stops when it has reached both
@@ -66,9 +80,11 @@ by ``budget / MONITOR_POINTS`` (this sets the resolution of work-to-target).
 
 Learning rates are tuned per method and problem on a fixed grid (:data:`LR_GRIDS`)
 on seed 0: the rate with the least work to the validation target, or, if none
-reaches it, the best final validation metric. Methods without a learning rate
-(L-BFGS, trust region, monotone RMTR) run with their defaults or the settings
-named in :data:`METHODS`. All seeds (0 .. seeds-1) then run with the chosen rate.
+reaches it, the best final validation metric. The monotone RMTR, which has no
+learning rate, is tuned the same way on the points of :data:`RMTR_GRID` (its
+sample-size rule, number of levels, coarse iterations; ``--tune-rmtr off``: its
+defaults). L-BFGS and trust region run with their defaults. All seeds
+(0 .. seeds-1) then run with the chosen rate or options.
 
 Writes ``multilevel_benchmark.md`` (tables: work and wall time to each target,
 mean / median / worst over seeds; ratios; the claims of issue 17 checked),
@@ -160,10 +176,11 @@ class Problem:
         return mgnn.Objective(self.net, self.data.X_train, self.data.Y_train,
                               tikhonov=self.tikhonov, smoothness=self.smoothness)
 
-    def make_hierarchy(self, obj, theta0):
+    def make_hierarchy(self, obj, theta0, levels=None, factor=None):
+        levels = self.levels if levels is None else levels
         if self.hierarchy == "depth":
-            return depth_hierarchy(obj, self.levels, factor=self.factor)
-        return width_hierarchy(obj, theta0, self.levels)
+            return depth_hierarchy(obj, levels, factor=self.factor if factor is None else factor)
+        return width_hierarchy(obj, theta0, levels)
 
     def val_metric(self, mon, x):
         d = self.data
@@ -179,14 +196,23 @@ DEPTH_METHODS = ("Adam", "SGD", "L-BFGS", "TR", "NI", "RMTR", "RMTR-OFF", "MGOPT
 WIDTH_METHODS = ("Adam", "SGD-MTNN", "L-BFGS", "TR", "RMTR", "RMTR-OFF", "MGOPT-MTNN")
 SUITES = {
     "all": ("peaks-deep", "regression-deep", "regression4-deep", "peaks", "mnist1d",
-            "regression", "rough", "poisson", "darcy"),
+            "regression", "rough", "poisson-small", "darcy-small", "poisson", "darcy"),
     "rmtr": ("peaks", "mnist1d", "regression"),
     "width": ("poisson", "darcy"),
+    "mtnn": ("poisson-small", "darcy-small"),
 }
+#: The scaled-down MTNN problems (``poisson-small``, ``darcy-small``): network width and
+#: number of training (and of validation) samples.
+SMALL_WIDTH = 128
+SMALL_SAMPLES = 500
 
 
-def make_problems(names, quick):
-    """The problems named, full size or (``quick``) tiny for a seconds-long smoke run."""
+def make_problems(names, quick, small_width=None, small_samples=None):
+    """The problems named, full size or (``quick``) tiny for a seconds-long smoke run;
+    ``small_width`` / ``small_samples`` override :data:`SMALL_WIDTH` /
+    :data:`SMALL_SAMPLES` of the scaled-down MTNN problems."""
+    small_width = SMALL_WIDTH if small_width is None else small_width
+    small_samples = SMALL_SAMPLES if small_samples is None else small_samples
     n = 120 if quick else 2000
     nv = 60 if quick else 500
     out = {}
@@ -233,6 +259,24 @@ def make_problems(names, quick):
                 tik = 1e-6
             p = Problem(name, d, net, tik, SMOOTHNESS, "layer_parallel", "depth", levels, 2,
                         budget, *tgt, DEPTH_METHODS)
+        elif name in ("poisson-small", "darcy-small"):
+            grid = 4 if quick else 8
+            n_pde = 100 if quick else small_samples
+            width = 16 if quick else small_width
+            if name == "poisson-small":
+                d = poisson_regression(n_pde, n_pde, n_grid=grid, seed=0)
+                net = mgnn.ResNet(d.n_in, width, 1, d.n_out, activation="relu",
+                                  task="regression")
+                tgt = (0.5, 0.9) if quick else (0.02, 0.12)
+            else:
+                d = darcy_regression(n_pde, n_pde, n_grid=grid, seed=0)
+                net = mgnn.ResNet(d.n_in, width, 2, 1, activation="relu", task="regression")
+                tgt = (0.5, 0.9) if quick else (0.01, 0.10)
+            p = Problem(name, d, net, 0.0, 0.0, "glorot", "width", 2, 2,
+                        3.0 if quick else 50.0, *tgt, WIDTH_METHODS,
+                        note="MTNN's problem scaled down (grid 8, width "
+                             f"{width}, {n_pde} samples); budget: the work of 100 MTNN "
+                             "cycles")
         elif name in ("poisson", "darcy"):
             grid = 4 if quick else 16
             n_pde = 100 if quick else 1000
@@ -343,6 +387,7 @@ def run_method(method, p, seed, lr, budget, lrs, quick):
                                                  "rng": seed}, callback=cb)
     elif method == "SGD-MTNN":  # the single-level smoother of the MTNN preset, alone
         kw = mgopt_preset("mtnn", mse_outputs=p.net.n_out)["smoother_options"]
+        kw["lr"] *= 1.0 if lr is None else lr  # lr: a factor of MTNN's rate (--tune-mtnn)
         bs = min(kw["batch_size"], n // 4)
         one = Hierarchy([Level(p.net, obj)])  # one level: SGD with MTNN's weight decay
         res = mgopt(one, theta0, "sgd", dict(kw, batch_size=bs), coarse_iters=12, cycles=BIG,
@@ -370,8 +415,9 @@ def run_method(method, p, seed, lr, budget, lrs, quick):
                                 "rng": seed}, theta0=theta_c, callback=ni_cb)
         res.work = meter()
     elif method in ("RMTR", "RMTR-OFF"):
-        H = p.make_hierarchy(obj, theta0)
-        opts = dict(RMTR_OPTIONS, maxiter=BIG, gtol=0.0, rng=seed, max_work=budget)
+        cfg = dict(lr or {}) if method == "RMTR" else {}  # a point of RMTR_GRID
+        H = p.make_hierarchy(obj, theta0, cfg.pop("levels", None), cfg.pop("factor", None))
+        opts = dict(RMTR_OPTIONS, **cfg, maxiter=BIG, gtol=0.0, rng=seed, max_work=budget)
         if method == "RMTR-OFF":
             opts = dict(RMTR_OFF_OPTIONS, maxiter=BIG, gtol=0.0, rng=seed, max_work=budget,
                         lr=lr)
@@ -383,7 +429,9 @@ def run_method(method, p, seed, lr, budget, lrs, quick):
     elif method == "MGOPT-MTNN":
         H = p.make_hierarchy(obj, theta0)
         kw = mgopt_preset("mtnn", mse_outputs=p.net.n_out, cycles=4 if quick else 100)
-        kw["smoother_options"]["batch_size"] = min(kw["smoother_options"]["batch_size"], n // 4)
+        so = kw["smoother_options"]
+        so["batch_size"] = min(so["batch_size"], n // 4)
+        so["lr"] *= 1.0 if lr is None else lr  # lr: a factor of MTNN's rate (--tune-mtnn)
         res = mgopt(H, theta0, **kw, rng=seed, callback=cb)
     else:
         raise ValueError(f"unknown method {method!r}")
@@ -394,6 +442,13 @@ def run_method(method, p, seed, lr, budget, lrs, quick):
 
 #: RMTR (monotone) in the benchmark: the defaults of :func:`rmtr` but these.
 RMTR_OPTIONS = dict()
+#: The points on which the monotone RMTR is tuned (seed 0, as the learning rates of
+#: the other methods; five points, as Adam's grid): the defaults (initial batch
+#: ``max(32, n // 16)``, norm test with theta 1, the problem's levels), smaller
+#: initial batches, a laxer norm test (the batch grows later), one level more
+#: (``levels``/``factor`` build the hierarchy, the rest are options of :func:`rmtr`).
+RMTR_GRID = ({}, {"batch_size": 64}, {"batch_size": 32},
+             {"batch_size": 32, "growth_theta": 2.0}, {"batch_size": 32, "levels": 4})
 #: RMTR, objective-function-free variant (learning rate tuned).
 RMTR_OFF_OPTIONS = dict(variant="off")
 #: MG/OPT with an Adam smoother on the depth hierarchies.
@@ -410,12 +465,24 @@ def _key(mon, p):
     return (1, -best if p.classification else best)
 
 
-def tune(method, p, budget, lrs, quick):
+#: Factors of MTNN's learning rate tried for SGD-MTNN and MGOPT-MTNN with
+#: ``--tune-mtnn`` (otherwise both run at MTNN's rate).
+MTNN_LR_FACTORS = (1.0, 3.0, 10.0, 30.0)
+
+
+def tune(method, p, budget, lrs, quick, tune_mtnn=False, tune_rmtr=True):
+    """The learning rate (RMTR: the options of :data:`RMTR_GRID`) of ``method`` on ``p``
+    with the least work to the validation target on seed 0, or the best final
+    validation metric if no point of the grid reaches it; None without a grid."""
     grid = LR_GRIDS.get(method)
+    if method in ("SGD-MTNN", "MGOPT-MTNN") and tune_mtnn:
+        grid = MTNN_LR_FACTORS
+    if method == "RMTR" and tune_rmtr:
+        grid = RMTR_GRID
     if not grid:
         return None
     if quick:
-        return grid[len(grid) // 2]
+        return grid[0] if isinstance(grid[0], dict) else grid[len(grid) // 2]
     best = None
     for lr in grid:
         k = _key(run_method(method, p, 0, lr, budget, lrs, quick), p)
@@ -453,6 +520,19 @@ def summarise(p, method, lr, mons):
 
 def fmt(v, spec=".1f"):
     return "—" if v is None or not math.isfinite(v) else format(v, spec)
+
+
+def fmt_lr(lr):
+    """The tuned learning rate, factor (MTNN methods) or RMTR options (a dict), as text.
+
+    >>> fmt_lr(None), fmt_lr(0.03), fmt_lr({}), fmt_lr({"levels": 4, "growth_theta": 0.5})
+    ('', '0.03', 'defaults', 'levels=4, growth_theta=0.5')
+    """
+    if lr is None:
+        return ""
+    if isinstance(lr, dict):
+        return ", ".join(f"{k}={v}" for k, v in lr.items()) or "defaults"
+    return f"{lr:g}"
 
 
 def _fmt_work(s, reached, seeds):
@@ -526,7 +606,7 @@ def table(rows):
             "| final val metric: mean / median / worst |",
             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lr = "" if r["lr"] is None else f"{r['lr']:g}"
+        lr = fmt_lr(r["lr"])
         fv = r["final_val"]
         spec = ".3f" if "accuracy" in r["metric"] else ".4f"
         head.append(f"| {r['problem']} | {r['method']} | {lr} | "
@@ -632,6 +712,17 @@ def main(argv=None):
                     help="BLAS and Numba threads (default 1: on a shared machine, threads "
                          "that wait for each other at every layer cost more than they save; "
                          "run several benchmarks side by side instead)")
+    ap.add_argument("--mtnn-width", type=int, default=SMALL_WIDTH,
+                    help="network width of poisson-small / darcy-small")
+    ap.add_argument("--mtnn-samples", type=int, default=SMALL_SAMPLES,
+                    help="training (and validation) samples of poisson-small / darcy-small")
+    ap.add_argument("--tune-mtnn", action="store_true",
+                    help="tune SGD-MTNN's and MGOPT-MTNN's learning rates on the factors "
+                         "MTNN_LR_FACTORS of MTNN's rate (default: MTNN's rate)")
+    ap.add_argument("--tune-rmtr", choices=("on", "off"), default="on",
+                    help="tune RMTR's options on the points of RMTR_GRID on seed 0, as the "
+                         "learning rates of the other methods are (default on; off: "
+                         "rmtr's defaults)")
     ap.add_argument("--prefix", default="multilevel_benchmark",
                     help="name of the output files (without extension)")
     args = ap.parse_args(argv)
@@ -672,7 +763,7 @@ def _main(args, seeds):
     t_start = time.perf_counter()
     cpu_start = time.process_time()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    problems = make_problems(names, args.quick)
+    problems = make_problems(names, args.quick, args.mtnn_width, args.mtnn_samples)
     rows, curves, lrs, raw = [], {}, {}, {}
     for name, p in problems.items():
         methods = [m for m in p.methods if only is None or m in only]
@@ -686,7 +777,8 @@ def _main(args, seeds):
         methods.sort(key=lambda m: m != "Adam")
         curves[name] = {}
         for method in methods:
-            lr = tune(method, p, budget, lrs, args.quick)
+            lr = tune(method, p, budget, lrs, args.quick, args.tune_mtnn,
+                      args.tune_rmtr == "on")
             if lr is not None:
                 lrs[(name, method)] = lr
             mons = [run_method(method, p, s, lr, budget, lrs, args.quick)
@@ -696,7 +788,7 @@ def _main(args, seeds):
             curves[name][method] = mons
             raw[f"{name}/{method}"] = [{"work": m.work, "wall": m.wall, "loss": m.loss,
                                         "val": m.val} for m in mons]
-            print(f"{name:16s} {method:11s} lr {fmt(lr or math.nan, 'g'):>6s}  val target "
+            print(f"{name:16s} {method:11s} lr {fmt_lr(lr) or '—':>6s}  val target "
                   f"{r['val_reached']}/{seeds}, work median {fmt(r['val_work']['median'])}, "
                   f"worst {fmt(r['val_work']['worst'])}; final {p.metric} median "
                   f"{r['final_val']['median']:.4f}", flush=True)

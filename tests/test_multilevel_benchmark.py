@@ -87,3 +87,34 @@ def test_defaults_check_quick(bench):
         assert 0 <= acc <= 1 and 0 <= acc_adam <= 1
     text = bench["defaults_table"](res)
     assert text.count("(H, theta0)") == 2
+
+
+def test_scaled_mtnn_problems_and_tuned_mtnn_rates(bench, tmp_path):
+    out = bench["main"](["--quick", "--out", str(tmp_path), "--suite", "mtnn",
+                         "--methods", "SGD-MTNN,MGOPT-MTNN", "--tune-mtnn"])
+    assert {(r["problem"], r["method"]) for r in out["rows"]} == {
+        (p, m) for p in ("poisson-small", "darcy-small") for m in ("SGD-MTNN", "MGOPT-MTNN")}
+    factors = bench["MTNN_LR_FACTORS"]
+    assert all(r["lr"] == factors[len(factors) // 2] for r in out["rows"])
+    assert sum("MG/OPT (MTNN preset) vs SGD-momentum" in c for c in out["claims"]) == 2
+    p = bench["make_problems"](["poisson-small"], False, small_width=8, small_samples=40)
+    p = p["poisson-small"]
+    assert p.net.width == 8 and p.data.X_train.shape == (40, 64)
+    # a factor of 1 is MTNN's rate itself: the same run, bit for bit
+    a, b = (bench["run_method"]("SGD-MTNN", p, 0, lr, 2.0, {}, True) for lr in (None, 1.0))
+    assert a.val == b.val and a.work == b.work
+    c = bench["run_method"]("SGD-MTNN", p, 0, 10.0, 2.0, {}, True)
+    assert c.val != a.val
+
+
+def test_rmtr_grid_points_build_their_hierarchy(bench):
+    assert bench["fmt_lr"]({}) == "defaults"
+    assert bench["fmt_lr"]({"batch_size": 32, "levels": 4}) == "batch_size=32, levels=4"
+    assert len(bench["RMTR_GRID"]) == len(bench["LR_GRIDS"]["Adam"])  # the same effort
+    p = bench["make_problems"](["regression-deep"], True)["regression-deep"]
+    assert bench["tune"]("RMTR", p, 1.0, {}, True) == {}
+    assert bench["tune"]("RMTR", p, 1.0, {}, True, tune_rmtr=False) is None
+    cfg = {"batch_size": 32, "levels": 3}
+    mon = bench["run_method"]("RMTR", p, 0, cfg, 1.0, {}, True)
+    assert cfg == {"batch_size": 32, "levels": 3}  # not consumed
+    assert len(mon.result.work_per_level) == 3 and mon.result.history["batch_size"][0] == 32
