@@ -467,7 +467,7 @@ def _key(mon, p):
 
 #: Factors of MTNN's learning rate tried for SGD-MTNN and MGOPT-MTNN with
 #: ``--tune-mtnn`` (otherwise both run at MTNN's rate).
-MTNN_LR_FACTORS = (1.0, 3.0, 10.0, 30.0)
+MTNN_LR_FACTORS = (1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 def tune(method, p, budget, lrs, quick, tune_mtnn=False, tune_rmtr=True):
@@ -519,7 +519,11 @@ def summarise(p, method, lr, mons):
 
 
 def fmt(v, spec=".1f"):
-    return "—" if v is None or not math.isfinite(v) else format(v, spec)
+    """``v`` formatted; '—' when missing or not finite, exponent form from 1e4 (a
+    diverged run's error)."""
+    if v is None or not math.isfinite(v):
+        return "—"
+    return format(v, ".3g" if abs(v) >= 1e4 else spec)
 
 
 def fmt_lr(lr):
@@ -577,8 +581,10 @@ def claims(rows):
                     else "HIGHER")
             worst = "lower" if a["worst"] < b["worst"] else "NOT lower"
             lines.append(f"- {prob}: MG/OPT (MTNN preset) vs SGD-momentum at equal work, final "
-                         f"val MAE over seeds: mean {a['mean']:.4f} vs {b['mean']:.4f} "
-                         f"({mean}); worst {a['worst']:.4f} vs {b['worst']:.4f} ({worst}).")
+                         f"val MAE over seeds: mean {fmt(a['mean'], '.4f')} vs "
+                         f"{fmt(b['mean'], '.4f')} ({mean}); median {fmt(a['median'], '.4f')} "
+                         f"vs {fmt(b['median'], '.4f')}; worst {fmt(a['worst'], '.4f')} vs "
+                         f"{fmt(b['worst'], '.4f')} ({worst}).")
     return lines
 
 
