@@ -83,7 +83,8 @@ on seed 0: the rate with the least work to the validation target, or, if none
 reaches it, the best final validation metric. The monotone RMTR, which has no
 learning rate, is tuned the same way on the points of :data:`RMTR_GRID` (its
 sample-size rule, number of levels, coarse iterations; ``--tune-rmtr off``: its
-defaults). L-BFGS and trust region run with their defaults. All seeds
+defaults; the ``lr`` column then shows the chosen options). L-BFGS and trust region
+run with their defaults. All seeds
 (0 .. seeds-1) then run with the chosen rate or options.
 
 Writes ``multilevel_benchmark.md`` (tables: work and wall time to each target,
