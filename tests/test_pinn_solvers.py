@@ -137,11 +137,15 @@ def test_domain_decomposition_by_collocation_points():
     assert res.fun < f
 
 
-def test_lsgd_refuses_a_pinn_with_a_message():
-    # LSGD fits the closing layer to data targets by least squares; a PDE residual is
-    # not such a fit (and features() says so when called directly)
+def test_lsgd_runs_on_a_linear_pinn_and_refuses_a_nonlinear_one():
+    # LSGD fits the closing layer by least squares when the residuals are affine in it
+    # (a linear PDE; tests/test_lsgd_pinn.py); features() is for data targets only
     obj, _ = _poisson()
-    with pytest.raises(ValueError, match="method 'lsgd' needs a loss that is quadratic"):
-        minimize(obj, obj.net.init(0), method="lsgd", options={"maxiter": 2})
+    res = minimize(obj, obj.net.init(0), method="lsgd", options={"maxiter": 2})
+    assert res.success and res.n_solves == 3
     with pytest.raises(NotImplementedError, match="needs data targets"):
         obj.features(obj.net.init(0))
+    bobj = PINNObjective.from_problem(ResNet(2, 4, 2, 1, task="regression"), burgers_1d(),
+                                      burgers_1d().sample(8, 6))
+    with pytest.raises(ValueError, match="'burgers' .* nonlinear through u\\*u_x"):
+        minimize(bobj, bobj.net.init(0), method="lsgd", options={"maxiter": 2})

@@ -288,9 +288,12 @@ class ClosingSolver:
             self.tau = np.vstack([t[: m * w].reshape(m, w).T, t[m * w:][None, :]])
         self._M = {}
         self.holds_closing = None
+        # a PINN: the residuals are affine in the closing layer (closing_system)
+        self.pinn = callable(getattr(objective, "closing_system", None))
 
     def __repr__(self):
-        return (f"ClosingSolver(width={_n_features(self.net)}, n_out={self.net.n_out}, "
+        kind = ", PDE residuals" if self.pinn else ""
+        return (f"ClosingSolver(width={_n_features(self.net)}, n_out={self.net.n_out}{kind}, "
                 f"tikhonov={self.mu:g}, reg={self.reg:g}, tau={self.tau is not None})")
 
     def _buffer(self, s, xp):
@@ -318,6 +321,8 @@ class ClosingSolver:
         w, m = _n_features(net), net.n_out
         s = self.n_rows(batch)
         M = self._buffer(s, xp)
+        if self.pinn:
+            return self._solve_pinn(theta, batch, s, M, xp)
         A, Y = self.objective.features(theta, batch=batch, out=M[:, :w])
         holds = A is not None
         self.holds_closing = holds
@@ -341,6 +346,33 @@ class ClosingSolver:
         new[-net.n_close:] = closing if xp is np else xp.asarray(closing)
         return new, stats
 
+    def _solve_pinn(self, theta, batch, s, M, xp):
+        """The solve on a PINN objective: ``M = sqrt(s c) [D b]`` from its
+        ``closing_system`` (residuals ``D xi - b`` with row weights ``c``), so that
+        ``(1/(2s)) ||M[:, :-1] xi - M[:, -1]||^2`` is the loss's residual part."""
+        net = self.net
+        w = net.width
+        obj = self.objective
+        _, _, c = obj.closing_system(theta, batch=batch, out=M)
+        self.holds_closing = True
+        cnt = obj.counter
+        n_ref = getattr(obj, "n_reference", obj.n_samples)  # the objective's work unit
+        work = cnt.scale * solve_flops(s, w, 1) / net.flops(n_ref)
+        cnt.work += work
+        new = theta.copy()
+        nan = math.nan
+        stats = {"ls_rank": nan, "ls_cond": nan, "ls_loss": nan, "ls_work": work}
+        if not bool(xp.isfinite(M).all()):
+            new[-net.n_close:] = nan  # a non-finite basis: the caller sees a non-finite iterate
+            return new, stats
+        M *= xp.sqrt(s * c)[:, None]
+        R = _qr_r(M, xp)
+        xi, st = _filtered_solution(R, w + 1, s, self.mu + self.reg, self.tau, self.rcond)
+        stats.update(st)
+        closing = np.concatenate([xi[:w, 0], xi[w]]).astype(net.dtype)
+        new[-net.n_close:] = closing if xp is np else xp.asarray(closing)
+        return new, stats
+
 
 def _n_features(net):
     """Inputs of the closing layer: ``net.n_features`` (ConvResNet), else the width."""
@@ -355,6 +387,10 @@ def check_lsgd_objective(objective):
             "method 'lsgd' needs an objective with a network and features(theta, batch) "
             f"(the last hidden states), e.g. mgnn.objective.Objective; got "
             f"{type(objective).__name__}")
+    check = getattr(objective, "check_closing_system", None)
+    if callable(getattr(objective, "closing_system", None)) and callable(check):
+        check("method 'lsgd'")  # a PINN: its PDE and conditions must be linear in u
+        return
     loss = getattr(getattr(objective, "loss", None), "name", None)
     if loss != "mse":
         raise ValueError(

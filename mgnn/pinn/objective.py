@@ -436,16 +436,125 @@ class PINNObjective(Objective):
         return int(self.offsets[-1])
 
     @property
+    def n_reference(self):
+        """Points of the work unit: one plain value-and-gradient of the network on this
+        many points is one unit (all points; the parent's for a :meth:`subset`)."""
+        return self._n_ref
+
+    @property
     def X(self):
         """All points (n_samples, d), term after term: row i is point i of ``batch`` and
         ``subset`` (e.g. for ``mgnn.dd.by_data(obj, k, X='objective')``, slabs in space)."""
         return np.concatenate([t.X for t in self.terms])
 
     def features(self, theta, batch=None, out=None):
-        """Not available: a PINN loss is not a least-squares fit of the closing layer to
-        targets (the adaptive-basis / LSGD solvers need an :class:`Objective`)."""
-        raise NotImplementedError("features() (LSGD's least-squares closing layer) needs "
-                                  "data targets; a PINNObjective has PDE residuals")
+        """Not available: a PINN loss has no data targets; the least-squares system of
+        its closing layer is :meth:`closing_system` (which ``method='lsgd'`` uses)."""
+        raise NotImplementedError("features() needs data targets; a PINNObjective has PDE "
+                                  "residuals: its closing-layer system is closing_system()")
+
+    def check_closing_system(self, purpose="closing_system"):
+        """Raise a ValueError unless every residual term is linear in ``u`` (then the loss
+        is quadratic in the closing layer); the message names the nonlinear operator."""
+        for t in self.terms:
+            t.op.check_linear(f"{purpose} (a least-squares fit of the closing layer)")
+
+    def closing_system(self, theta, batch=None, out=None):
+        r"""The residuals as an affine function of the closing layer: ``r = D xi - b``.
+
+        The network output is ``N(x) = xi^T [phi(x); 1]`` with ``phi`` the last
+        hidden state and ``xi = [W_close^T; b_close]``. For a PDE operator ``L``
+        that is linear in ``u`` (and an output transform ``u = A + B N``, affine in
+        ``N``) every residual ``r_i = L[u](x_i) - f(x_i)`` is affine in ``xi``:
+        ``L`` is applied to the derivative streams of the features (those the
+        forward sweep carries anyway) instead of to ``u``::
+
+            D_i = L[B [phi; 1]](x_i)        (the bias column: L[B])
+            b_i = f(x_i) - L[A](x_i)
+
+        so that ``J(theta) = sum_i (c_i / 2) (D_i xi - b_i)^2`` + the regularisers,
+        with ``c_i = w_t / n_t`` of the term of point ``i`` (times ``n / |batch|``
+        on a mini-batch, as for the value). Rows follow the numbering of
+        ``batch`` (all points: interior first, then the conditions). Charged as a
+        value evaluation on the same points.
+
+        Parameters
+        ----------
+        theta : (n_params,) array
+        batch : 1-D integer array, optional
+            Point indices (default all points).
+        out : (s, width + 2) array, optional
+            Written with ``[D b]`` (e.g. a float64 Fortran-ordered buffer of the
+            least-squares solver); default a new float64 array.
+
+        Returns
+        -------
+        D : (s, width + 1) array
+            The design matrix (a view of ``out``).
+        b : (s,) array
+            The right-hand side (a view of ``out``).
+        c : (s,) float64 array
+            The weight of each row in the loss.
+
+        Raises
+        ------
+        ValueError
+            When a term's operator is nonlinear in ``u`` (Burgers, Allen-Cahn,
+            ...): the loss is then not quadratic in the closing layer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from mgnn.nets import ResNet
+        >>> x = np.linspace(0, 1, 9)[1:-1, None]
+        >>> net = ResNet(1, 6, 3, 1, task="regression")
+        >>> obj = PINNObjective(net, "poisson", x, source=1.0, pde_params={"n_dims": 1},
+        ...                     conditions=[Condition(np.array([[0.0], [1.0]]), 0.5)])
+        >>> theta = net.init(0)
+        >>> D, b, c = obj.closing_system(theta)
+        >>> D.shape, b.tolist()[-3:], c.tolist()[-2:]
+        ((9, 7), [1.0, 0.5, 0.5], [0.5, 0.5])
+        >>> p = net.unpack(theta)
+        >>> r = D @ np.r_[p.W_close.ravel(), p.b_close] - b         # the residuals
+        >>> bool(np.isclose(0.5 * (c * r) @ r, obj.value(theta), rtol=1e-13))
+        True
+        """
+        self.check_closing_system()
+        theta = self.net.check_theta(theta)
+        net, xp = self.net, self.xp
+        w = net.width
+        pieces, scale, share = self._plan(batch)
+        s = sum(self.terms[t].n if loc is None else len(loc) for t, loc in pieces)
+        if out is None:
+            out = xp.empty((s, w + 2), dtype=np.float64)
+        elif tuple(out.shape) != (s, w + 2):
+            raise ValueError(f"out must have shape {(s, w + 2)}, got {tuple(out.shape)}")
+        D, b = out[:, : w + 1], out[:, w + 1]
+        c = xp.empty(s, dtype=np.float64)
+        row = 0
+        for t, loc in pieces:
+            term = self.terms[t]
+            lay = term.layout
+            ws = self._workspace(t, loc)
+            n = ws.s
+            forward_sweep(net, theta, ws, self.propagation)
+            Phi = xp.zeros((lay.S, n, w + 1), dtype=net.dtype)  # feature streams + bias
+            Phi[:, :, :w] = ws.V[-1]
+            Phi[0, :, w] = 1.0
+            if self.transform is None:
+                b[row:row + n] = ws.f
+            else:
+                A, B = ws.coef
+                U = xp.empty_like(Phi)
+                self.transform.apply((A, B[:, :, None]), Phi, U, lay, affine=False)
+                Phi = U
+                b[row:row + n] = -term.op.residual(A, lay, ws.f)  # f - L[A]
+            term.op.apply_linear(Phi, lay, out=D[row:row + n])
+            c[row:row + n] = term.c * scale
+            row += n
+        self.counter.charge("value", share)
+        self._charge_propagation()
+        return D, b, c
 
     def with_net(self, net, propagation=None):
         """The same terms on another network (e.g. a coarse level of a hierarchy).

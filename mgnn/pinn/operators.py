@@ -186,6 +186,54 @@ class Operator:
                 out[k] += t
         return out
 
+    def nonlinear_terms(self):
+        """The monomials that make the residual nonlinear in ``u`` (products or powers
+        of streams), as text; empty for a linear operator."""
+        return [(f"{c:g}*" if c != 1 else "") + "*".join(
+            self._name(k) + (f"^{p}" if p > 1 else "") for k, p in fs)
+            for c, fs in self.monomials if not (len(fs) == 1 and fs[0][1] == 1)]
+
+    def check_linear(self, purpose="this method"):
+        """Raise a ValueError naming the operator and its nonlinear terms unless it is
+        linear in ``u`` (:attr:`linear`)."""
+        if not self.linear:
+            raise ValueError(
+                f"{purpose} needs a PDE operator that is linear in u; {self.name!r} "
+                f"({self.equation()}) is nonlinear through {', '.join(self.nonlinear_terms())}")
+
+    def apply_linear(self, U, layout, out=None):
+        """The linear map ``L[u] = sum_m c_m U_k(m)`` on a stream stack ``U`` (S, n, ...).
+
+        Only for a linear operator (:attr:`linear`). The trailing axes of ``U`` are
+        carried along, so applied to the streams of the last hidden state
+        (S, n, width) it gives ``L`` of every feature at once: the columns of the
+        design matrix of a least-squares fit of the closing layer. ``residual(U)``
+        is ``apply_linear(U) - f``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> op = poisson(1)                              # -u_xx
+        >>> lay = op.layout()
+        >>> Phi = np.arange(12.0).reshape(3, 2, 2)       # streams x points x features
+        >>> op.apply_linear(Phi, lay)                    # -(second-derivative stream)
+        array([[ -8.,  -9.],
+               [-10., -11.]])
+        >>> burgers().apply_linear(Phi, burgers().layout())
+        Traceback (most recent call last):
+        ...
+        ValueError: apply_linear needs a PDE operator that is linear in u; 'burgers' ... u*u_x
+        """
+        self.check_linear("apply_linear")
+        xp = get_namespace(U)
+        if out is None:
+            out = xp.zeros(U.shape[1:], dtype=U.dtype)
+        else:
+            out[...] = 0
+        for c, ((k, _),) in self._factors(U, layout):
+            out += c * U[k]
+        return out
+
     def hvp(self, U, rbar, dU, layout, out):
         """Add ``sum_i rbar_i d2r_i/dU2 dU`` to ``out`` (S, n); nothing for a linear residual."""
         if self.linear:
