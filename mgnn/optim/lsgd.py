@@ -21,6 +21,17 @@ iteration (a *cycle*) is
    (opening and residual layers) with the closing layer fixed, on mini-batches
    (``batch_size``) or all data. The optimizer state persists over the cycles.
 
+**PINNs of linear PDEs.** On a :class:`~mgnn.pinn.PINNObjective` whose PDE
+operator ``L`` and conditions are linear in u (Poisson, diffusion-advection,
+Dirichlet and derivative conditions; output transforms ``u = A + B N`` are affine)
+every residual is affine in the closing layer: ``r = D xi - b`` with
+``D = L[B [phi; 1]]`` the operator applied to the derivative streams of the
+features ``phi`` (which the forward sweep carries) and ``b = f - L[A]``
+(:meth:`~mgnn.pinn.PINNObjective.closing_system`). The solve is the same with the
+stacked, weighted system ``M = sqrt(s c) [D b]`` (``c_i = w_t / n_t`` of the term
+of row ``i``) in place of ``[A 1 Y]``. Nonlinear operators (Burgers,
+Allen-Cahn, Klein-Gordon) are refused with the offending terms named.
+
 With ``gd_steps=0`` LSGD is repeated least squares. The whole state of a run (the
 iterate, the update rule's moments, the batch generators and counters) is one
 :class:`LSGDState`.
@@ -249,8 +260,9 @@ class ClosingSolver:
     ----------
     objective : Objective or LayerParallelObjective
         Needs ``features(theta, batch, out)``, an MSE ``loss``, ``net``,
-        ``counter``; a ``tikhonov`` weight and a ``tau`` linear term are used
-        when present.
+        ``counter``, or (a PINN of a linear PDE) ``closing_system(theta, batch,
+        out)``; a ``tikhonov`` weight and a ``tau`` linear term are used when
+        present.
     reg : float
         Extra regularisation eps of the solve (>= 0).
     rcond : float, optional
@@ -385,7 +397,8 @@ def check_lsgd_objective(objective):
             getattr(objective, "net", None) is None:
         raise TypeError(
             "method 'lsgd' needs an objective with a network and features(theta, batch) "
-            f"(the last hidden states), e.g. mgnn.objective.Objective; got "
+            "(the last hidden states), e.g. mgnn.objective.Objective, or a PINNObjective "
+            f"of a linear PDE; got "
             f"{type(objective).__name__}")
     check = getattr(objective, "check_closing_system", None)
     if callable(getattr(objective, "closing_system", None)) and callable(check):
@@ -529,8 +542,9 @@ def minimize_lsgd(objective, theta0, options=None, callback=None):
     ``gd_steps`` Adam or SGD steps on the hidden parameters. Called through
     ``minimize(..., method='lsgd')``; the objective must have an MSE loss and
     ``features`` (:class:`~mgnn.objective.Objective`,
-    :class:`~mgnn.mgrit.LayerParallelObjective`, or a tau-corrected model of
-    either inside :func:`~mgnn.multilevel.mgopt`).
+    :class:`~mgnn.mgrit.LayerParallelObjective`), or be a
+    :class:`~mgnn.pinn.PINNObjective` of a linear PDE (its ``closing_system``), or a
+    tau-corrected model of one of them inside :func:`~mgnn.multilevel.mgopt`.
 
     Options
     -------
@@ -597,6 +611,20 @@ def minimize_lsgd(objective, theta0, options=None, callback=None):
     >>> res.success, res.nit, res.n_solves, res.n_steps
     (True, 50, 51, 250)
     >>> bool(res.fun < 1e-3), bool(res.history["ls_rank"][0] == 13)
+    (True, True)
+
+    A PINN of a linear PDE, -u'' = pi^2 sin(pi x) on [0, 1] with u(0) = u(1) = 0:
+
+    >>> from mgnn.pinn import Condition, PINNObjective
+    >>> x = np.linspace(0, 1, 40)[1:-1, None]
+    >>> pnet = ResNet(1, 10, 3, 1, task="regression")
+    >>> pinn = PINNObjective(pnet, "poisson", x, pde_params={"n_dims": 1},
+    ...                      source=lambda X: np.pi**2 * np.sin(np.pi * X[:, 0]),
+    ...                      conditions=[Condition(np.array([[0.0], [1.0]]), 0.0)])
+    >>> res = minimize(pinn, pnet.init(0), method="lsgd",
+    ...                options={"maxiter": 200, "gd_steps": 5, "lr": 1e-3})
+    >>> xx = np.linspace(0, 1, 101)[:, None]
+    >>> res.success, bool(pinn.relative_l2(res.x, xx, np.sin(np.pi * xx[:, 0])) < 1e-5)
     (True, True)
     """
     opts, given = parse_options("lsgd", options, LSGD_DEFAULTS)
