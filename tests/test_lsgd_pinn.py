@@ -167,3 +167,18 @@ def test_bad_input():
     bad[0] = np.nan
     with pytest.raises(ValueError, match="theta0 contains NaN"):
         minimize(obj, bad, "lsgd", {"maxiter": 3})
+
+
+def test_lsgd_with_layer_parallel_stream_sweeps():
+    """With MGRIT stream sweeps (the layer-parallel propagation of PINNs) the solve uses
+    the same inexact forward sweep as the loss: its closing gradient vanishes too."""
+    from mgnn.pinn import MGRITStreams
+
+    p = poisson_2d()
+    net = ResNet(2, 8, 8, 1, task="regression")
+    obj = PINNObjective.from_problem(net, p, p.sample(40, 8), bc="exact",
+                                     propagation=MGRITStreams())
+    res = minimize(obj, net.init(0, "box", box=(0.0, 1.0)), "lsgd",
+                   {"maxiter": 5, "gd_steps": 2, "lr": 1e-3})
+    g = obj.grad(res.x)
+    assert res.success and np.abs(net.unpack(g).closing).max() < 1e-10 * np.abs(g).max()
