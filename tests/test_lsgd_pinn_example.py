@@ -59,3 +59,18 @@ def test_documents_its_command_line():
     doc = ast.get_docstring(ast.parse(EXAMPLE.read_text()))
     assert "python examples/lsgd_pinn.py --quick" in doc
     assert "Target of the issue" in doc
+
+
+def test_readme_lsgd_pinn_block_runs(capsys):
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    i = text.index("*LSGD on PINNs.*")
+    block = re.search(r"```python\n(.*?)```", text[i:], re.S).group(1)
+    ns = {}
+    exec(compile("import numpy as np\nimport mgnn\nfrom mgnn.nets import ResNet\n" + block,
+                 "README LSGD PINN", "exec"), ns)
+    res, pinn, xg = ns["res_pinn"], ns["pinn"], ns["xg"]
+    assert res.success and res.nit <= 100
+    assert pinn.relative_l2(res.x, xg, np.sin(np.pi * xg[:, 0])) < 1e-6
+    assert "relative L2 error" in capsys.readouterr().out
