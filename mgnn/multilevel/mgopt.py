@@ -344,7 +344,11 @@ def mgopt(hierarchy, theta0=None, smoother="adam", smoother_options=None, pre=10
         state over mini-batches, else ``'full'``.
     line_search : bool
         Backtrack on the correction (alpha = 1, 1/2, ..., 1/32; rejected, alpha = 0,
-        if no trial decreases the level objective on all data); else accept it.
+        if no trial decreases the level objective on all data); else accept it. The
+        coarse model ``f_c(y) - <tau, y>`` is first-order coherent at ``Pi x`` only:
+        where the coarse loss saturates (tanh) it is bounded below by the Tikhonov
+        term alone, and an unsafeguarded correction from many coarse steps can raise
+        the fine loss by orders of magnitude.
     cycles : int, default 20
         Maximum number of cycles.
     max_work : float, optional

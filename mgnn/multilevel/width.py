@@ -57,6 +57,17 @@ positively collinear pairs (rows of every state-writing layer proportional with
 the same factor) is reproduced exactly by its coarse network Pi theta. For tanh the
 operators are the same but these identities hold only to first order in the
 pair's difference.
+
+**Convolutional networks.** For a :class:`~mgnn.nets.ConvResNet` the state neurons
+are the c channels: a channel is one state component at every pixel, and a 3x3
+convolution mixes channels by the same c x c matrix at each of its nine offsets.
+Channel j is described by its incoming kernel entries ``K[:, :, :, j]`` (9 C_in or
+9 c numbers) and bias, layer by layer as above, and the table applies with the
+channel axes of the kernels (HWIO: ``R_s`` / ``P_s`` on the output axis, ``P_s^T``
+/ ``R_s^T`` on the input axis, the same at all nine offsets) and of the closing
+layer's input (the c channel means with ``pooling='average'``; the channel axis
+of each pixel's block with ``pooling='flatten'``). Convolution acts per pixel
+linearly in the channels, so the exactness statements hold unchanged.
 """
 
 from __future__ import annotations
@@ -76,8 +87,27 @@ from mgnn.multilevel.matching import (
 COARSENINGS = ("width", "depth", "both")
 
 
+def _is_conv(net):
+    from mgnn.nets.conv import ConvResNet
+
+    return isinstance(net, ConvResNet)
+
+
+def state_neurons(net):
+    """Number of state neurons a width transfer pairs: ``net.width`` for a ResNet,
+    ``net.channels`` for a :class:`~mgnn.nets.ConvResNet` (a channel is one neuron
+    shared by every pixel)."""
+    return net.channels if _is_conv(net) else net.width
+
+
+def _with_neurons(net, n):
+    return net.with_channels(n) if _is_conv(net) else net.with_width(n)
+
+
 def state_descriptors(net, theta):
-    """Descriptors of the ``net.width`` state neurons: (width, d) array (module docstring).
+    """Descriptors of the state neurons (:func:`state_neurons`): (neurons, d) array
+    (module docstring; for a ConvResNet a channel's incoming weights are its
+    ``3 x 3 x C_in`` kernel entries).
 
     Always a NumPy array: the matching is a small sequential computation done on
     the host, so device parameters are copied to the host once per (re)match.
@@ -89,11 +119,21 @@ def state_descriptors(net, theta):
     >>> net = ResNet(2, 4, 3, 1)
     >>> state_descriptors(net, net.init(0)).shape   # (2 + 1) + 3 * (4 + 1) columns
     (4, 18)
+    >>> from mgnn.nets import ConvResNet
+    >>> conv = ConvResNet((4, 4), 3, 2, 2)          # (9 + 1) + 2 * (27 + 1) columns
+    >>> state_descriptors(conv, conv.init(0)).shape
+    (3, 66)
     """
     theta = to_host(net.check_theta(theta))  # the pairing is computed on the host
     p = net.unpack(theta)
-    blocks = [np.concatenate([p.W_open, p.b_open[:, None]], axis=1)]
-    blocks += [np.concatenate([p.W[n], p.b[n][:, None]], axis=1) for n in range(net.depth)]
+    if _is_conv(net):  # channel j: its 3x3xC_in kernel column (incoming weights) and bias
+        c = net.channels
+        blocks = [np.concatenate([p.K_open.reshape(-1, c).T, p.b_open[:, None]], axis=1)]
+        blocks += [np.concatenate([p.K[n].reshape(-1, c).T, p.b[n][:, None]], axis=1)
+                   for n in range(net.depth)]
+    else:
+        blocks = [np.concatenate([p.W_open, p.b_open[:, None]], axis=1)]
+        blocks += [np.concatenate([p.W[n], p.b[n][:, None]], axis=1) for n in range(net.depth)]
     out = []
     for B in blocks:
         B = np.asarray(B, dtype=np.float64)
@@ -138,19 +178,20 @@ class WidthTransfer(Transfer):
     """
 
     def __init__(self, fine_net, coarse_net, coarse_of, shares, matching=None):
-        from mgnn.nets.conv import refuse_conv
-
-        refuse_conv(fine_net, "WidthTransfer", "channel pairing is not implemented")
         coarse_of = np.asarray(coarse_of)
         shares = np.asarray(shares, dtype=np.float64)
-        w, wc = fine_net.width, coarse_net.width
+        self.conv = _is_conv(fine_net)
+        if self.conv != _is_conv(coarse_net):
+            raise ValueError("width transfer needs two networks of the same kind: "
+                             f"{fine_net!r} vs {coarse_net!r}")
+        w, wc = state_neurons(fine_net), state_neurons(coarse_net)
         if coarse_of.shape != (w,) or coarse_of.dtype.kind not in "iu":
             raise ValueError(f"coarse_of must be an integer array of shape ({w},), got "
                              f"{coarse_of.dtype} {coarse_of.shape}")
         if shares.shape != (w,):
             raise ValueError(f"shares must have shape ({w},), got {shares.shape}")
         keys = ("n_in", "depth", "n_out", "T", "activation", "task", "opening_activation",
-                "dtype")
+                "dtype") + (("image_shape", "pooling") if self.conv else ())
         if any(getattr(fine_net, k) != getattr(coarse_net, k) for k in keys):
             raise ValueError("width transfer needs networks that differ only in width: "
                              f"{fine_net!r} vs {coarse_net!r}")
@@ -164,6 +205,7 @@ class WidthTransfer(Transfer):
             raise ValueError("shares must sum to 1 over every group of coarse_of "
                              f"(worst sum {sums[np.argmax(abs(sums - 1))]:.17g})")
         self.fine, self.coarse = fine_net, coarse_net
+        self.neurons, self.coarse_neurons = w, wc
         self.n_fine, self.n_coarse = fine_net.n_params, coarse_net.n_params
         self.coarse_of = coarse_of.astype(np.int64)
         self.shares = shares
@@ -211,6 +253,19 @@ class WidthTransfer(Transfer):
         out = get_namespace(x).empty(dst.n_params, dtype=x.dtype)
         a, b = src.unpack(x), dst.unpack(out)
         o_rows, r_rows, r_cols, c_cols = ops
+        if self.conv:  # kernels HWIO: the output channel is axis 3 (opening), 4 (residual)
+            b.K_open[...] = o_rows(a.K_open, 3)
+            b.b_open[...] = o_rows(a.b_open, 0)
+            b.K[...] = r_rows(r_cols(a.K, 3), 4)
+            b.b[...] = r_rows(a.b, 1)
+            if src.pooling == "average":  # features: the channel means
+                b.W_close[...] = c_cols(a.W_close, 1)
+            else:  # features: pixel-major, channel-last
+                m = src.n_out
+                b.W_close.reshape(m, dst.n_pixels, -1)[...] = c_cols(
+                    a.W_close.reshape(m, src.n_pixels, -1), 2)
+            b.b_close[...] = a.b_close
+            return out
         b.W_open[...] = o_rows(a.W_open, 0)
         b.b_open[...] = o_rows(a.b_open, 0)
         b.W[...] = r_rows(r_cols(a.W, 2), 1)
@@ -235,13 +290,15 @@ class WidthTransfer(Transfer):
                            (self._avg, self._avg, self._sum, self._sum))
 
     def description(self):
-        return (f"width coarsening {self.fine.width} -> {self.coarse.width}"
+        what = "channel" if self.conv else "width"
+        return (f"{what} coarsening {self.neurons} -> {self.coarse_neurons}"
                 + (f", {self.matching.similarity} matching" if self.matching else ""))
 
     def __repr__(self):
-        npairs = self.fine.width - self.coarse.width
-        nsingle = self.coarse.width - npairs
-        return (f"WidthTransfer(width {self.fine.width} -> {self.coarse.width}: {npairs} pairs, "
+        npairs = self.neurons - self.coarse_neurons
+        nsingle = self.coarse_neurons - npairs
+        what = "channels" if self.conv else "width"
+        return (f"WidthTransfer({what} {self.neurons} -> {self.coarse_neurons}: {npairs} pairs, "
                 f"{nsingle} single)")
 
 
@@ -274,16 +331,15 @@ class ComposedTransfer(Transfer):
 
 
 def _width_transfer(net, theta, match_options, max_pairs=None):
-    from mgnn.nets.conv import refuse_conv
-
-    refuse_conv(net, "width_hierarchy", "channel pairing is not implemented")
     D = state_descriptors(net, theta)
     m = match_neurons(D, max_pairs=max_pairs, **match_options)
-    if m.coarse_width == net.width:
-        raise ValueError(f"no neuron pair found in a network of width {net.width} "
+    n = state_neurons(net)
+    if m.coarse_width == n:
+        what = "channel" if _is_conv(net) else "neuron"
+        raise ValueError(f"no {what} pair found in a network of {n} {what}s "
                          f"(threshold={match_options.get('threshold')}): cannot coarsen")
     shares = weight_norm_shares(D, m.coarse_of)
-    return WidthTransfer(net, net.with_width(m.coarse_width), m.coarse_of, shares, m)
+    return WidthTransfer(net, _with_neurons(net, m.coarse_width), m.coarse_of, shares, m)
 
 
 class WidthHierarchy(Hierarchy):
@@ -320,9 +376,10 @@ def width_hierarchy(model, theta, levels, *, similarity="cosine", threshold=None
 
     Parameters
     ----------
-    model : ResNet or Objective
-        The finest network, or an objective on it (then every level gets
-        ``objective.with_net(coarse_net)``: same data, work charged by flop ratio).
+    model : ResNet, ConvResNet or Objective
+        The finest network (a ConvResNet pairs channels), or an objective on it
+        (then every level gets ``objective.with_net(coarse_net)``: same data, work
+        charged by flop ratio).
     theta : ndarray
         Fine parameters: the neuron descriptors, hence the pairing, come from them;
         coarser levels are matched on the projected parameters Pi theta.
@@ -401,9 +458,10 @@ def width_hierarchy(model, theta, levels, *, similarity="cosine", threshold=None
             x = parts[-1].project(x)
         if step in ("width", "both"):
             cur = parts[-1].coarse if parts else fine
-            if cur.width < 2:
-                raise ValueError(f"level {len(nets)} would coarsen a network of width "
-                                 f"{cur.width}: at most {len(nets)} width levels")
+            if state_neurons(cur) < 2:
+                what = (f"{cur.channels} channel" if _is_conv(cur) else f"width {cur.width}")
+                raise ValueError(f"level {len(nets)} would coarsen a network of {what}: "
+                                 f"at most {len(nets)} width levels")
             parts.append(_width_transfer(cur, x, match_options))
             x = parts[-1].project(x)
         t = parts[0] if len(parts) == 1 else ComposedTransfer(*parts)
@@ -429,4 +487,4 @@ def width_hierarchy(model, theta, levels, *, similarity="cosine", threshold=None
 
 
 __all__ = ["ComposedTransfer", "NeuronMatching", "WidthHierarchy", "WidthTransfer",
-           "state_descriptors", "width_hierarchy"]
+           "state_descriptors", "state_neurons", "width_hierarchy"]

@@ -239,8 +239,14 @@ class ConvResNet:
         return self._replace(channels=channels)
 
     def with_width(self, width):
-        raise NotImplementedError("ConvResNet has no width hierarchy yet (channel pairing "
-                                  "is not implemented); use with_channels for another c")
+        """A network with state dimension ``width = H*W*c'`` (``c'`` channels): what the
+        dense ResNet's ``with_width`` means for the ODE state; ``width`` must be a
+        multiple of the ``H*W`` pixels (:meth:`with_channels` takes ``c'``)."""
+        width = check_positive_int(width, "width")
+        if width % self.n_pixels:
+            raise ValueError(f"width must be a multiple of the {self.n_pixels} pixels "
+                             f"(H*W*channels), got {width}; use with_channels")
+        return self.with_channels(width // self.n_pixels)
 
     def flops(self, s):
         """Floating-point operations of one value-and-gradient sweep on ``s`` samples.
