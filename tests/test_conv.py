@@ -301,20 +301,23 @@ def test_mgopt_and_dd_by_layers_on_conv():
         assert np.isfinite(res.fun) and res.fun <= f0 + 1e-12
 
 
-def _lp_problem(depth=8):
+def _lp_problem(depth=8, pooling="average"):
     rng = np.random.default_rng(3)
-    net = ConvResNet((4, 3), 2, depth, 3, T=2.0, activation="tanh")
+    net = ConvResNet((4, 3), 2, depth, 3, T=2.0, activation="tanh", pooling=pooling)
     X = rng.standard_normal((6, 12))
     y = rng.integers(0, 3, 6)
     theta = net.init(1, "he") + 0.05 * rng.standard_normal(net.n_params)
     return net, X, y, theta
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_one_level_mgrit_bit_identical_to_serial(batched):
+@pytest.mark.parametrize("batched,pooling", [(False, "average"), (True, "average"),
+                                             (False, "flatten")])
+def test_one_level_mgrit_bit_identical_to_serial(batched, pooling):
+    """(With pooling='flatten' the closing layer reads the states MGRIT wrote: the
+    features once were a stale view of the workspace's first state buffer.)"""
     from mgnn.mgrit import MGRITPropagation
 
-    net, X, y, theta = _lp_problem()
+    net, X, y, theta = _lp_problem(pooling=pooling)
     ser = Objective(net, X, y, tikhonov=1e-3)
     par = Objective(net, X, y, tikhonov=1e-3,
                     propagation=MGRITPropagation(levels=1, batched=batched))
@@ -327,11 +330,11 @@ def test_one_level_mgrit_bit_identical_to_serial(batched):
     assert par.counter.work == pytest.approx(ser.counter.work)
 
 
-@pytest.mark.parametrize("weights", ["inject", "average"])
-def test_multilevel_mgrit_converges_to_serial(weights):
+@pytest.mark.parametrize("weights,pooling", [("inject", "average"), ("average", "flatten")])
+def test_multilevel_mgrit_converges_to_serial(weights, pooling):
     from mgnn.mgrit import MGRITPropagation
 
-    net, X, y, theta = _lp_problem(depth=16)
+    net, X, y, theta = _lp_problem(depth=16, pooling=pooling)
     f0, g0 = Objective(net, X, y).value_and_grad(theta)
     prop = MGRITPropagation(levels=3, cf=2, relax="FCF", tol=1e-13, rtol=None, fwd_iters=60,
                             bwd_iters=60, coarse_weights=weights, warm_start=False)

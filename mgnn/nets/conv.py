@@ -79,8 +79,9 @@ class ConvWorkspace:
     """Preallocated buffers for the sweeps of a :class:`ConvResNet` on ``s`` samples.
 
     ``U`` (depth+1, s, width) holds every state, ``S`` (depth, s, width) every
-    layer record, ``F`` (s, n_features) the pooled features (a view of ``U[-1]``
-    with ``pooling='flatten'``), ``col`` the im2col scratch. Tangent and
+    layer record, ``F`` (s, n_features) the pooled features (``U[-1]`` itself with
+    ``pooling='flatten'``, whatever array ``U`` is bound to), ``col`` the im2col
+    scratch. Tangent and
     second-order buffers come with :meth:`ensure_second_order`.
     """
 
@@ -93,7 +94,8 @@ class ConvWorkspace:
         self.U = np.empty((N + 1, s, w), dt)
         self.S = np.empty((N, s, w), dt)
         self.S_open = np.empty((s, w), dt)
-        self.F = self.U[-1] if net.pooling == "flatten" else np.empty((s, net.n_features), dt)
+        self._flat = net.pooling == "flatten"
+        self._F = None if self._flat else np.empty((s, net.n_features), dt)
         self.Y = np.empty((s, m), dt)
         self.G = np.empty((s, m), dt)
         self.A = np.empty((s, net.n_features), dt)  # adjoint of the features
@@ -115,13 +117,27 @@ class ConvWorkspace:
         self.dZ_open = np.empty((s, w), dt)
         self.dL = np.empty((2, s, w), dt)
         self.dD = np.empty((s, w), dt)
-        self.dF = self.dU[-1] if net.pooling == "flatten" else np.empty((s, net.n_features), dt)
+        self._dF = None if self._flat else np.empty((s, net.n_features), dt)
         self.dY = np.empty((s, m), dt)
         self.dG = np.empty((s, m), dt)
         self.tmp = np.empty((s, w), dt)
         self.tmpWc = np.empty((m, net.n_features), dt)
         self.tmpF = np.empty((s, net.n_features), dt)
         self.second_order = True
+
+    # With pooling='flatten' the features are the final states themselves, read from
+    # ``U`` when asked for: a propagation may rebind ``U`` (MGRITPropagation makes its
+    # solver's storage the workspace's states), so a view taken at allocation would go
+    # stale.
+    @property
+    def F(self):
+        """The closing layer's input: ``U[-1]`` (flatten) or the pooled channel means."""
+        return self.U[-1] if self._flat else self._F
+
+    @property
+    def dF(self):
+        """Tangent of :attr:`F`: ``dU[-1]`` (flatten) or its pooled means."""
+        return self.dU[-1] if self._flat else self._dF
 
     def nbytes(self):
         return sum(v.nbytes for v in vars(self).values() if hasattr(v, "nbytes"))
