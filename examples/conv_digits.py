@@ -81,6 +81,12 @@ def main(argv=None):
                                                     tikhonov=args.tikhonov).value(res.x)))
         if prop is not None:
             runs[kind]["propagation"] = repr(prop)
+            st = [e for e in prop.stats if e["forward"] is not None and e["adjoint"] is not None]
+            runs[kind]["mgrit"] = dict(
+                levels=len(st[-1]["forward"].level_steps) if st else 0,
+                fwd_iters=float(np.mean([e["forward"].nit for e in st])) if st else 0.0,
+                bwd_iters=float(np.mean([e["adjoint"].nit for e in st])) if st else 0.0,
+                warm=float(np.mean([e["forward"].warm for e in st])) if st else 0.0)
     print(f"{'run':16s} {'loss':>8s} {'work':>7s} {'wall s':>7s} {'train acc':>9s} "
           f"{'val acc':>8s}  target >= 0.97")
     for kind, r in runs.items():
@@ -88,6 +94,10 @@ def main(argv=None):
               f"{r['train_accuracy']:9.4f} {r['val_accuracy']:8.4f}  "
               f"{'met' if r['val_accuracy'] >= 0.97 else 'MISSED'}")
     print(f"layer-parallel propagation: {runs['layer-parallel']['propagation']}")
+    m = runs["layer-parallel"]["mgrit"]
+    print(f"MGRIT: {m['levels']} levels, mean iterations forward {m['fwd_iters']:.2f}, adjoint "
+          f"{m['bwd_iters']:.2f}, warm-started solves {100 * m['warm']:.0f} %; work "
+          f"{runs['layer-parallel']['res'].work / runs['serial']['res'].work:.2f}x serial")
     res, acc_val = runs["serial"]["res"], runs["serial"]["val_accuracy"]
 
     import matplotlib
@@ -127,7 +137,8 @@ def main(argv=None):
         json.dump(dict(network=repr(net), arguments=vars(args),
                        runs={k: dict(train_accuracy=r["train_accuracy"],
                                      val_accuracy=r["val_accuracy"], loss=r["loss"],
-                                     work=r["res"].work, wall=r["wall"], curve=r["curve"])
+                                     work=r["res"].work, wall=r["wall"], curve=r["curve"],
+                                     mgrit=r.get("mgrit"))
                              for k, r in runs.items()}), fh, indent=1)
     print("wrote", path)
     return {k: dict(val_accuracy=r["val_accuracy"], train_accuracy=r["train_accuracy"],

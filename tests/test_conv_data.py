@@ -59,6 +59,11 @@ def test_conv_digits_example_quick(tmp_path):
     assert set(out) == {"serial", "layer-parallel"}
     for r in out.values():
         assert 0.0 <= r["val_accuracy"] <= 1.0 and r["work"] > 0
+    # --quick has 4 layers: MGRITPropagation() has one level there, the serial sweep bit
+    # for bit, so both runs train the same iterates (this caught the stale flatten
+    # features of a layer-parallel run)
+    assert out["layer-parallel"]["val_accuracy"] == out["serial"]["val_accuracy"]
+    assert out["layer-parallel"]["train_accuracy"] == out["serial"]["train_accuracy"]
     assert (tmp_path / "conv_digits.png").stat().st_size > 5_000
     doc = (ROOT / "examples" / "conv_digits.py").read_text()
     assert "python examples/conv_digits.py" in doc and "--quick" in doc
