@@ -10,6 +10,12 @@ wall time and training / validation accuracy side by side (target: >= 97 %
 validation accuracy), and writes ``conv_digits.png`` (validation accuracy and loss
 against work units for both, and validation images with the serial run's predicted
 labels, mistakes in red) and ``conv_digits.json`` into ``--out``.
+
+Measured (defaults, NUMBA_NUM_THREADS=1): both runs 98.33 % validation accuracy; the
+layer-parallel run has two MGRIT levels on 16 layers, every solve cold (shuffled
+mini-batches never repeat) and two iterations each (exact on two coarse intervals),
+3.1x the serial work. On a machine busier than its cores, run it with
+``NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``: waiting threads made a step 40x slower.
 """
 
 import argparse
