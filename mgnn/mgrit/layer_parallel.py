@@ -244,7 +244,7 @@ class _StepTable:
     def __init__(self, X, tab, G, n0, span):
         self.X, self.tab, self.G, self.n0, self.span = X, tab, G, n0, span
         self.a0 = None
-        self.checked = False
+        self.checked = set()  # shapes of the arrays the table was validated against
         self.store = self.rrow = self.urow = self.u_lo = None
         self.entries = self.key = None  # fine tables: the steps, (weights lo, rows lo)
 
@@ -255,7 +255,7 @@ class _StepTable:
             self.tab[:, 4] = self.n0 - r_lo
             self.tab[:, 5] = self.n0 - w_lo
             self.key = (w_lo, r_lo)
-            self.checked = False
+            self.checked = set()
 
     def weights(self, wts):
         """``(W, b)`` block of the bound weights, the table's weights column current."""
@@ -263,7 +263,7 @@ class _StepTable:
         if a0 != self.a0:
             self.tab[:, 5] = (self.n0 - a0) // self.span
             self.a0 = a0
-            self.checked = False
+            self.checked = set()
         return Wa, ba
 
 
@@ -484,9 +484,10 @@ class ResNetStepper(_ResNetStepperBase):
 
     def _run_table(self, t):
         W, b = t.weights(self.weights)
+        ok = (W.shape, b.shape)
         self.k.forward_steps(t.X, t.tab, W, b, self.h * t.span, self.act, self.rec, t.G,
-                             check=not t.checked)
-        t.checked = True
+                             check=ok not in t.checked)
+        t.checked.add(ok)
 
     def _run_fine(self, t):
         P = self.weights.flat
@@ -494,9 +495,10 @@ class ResNetStepper(_ResNetStepperBase):
             self._steps(t)
             return
         t.rows(self.weights.lo, self.s_lo)
+        ok = (P.shape, self.S.shape)
         self.k.forward_steps_layers(t.X, t.tab, P, self.h, self.act, self.S,
-                                    check=not t.checked)
-        t.checked = True
+                                    check=ok not in t.checked)
+        t.checked.add(ok)
 
     def step_batch(self, u_in, u_out, t0, t1, level, index):
         k = len(index)
@@ -613,9 +615,10 @@ class ResNetAdjointStepper(_ResNetStepperBase):
             st.gen = self._gen
         if t.u_lo != self.u_lo:
             t.urow, t.u_lo = t.n0 - self.u_lo, self.u_lo
+        ok = (W.shape, self.U.shape, st.R.shape)
         self.k.adjoint_steps(t.X, t.tab, self.U, t.urow, W, st.R, t.rrow, self.h * t.span,
-                             self.act, self.D, t.G, check=not t.checked)
-        t.checked = True
+                             self.act, self.D, t.G, check=ok not in t.checked)
+        t.checked.add(ok)
 
     def _run_fine(self, t):
         P, G = self.weights.flat, None
@@ -627,9 +630,10 @@ class ResNetAdjointStepper(_ResNetStepperBase):
             self._steps(t)
             return
         t.rows(self.weights.lo, self.u_lo)
+        ok = (P.shape, self.U.shape, self.S.shape, None if G is None else G.shape)
         self.k.adjoint_steps_layers(t.X, t.tab, self.U, P, self.S, self.h, self.act, self.D,
-                                    G, check=not t.checked or G is not None)
-        t.checked = True
+                                    G, check=ok not in t.checked)
+        t.checked.add(ok)
 
     def final_sweep(self, active):
         """MGRIT's hook around the last fine sweep of a solve: the fine steps of that
