@@ -23,8 +23,7 @@ Layouts (all C-contiguous):
 Then ``Z = col(U) @ K + b`` (one BLAS GEMM), the kernel gradient is
 ``col(U)^T D`` and the input adjoint is ``col^T(D K^T)``: the GEMM ``E = D K^T``
 (``(s*H*W, 9*C_in)``) followed by :func:`col2im_add`, which gathers each
-pixel's nine contributions (no scatter, so no write conflicts: threads split the
-samples and every result is independent of the thread count). The elementwise work
+pixel's nine contributions (no scatter, no write conflicts). The elementwise work
 (bias, activation, its derivatives, skip, bias-gradient sums) is the dense layer's
 fused kernels of :mod:`mgnn.kernels.cpu` applied to the ``(s*H*W, C)`` view.
 
@@ -39,6 +38,14 @@ c = 16, s = 128) and 1.45x (16x16, c = 32, s = 64) the time of im2col + GEMM, so
 every shape takes im2col + GEMM. A register-tiled direct kernel (as
 :mod:`mgnn.kernels.cpu_fused` does for narrow dense layers) was not tried.
 
+Threads: im2col and col2im run on one thread and the threads go to the GEMMs. A
+Numba parallel region between two BLAS calls leaves its OpenMP workers spinning
+(libgomp's default wait policy) against OpenBLAS's threads: with both on 2 threads a
+value-and-gradient took 2.0-3.5x longer than on one thread (``benchmarks/conv_step.py
+--quick --threads 1 2``, quiet machine: 157.7 against 51.1 ms at 8x8, c = 8, s = 256);
+with serial im2col/col2im, 44.8 ms on 2 threads (and 51.1 on one). Results do not
+depend on the thread count either way.
+
 Every function writes into caller buffers; nothing of the size of a batch is
 allocated.
 """
@@ -46,12 +53,12 @@ allocated.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .cpu import _delta_fuse, _dummy, _forward_fuse, _soadjoint_fuse, _tangent_fuse
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def im2col(U, H, W, C, col):
     """``col[(i*H + y)*W + x, (ky*3 + kx)*C + c] = U[i, ((y+ky-1)*W + x+kx-1)*C + c]``
     (zero outside the image).
@@ -67,7 +74,7 @@ def im2col(U, H, W, C, col):
     """
     s = U.shape[0]
     zero = col.dtype.type(0.0)
-    for i in prange(s):
+    for i in range(s):
         for y in range(H):
             for x in range(W):
                 r = (i * H + y) * W + x
@@ -85,7 +92,7 @@ def im2col(U, H, W, C, col):
                                 col[r, o + c] = zero
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def col2im_add(E, H, W, C, base, out, has_base):
     """``out = base + col^T(E)``: the adjoint of :func:`im2col` (``base`` ignored
     unless ``has_base``). ``out`` may be ``base``.
@@ -94,7 +101,7 @@ def col2im_add(E, H, W, C, base, out, has_base):
     nine offsets, in a fixed order.
     """
     s = out.shape[0]
-    for i in prange(s):
+    for i in range(s):
         for y in range(H):
             for x in range(W):
                 dst = (y * W + x) * C
