@@ -35,6 +35,13 @@ momentum, L-BFGS, trust region), on the problems of :data:`PROBLEMS`:
     ``min(200, n // 4)`` samples (125 here), so that one smoothing stage is one pass
     over the data as MTNN's 4 batches of 200 are most of its 1000 samples.
     ``--suite mtnn`` runs these two.
+``pinn-poisson``
+    A physics-informed problem (:class:`~mgnn.pinn.PINNObjective`): -Laplace u = f on
+    [0, 1]^2 with u = sin(pi x) sin(pi y), boundary values exact by an output
+    transform, 1000 Latin-hypercube collocation points, a tanh ResNet of width 16 and
+    depth 16 on a 3-level depth hierarchy; the validation metric is the relative L2
+    error against the exact solution on the problem's evaluation grid (target 1e-2).
+    ``--suite pinn`` runs it.
 
 Methods (:data:`DEPTH_METHODS` on the depth problems, :data:`WIDTH_METHODS` on the
 width problems):
@@ -113,6 +120,7 @@ from mgnn.data import (
     rough_regression,
     smooth_regression,
 )
+from mgnn.data.pde import poisson_2d
 from mgnn.multilevel import (
     Hierarchy,
     Level,
@@ -123,6 +131,7 @@ from mgnn.multilevel import (
     rmtr,
     width_hierarchy,
 )
+from mgnn.pinn import PINNObjective
 
 MONITOR_POINTS = 40
 BIG = 10 ** 7
@@ -193,14 +202,37 @@ class Problem:
         return v >= self.val_target if self.classification else v <= self.val_target
 
 
+@dataclass
+class PINNProblem(Problem):
+    """A physics-informed problem: the objective is a :class:`~mgnn.pinn.PINNObjective`
+    on collocation points (``data``: the PDE problem), the validation metric the
+    relative L2 error of ``u`` against the reference solution on its evaluation grid."""
+
+    points: object = field(default=None, repr=False)
+    bc: str = "exact"
+
+    @property
+    def metric(self):
+        return "val rel. L2"
+
+    def make_objective(self):
+        return PINNObjective.from_problem(self.net, self.data, self.points, bc=self.bc)
+
+    def val_metric(self, mon, x):
+        X, U = self.data.evaluation_grid()
+        return mon.relative_l2(x, X, U)
+
+
 DEPTH_METHODS = ("Adam", "SGD", "L-BFGS", "TR", "NI", "RMTR", "RMTR-OFF", "MGOPT")
 WIDTH_METHODS = ("Adam", "SGD-MTNN", "L-BFGS", "TR", "RMTR", "RMTR-OFF", "MGOPT-MTNN")
 SUITES = {
     "all": ("peaks-deep", "regression-deep", "regression4-deep", "peaks", "mnist1d",
-            "regression", "rough", "poisson-small", "darcy-small", "poisson", "darcy"),
+            "regression", "rough", "pinn-poisson", "poisson-small", "darcy-small", "poisson",
+            "darcy"),
     "rmtr": ("peaks", "mnist1d", "regression"),
     "width": ("poisson", "darcy"),
     "mtnn": ("poisson-small", "darcy-small"),
+    "pinn": ("pinn-poisson",),
 }
 #: The scaled-down MTNN problems (``poisson-small``, ``darcy-small``): network width and
 #: number of training (and of validation) samples.
@@ -260,6 +292,18 @@ def make_problems(names, quick, small_width=None, small_samples=None):
                 tik = 1e-6
             p = Problem(name, d, net, tik, SMOOTHNESS, "layer_parallel", "depth", levels, 2,
                         budget, *tgt, DEPTH_METHODS)
+        elif name == "pinn-poisson":
+            # -Laplace u = f on [0, 1]^2, u = sin(pi x) sin(pi y), boundary values exact by
+            # an output transform; a ResNet PINN on Latin-hypercube collocation points
+            pde = poisson_2d()
+            N = 4 if quick else 16
+            pts = pde.sample(64 if quick else 1000, 16 if quick else 200, "lhs", seed=0)
+            net = mgnn.ResNet(2, 8 if quick else 16, N, 1, T=4.0, task="regression")
+            tgt = (1.0, 0.5) if quick else (1e-3, 1e-2)
+            p = PINNProblem(name, pde, net, 0.0, 0.0, "glorot", "depth", 2 if quick else 3, 2,
+                            3.0 if quick else 400.0, *tgt, DEPTH_METHODS,
+                            note="PINN (issue 14): 2-D Poisson, relative L2 error against "
+                                 "the exact solution", points=pts)
         elif name in ("poisson-small", "darcy-small"):
             grid = 4 if quick else 8
             n_pde = 100 if quick else small_samples

@@ -118,3 +118,20 @@ def test_rmtr_grid_points_build_their_hierarchy(bench):
     mon = bench["run_method"]("RMTR", p, 0, cfg, 1.0, {}, True)
     assert cfg == {"batch_size": 32, "levels": 3}  # not consumed
     assert len(mon.result.work_per_level) == 3 and mon.result.history["batch_size"][0] == 32
+
+
+def test_pinn_problem_in_the_harness(bench, tmp_path):
+    """The PINN problem (2-D Poisson, issue 14's objective) runs every depth method; its
+    validation metric is the relative L2 error against the exact solution."""
+    out = bench["main"](["--quick", "--out", str(tmp_path), "--suite", "pinn"])
+    assert {r["method"] for r in out["rows"]} == set(bench["DEPTH_METHODS"])
+    p = bench["make_problems"](["pinn-poisson"], True)["pinn-poisson"]
+    assert p.metric == "val rel. L2" and not p.val_reached(0.6) and p.val_reached(0.4)
+    mon = bench["Monitor"](p, 1.0)
+    theta = p.theta0(0)
+    X, U = p.data.evaluation_grid()
+    u = p.objective.solution(theta, X)
+    assert p.val_metric(mon.mon, theta) == pytest.approx(
+        np.linalg.norm(u - U) / np.linalg.norm(U), rel=1e-12)
+    for r in out["rows"]:
+        assert r["final_val"]["median"] < 1.5
