@@ -56,6 +56,7 @@ loss against work, one panel per problem) to ``--out``. BLAS runs single-threade
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -72,6 +73,9 @@ from mgnn.data.pde import poisson_1d, poisson_2d  # noqa: E402
 from mgnn.nets import ResNet  # noqa: E402
 from mgnn.optim.lsgd import solve_flops  # noqa: E402
 from mgnn.pinn import PINNObjective  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lsgd_regression import plot_median_curves  # noqa: E402
 
 PROBLEMS = {"poisson-1d": poisson_1d, "poisson-2d": poisson_2d}
 METHODS = ("box+lsgd", "glorot+adam", "he+adam", "glorot+lsgd", "box+ls")
@@ -220,14 +224,9 @@ def plot(results, path):
     n = len(results)
     fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.4), squeeze=False)
     for ax, r in zip(axes.ravel(), results, strict=True):
-        for m in METHODS[:-1]:
-            curves = [run["curve"] for run in r["rows"][m]["runs"]]
-            top = min(c[0][-1] for c in curves)
-            grid = np.linspace(0.0, top, 200)
-            med = np.median([np.interp(grid, c[0], c[1]) for c in curves], axis=0)
-            ax.semilogy(grid, med, label=f"{m} (lr {r['rows'][m]['lr']})")
-        ax.axhline(np.median([run["train"] for run in r["rows"]["box+ls"]["runs"]]),
-                   color="k", ls=":", lw=1, label="box+ls (one solve)")
+        plot_median_curves(ax, r["rows"], METHODS[:-1],
+                           label=lambda m, r=r: f"{m} (lr {r['rows'][m]['lr']})",
+                           one_solve="box+ls (one solve)")
         ax.set_title(r["problem"])
         ax.set_xlabel("work (plain gradients on all points)")
         ax.set_ylabel("PINN loss (median over seeds)")

@@ -202,6 +202,21 @@ def markdown(results, args):
     return "\n".join(lines)
 
 
+def plot_median_curves(ax, rows, methods, label=str, one_solve="box+ls"):
+    """On ``ax``: each method's training loss against work, the median over its seeds
+    (curves interpolated on a common work grid up to the shortest run), and the median
+    loss of the single least-squares solve (``rows['box+ls']``) as a dotted level.
+    Shared with ``examples/lsgd_pinn.py``."""
+    for m in methods:
+        curves = [run["curve"] for run in rows[m]["runs"]]
+        top = min(c[0][-1] for c in curves)
+        grid = np.linspace(0.0, top, 200)
+        med = np.median([np.interp(grid, c[0], c[1]) for c in curves], axis=0)
+        ax.semilogy(grid, med, label=label(m))
+    ax.axhline(np.median([run["train"] for run in rows["box+ls"]["runs"]]),
+               color="k", ls=":", lw=1, label=one_solve)
+
+
 def plot(results, path):
     import matplotlib
 
@@ -212,16 +227,8 @@ def plot(results, path):
     cols = min(3, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
-    grid = None
     for ax, r in zip(axes.ravel(), results, strict=False):
-        for m in METHODS[:-1]:
-            curves = [run["curve"] for run in r["rows"][m]["runs"]]
-            top = min(c[0][-1] for c in curves)
-            grid = np.linspace(0.0, top, 200)
-            med = np.median([np.interp(grid, c[0], c[1]) for c in curves], axis=0)
-            ax.semilogy(grid, med, label=m)
-        ax.axhline(np.median([run["train"] for run in r["rows"]["box+ls"]["runs"]]),
-                   color="k", ls=":", lw=1, label="box+ls")
+        plot_median_curves(ax, r["rows"], METHODS[:-1])
         ax.set_title(r["target"])
         ax.set_xlabel("work (fine-gradient equivalents)")
         ax.set_ylabel("training MSE (median over seeds)")
@@ -231,7 +238,6 @@ def plot(results, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return grid
 
 
 def parse(argv):
