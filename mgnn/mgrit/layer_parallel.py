@@ -42,6 +42,7 @@ from mgnn.backend import get_namespace, kernels_for
 from mgnn.mgrit.hierarchy import TimeHierarchy
 from mgnn.mgrit.solver import MGRIT
 from mgnn.mgrit.stepper import Stepper
+from mgnn.mgrit.window_means import WindowPlan, mean_of_children
 from mgnn.parallel.comm import SerialComm, get_comm
 from mgnn.parallel.grid import reversed_comm
 from mgnn.parallel.partition import block_offsets
@@ -61,13 +62,16 @@ class _Weights:
     """Views ``W[n - lo]``, ``b[n - lo]`` of layers ``lo .. lo+len-1`` and their averages
     over the intervals of the coarse levels (recomputed after every :meth:`bind`).
 
-    Averages over a span that is a coarse level's stride (``spans``) are computed for
-    all windows of one phase at once (``W[a0 + q span : a0 + (q+1) span].mean(0)``
-    as one reshape-and-mean) and handed out as views, so a batched coarse sweep gets
-    its stack of averaged weights without a copy; other spans (a short interval at
-    the end of the grid) are averaged one by one. The arithmetic of a window's mean
-    is the same either way (a sequential sum over the span), so it does not depend
-    on the batching or on the range of layers bound on a rank.
+    Averages over a span that is a coarse level's stride (``spans``) are window
+    means of a tree (:mod:`mgnn.mgrit.window_means`): the windows of one phase are
+    computed at once, each the mean of the windows of the next smaller span in
+    ``spans`` that it consists of (of its layers for the smallest), and handed out
+    as views, so a batched coarse sweep gets its stack of averaged weights without
+    a copy. Other spans (a short interval at the end of a grid) are averaged over
+    their layers one by one. A window's arithmetic is the same however it is
+    reached, so it does not depend on the batching or on the range of layers bound
+    on a rank; a layer-parallel engine fills ``blocks`` itself, with windows that
+    reach beyond its layers (:meth:`set_block`).
     """
 
     def __init__(self, spans=()):
@@ -78,6 +82,8 @@ class _Weights:
         self.single = {}  # (n0, span) -> (W mean, b mean), spans not in ``spans``
         self.stacks = {}  # stacked single means for batched steps: buffers kept
         self.fresh = set()  # keys of ``stacks`` computed from the bound weights
+        self.means = {}  # (phase, span) -> (k, block) buffer of window means, kept
+        self.complete = False  # ``blocks`` filled by an engine: nothing to compute
 
     def bind(self, W, b, lo, flat=None):
         """Bind layers ``lo ..``: ``W`` (k, w, w), ``b`` (k, w) views and, where the
@@ -88,6 +94,7 @@ class _Weights:
         self.blocks.clear()
         self.single.clear()
         self.fresh.clear()
+        self.complete = False
 
     def same(self, W, lo):
         """Whether ``W`` (from ``lo``) is the memory bound now (nothing to recompute)."""
@@ -114,18 +121,51 @@ class _Weights:
         a = (n0 - self.lo) * bs
         return self.flat[a:a + k * bs]
 
+    def _child_span(self, span):
+        """The largest span in ``spans`` below ``span`` that divides it (1: layers)."""
+        return max((x for x in self.spans if x < span and span % x == 0), default=1)
+
     def _block(self, n0, span):
         key = (n0 % span, span)
         blk = self.blocks.get(key)
         if blk is None:
-            n = self.W.shape[0]
-            a0 = self.lo + (n0 - self.lo) % span  # first window of this phase
-            k = (self.lo + n - a0) // span
-            a = a0 - self.lo
-            W, b = self.W[a:a + k * span], self.b[a:a + k * span]
-            blk = self.blocks[key] = (a0, W.reshape((k, span) + W.shape[1:]).mean(axis=1),
-                                      b.reshape((k, span) + b.shape[1:]).mean(axis=1))
+            if self.complete:
+                raise KeyError(f"no averaged weights of span {span} and phase {key[0]} "
+                               "were exchanged for this rank")
+            blk = self.blocks[key] = self._window_means(*key)
         return blk
+
+    def _window_means(self, phase, span):
+        """The windows ``[a, a + span)``, ``a = phase mod span``, that lie in the bound
+        layers, each the mean of its child windows (see the class docstring)."""
+        n, lo = self.W.shape[0], self.lo
+        a0 = lo + (phase - lo) % span  # first window of this phase
+        k = max((lo + n - a0) // span, 0)
+        sc = self._child_span(span)
+        if sc == 1:
+            Wc, bc, c = self.W, self.b, a0 - lo
+        else:
+            ca0, Wc, bc = self._block(phase % sc, sc)
+            c = (a0 - ca0) // sc
+        Wm, bm = self.mean_buffers((phase, span), k)
+        mean_of_children(Wc[c:], bc[c:], span // sc, Wm, bm)
+        return a0, Wm, bm
+
+    def mean_buffers(self, key, k):
+        """C-contiguous buffers ``(k, *W shape)``, ``(k, *b shape)`` kept for ``key``
+        across binds (reallocated when ``k`` or the shapes change)."""
+        wshape, bshape = self.W.shape[1:], self.b.shape[1:]
+        buf = self.means.get(key)
+        if (buf is None or buf[0].shape != (k,) + wshape or buf[1].shape != (k,) + bshape
+                or buf[0].dtype != self.W.dtype):
+            xp = get_namespace(self.W)
+            buf = self.means[key] = (xp.empty((k,) + wshape, self.W.dtype),
+                                     xp.empty((k,) + bshape, self.W.dtype))
+        return buf
+
+    def set_block(self, phase, span, a0, Wm, bm):
+        """Hand over the means of the windows ``a0 + q span`` (an engine's exchange)."""
+        self.blocks[(phase, span)] = (a0, Wm, bm)
 
     def average(self, n0, span):
         """Means of the weights and biases of layers ``n0 .. n0+span-1``."""
@@ -815,12 +855,15 @@ class _Engine:
         self.key = None  # the samples of the current evaluation (see MGRITPropagation)
         self.key_f = self.key_b = None  # ... of the last forward / adjoint solve
         self.n_levels = self.fwd.hierarchy.n_levels
-        self.need_lo, self.need_hi = halo_ranges(N, P, self.fwd.hierarchy,
-                                                 prop.coarse_weights == "average")
+        self.need_lo, self.need_hi = halo_ranges(N, P, self.fwd.hierarchy, avg)
+        # averaged coarse weights on several ranks: window means exchanged level by level
+        self.plan = WindowPlan(N, L, self.fwd.hierarchy.strides, r) if avg and P > 1 else None
+        self._mean_bufs = None
 
     # -- distributed pieces ----------------------------------------------------
     def bind_blocks(self, blocks):
-        """Bind this rank's layer blocks (l1-l0, block_size), exchanging the halo."""
+        """Bind this rank's layer blocks (l1-l0, block_size), exchanging the halo
+        (injected coarse weights) or the window means (averaged ones)."""
         net, comm, r = self.net, self.comm, self.comm.rank
         w = net.width
         lo, hi = self.need_lo[r], self.need_hi[r]
@@ -850,6 +893,73 @@ class _Engine:
         ww = int(np.prod(shape))
         self.weights.bind(H[:, :ww].reshape((-1,) + shape), H[:, ww:], lo,
                           H.reshape(-1) if H.flags.c_contiguous else None)
+        if self.plan is not None:
+            self._exchange_means(blocks)
+
+    def _split(self, X):
+        """``(W, b)`` views of rows ``X`` of layer blocks ``[W_n, b_n]``."""
+        shape = getattr(self.net, "kernel_shape", (self.net.width, self.net.width))
+        ww = int(np.prod(shape))
+        return X[:, :ww].reshape((X.shape[0],) + shape), X[:, ww:]
+
+    def _exchange_means(self, blocks):
+        """The averaged coarse weights of this rank's windows, level by level (see
+        :mod:`mgnn.mgrit.window_means`): receive the child means of the windows that
+        reach beyond this rank's layers and send the ones others need, compute the
+        windows that need nothing meanwhile, then the others; hand them all to the
+        weights. One message per neighbour, family and level; no layer halo."""
+        plan, comm, wts, xp, r = self.plan, self.comm, self.weights, self.xp, self.comm.rank
+        bs = blocks.shape[1]
+        if self._mean_bufs is None:  # edge windows' children, packed; send buffers
+            self._mean_bufs = (
+                [[[xp.empty((f.cf, bs), blocks.dtype) for _ in f.edges] for f in fams]
+                 for fams in plan.levels],
+                [[xp.empty((r1 - r0, bs), blocks.dtype) if child >= 0 else None
+                  for child, r0, r1, _, _ in sends] for sends in plan.sends])
+        exts_all, sbufs_all = self._mean_bufs
+        prev = None  # the (W, b) window means of each family a level below
+        for li, fams in enumerate(plan.levels):
+            tag = 7100 + 4 * li
+            reqs = [comm.Irecv(ext[i0:i1], src, tag + f.index)
+                    for f, exts in zip(fams, exts_all[li], strict=True)
+                    for (_, parts), ext in zip(f.edges, exts, strict=True)
+                    for i0, i1, _, src in parts if src != r]
+            for (child, r0, r1, dst, fi), sb in zip(plan.sends[li], sbufs_all[li],
+                                                    strict=True):
+                if child < 0:
+                    sb = xp.ascontiguousarray(blocks[r0:r1])
+                else:
+                    Sw, Sb = self._split(sb)
+                    Sw[...], Sb[...] = prev[child][0][r0:r1], prev[child][1][r0:r1]
+                reqs.append(comm.Isend(sb, dst, tag + fi))
+            means = []
+            for f, exts in zip(fams, exts_all[li], strict=True):
+                Cw, Cb = self._split(blocks) if f.child < 0 else prev[f.child]
+                first = self.l0 if f.child < 0 else plan.levels[li - 1][f.child].m_lo
+                Wm, bm = wts.mean_buffers((f.phase, f.stride), f.m_hi - f.m_lo)
+                i_lo, i_hi = f.inner
+                if i_hi > i_lo:
+                    c = f.child_lo + i_lo * f.cf - first
+                    n = (i_hi - i_lo) * f.cf
+                    mean_of_children(Cw[c:c + n], Cb[c:c + n], f.cf,
+                                     Wm[i_lo - f.m_lo:i_hi - f.m_lo],
+                                     bm[i_lo - f.m_lo:i_hi - f.m_lo])
+                for (_, parts), ext in zip(f.edges, exts, strict=True):
+                    Ew, Eb = self._split(ext)
+                    for i0, i1, c0, src in parts:
+                        if src == r:
+                            c = c0 - first
+                            Ew[i0:i1], Eb[i0:i1] = Cw[c:c + i1 - i0], Cb[c:c + i1 - i0]
+                means.append((Wm, bm))
+            comm.waitall(reqs)
+            for f, exts, (Wm, bm) in zip(fams, exts_all[li], means, strict=True):
+                for (m, _), ext in zip(f.edges, exts, strict=True):
+                    Ew, Eb = self._split(ext)
+                    k = m - f.m_lo
+                    mean_of_children(Ew, Eb, f.cf, Wm[k:k + 1], bm[k:k + 1])
+                wts.set_block(f.phase, f.stride, f.start, Wm, bm)
+            prev = means
+        wts.complete = True
 
     def broadcast(self, x, root):
         """``x`` of rank ``root`` on every rank of the layer communicator (exact)."""
@@ -875,28 +985,30 @@ def point_offsets(N, P):
 
 def halo_ranges(N, P, hierarchy, average):
     """Layers each of ``P`` ranks needs for its steps: ``(need_lo, need_hi)``, rank r
-    needs layers ``need_lo[r] .. need_hi[r] - 1`` (its own ``block_offsets(N, P)``
-    block and, for coarse steps whose interval reaches into another rank's layers,
-    more: the first layer of the interval with injected weights, all of it with
-    averaged ones). Used by the layer-parallel engine and the performance model."""
+    needs layers ``need_lo[r] .. need_hi[r] - 1``: its own ``block_offsets(N, P)``
+    block and, with injected coarse weights, the first layer of every coarse
+    interval of its steps that starts in another rank's layers. Averaged coarse
+    weights need no other layers (``average=True``): the ranks exchange window
+    means instead (:class:`~mgnn.mgrit.window_means.WindowPlan`). Used by the
+    layer-parallel engine and the performance model."""
     L = block_offsets(N, P)
     fo, bo = point_offsets(N, P)
     lo = [int(L[r]) for r in range(P)]
     hi = [int(L[r + 1]) for r in range(P)]
+    if average:
+        return lo, hi
     for lvl in range(1, hierarchy.n_levels):
         pts = np.rint(hierarchy.t[lvl]).astype(np.int64)
         a, b = pts[:-1], pts[1:]
         # forward: the owner of point b steps over layers a .. b-1
         own = np.searchsorted(fo, b, side="right") - 1
-        last = b if average else a + 1
-        for r, x, y in zip(own.tolist(), a.tolist(), last.tolist(), strict=True):
+        for r, x, y in zip(own.tolist(), a.tolist(), (a + 1).tolist(), strict=True):
             lo[r], hi[r] = min(lo[r], x), max(hi[r], y)
         # adjoint: reversed points a -> b are layers N-b .. N-a-1, owned by the
         # reversed owner q of b, i.e. rank P-1-q
         own = P - 1 - (np.searchsorted(bo, b, side="right") - 1)
         n0 = N - b
-        last = N - a if average else n0 + 1
-        for r, x, y in zip(own.tolist(), n0.tolist(), last.tolist(), strict=True):
+        for r, x, y in zip(own.tolist(), n0.tolist(), (n0 + 1).tolist(), strict=True):
             lo[r], hi[r] = min(lo[r], x), max(hi[r], y)
     return lo, hi
 

@@ -20,7 +20,8 @@ The model does not re-derive MGRIT's work by formula: it *replays* the solver.
    through the ranks; a coarse level with fewer points than ranks becomes one.
    Restrictions add one elementwise pass per coarse point, every sweep a fixed
    overhead, every evaluation the opening and closing layers and the loss (on the
-   first and last rank), the weight halo and the averaged coarse weights.
+   first and last rank), and the coarse weights: averaging them, and the window
+   means (or, for injected weights, the layers) the ranks exchange for them.
 
 The time of an evaluation is the largest clock. :meth:`PerformanceModel.breakdown`
 returns the terms of the rank that finishes last, so the overhead over the ideal
@@ -105,8 +106,9 @@ class StepCosts:
     state_bytes : int
         Size of one state message (s * w * itemsize).
     layer_bytes : int
-        Size of one residual layer's weights and bias (the halo of weights a rank
-        receives for coarse intervals reaching into its neighbours' layers).
+        Size of one residual layer's weights and bias: of a layer of the halo that
+        injected coarse weights need, or of one window mean that averaged coarse
+        weights exchange.
     """
 
     forward: float
@@ -326,8 +328,9 @@ class PerformanceModel:
 
         Terms: ``fine forward`` / ``fine adjoint`` (steps on level 0),
         ``coarse forward`` / ``coarse adjoint`` (steps on coarser levels, records,
-        restrictions), ``messages`` (the weights a rank receives for coarse intervals
-        that reach into other ranks' layers, and the loss reduction),
+        restrictions), ``messages`` (the coarse weights a rank exchanges: window means
+        of averaged weights, a halo of layers for injected ones; and the loss
+        reduction),
         ``waiting`` (idle time until a neighbour's state arrived: the message and
         the neighbour's own work before it, e.g. the sequential coarsest solve),
         ``io`` (opening, closing layer and loss),
@@ -342,30 +345,45 @@ class PerformanceModel:
         key = (N, P, tuple(sorted((k, str(v)) for k, v in cfg.items())))
         if key not in self._layouts:
             from mgnn.mgrit.layer_parallel import halo_ranges
+            from mgnn.mgrit.window_means import WindowPlan
+            from mgnn.parallel.partition import block_offsets
 
             hier = _solver(N, cfg).hierarchy
+            avg = cfg["coarse_weights"] == "average"
+            means = None
+            if avg and P > 1:
+                L = block_offsets(N, P)
+                means = [[(p.messages_in(li) + p.messages_out(li),
+                           p.rows_in(li) + p.rows_out(li)) for li in range(len(p.levels))]
+                         for p in (WindowPlan(N, L, hier.strides, r) for r in range(P))]
             self._layouts[key] = (sweep_trace(N, **cfg), _layout(N, P, cfg, False)[0],
                                   _layout(N, P, cfg, True)[0],
-                                  halo_ranges(N, P, hier, cfg["coarse_weights"] == "average"))
-        trace, fwd_ranks, bwd_ranks, halo = self._layouts[key]
+                                  halo_ranges(N, P, hier, avg), means)
+        trace, fwd_ranks, bwd_ranks, halo, means = self._layouts[key]
         msg = c.message if P > 1 else 0.0
         terms = ("fine forward", "fine adjoint", "coarse forward", "coarse adjoint",
                  "messages", "waiting", "io", "overhead")
         acc = [dict.fromkeys(terms, 0.0) for _ in range(P)]
         clock = np.zeros(P)
-        # per evaluation: bind the weights (averaged coarse weights), receive the halo
-        # of weights for coarse intervals reaching into other ranks' layers
+        # per evaluation: bind the weights (averaged coarse weights); receive the halo
+        # of layers that injected coarse weights need from other ranks, or exchange
+        # the window means of averaged ones (a round per level with messages; the
+        # rows a rank sends and receives go at the measured bandwidth)
         for r in range(P):
             a, b = _block(N, P, r)
             t = (b - a) * c.bind + c.solve * 2
             acc[r]["overhead"] += t
             clock[r] += t
-            extra = halo[1][r] - halo[0][r] - (b - a)
-            if P > 1 and extra > 0:
+            t = 0.0
+            if means is not None:
+                t = sum(c.latency + rows * c.layer_bytes / c.bandwidth
+                        for n, rows in means[r] if n)
+            elif P > 1 and halo[1][r] - halo[0][r] > b - a:
+                extra = halo[1][r] - halo[0][r] - (b - a)
                 senders = math.ceil(extra / max(N // P, 1))
                 t = senders * c.latency + extra * c.layer_bytes / c.bandwidth
-                acc[r]["messages"] += t
-                clock[r] += t
+            acc[r]["messages"] += t
+            clock[r] += t
         # the opening layer on rank 0 before the forward solve
         acc[0]["io"] += c.io / 2
         clock[0] += c.io / 2
