@@ -264,7 +264,7 @@ def test_float32_forward_close_to_float64():
 
 
 def test_solvers_refuse_conv_clearly():
-    from mgnn.dd import by_layers, by_neurons
+    from mgnn.dd import by_layers
     from mgnn.mgrit import LayerParallelObjective
 
     rng = np.random.default_rng(0)
@@ -275,14 +275,12 @@ def test_solvers_refuse_conv_clearly():
     lp = LayerParallelObjective(net, X, y)
     with pytest.raises(NotImplementedError, match="LayerParallelObjective.features"):
         lp.features(lp.scatter(theta))
-    with pytest.raises(NotImplementedError, match="by_neurons"):
-        by_neurons(net, 2)
     d = by_layers(net, 2)  # layers are contiguous blocks: DD by layers works
     assert d.n_subdomains == 2
 
 
-def test_mgopt_and_dd_by_layers_on_conv():
-    from mgnn.dd import apts, by_layers, spqn
+def test_mgopt_and_dd_on_conv():
+    from mgnn.dd import apts, by_layers, by_neurons, by_tensors, spqn
     from mgnn.multilevel import depth_hierarchy, mgopt
 
     rng = np.random.default_rng(0)
@@ -295,10 +293,10 @@ def test_mgopt_and_dd_by_layers_on_conv():
     # bounded only by Tikhonov, see test_conv_multilevel)
     res = mgopt(depth_hierarchy(obj, 2), theta0, "lbfgs", {}, cycles=2, line_search=True)
     assert res.fun <= f0 + 1e-12
-    d = by_layers(net, 2)
-    for solve in (apts, spqn):
-        res = solve(obj, theta0, d, {"maxiter": 2})
-        assert np.isfinite(res.fun) and res.fun <= f0 + 1e-12
+    for d in (by_layers(net, 2), by_neurons(net, 2), by_tensors(net, 3, rng=0)):
+        for solve in (apts, spqn):
+            res = solve(obj, theta0, d, {"maxiter": 2})
+            assert np.isfinite(res.fun) and res.fun <= f0 + 1e-12, (d.description, solve)
 
 
 def _lp_problem(depth=8, pooling="average"):

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mgnn.dd import Decomposition, by_blocks, by_data, by_layers, by_neurons, by_tensors
 from mgnn.mgrit import LayerParallelObjective
-from mgnn.nets import ResNet
+from mgnn.nets import ConvResNet, ResNet
 from mgnn.objective import Objective
 from mgnn.parallel import Comm, block_offsets
 
@@ -112,6 +112,51 @@ def test_neurons_own_their_rows_and_closing_columns():
         others = np.delete(np.arange(4), j)
         assert np.all(p.W[:, others, :] == 0) and np.all(p.W_close[:, others] == 0)
         assert np.all(p.b_close == (1 if j == 3 else 0))
+
+
+conv_nets = st.builds(lambda hw, ci, c, N, m, pool: ConvResNet(hw + (ci,), c, N, m,
+                                                                 pooling=pool),
+                      st.sampled_from([(2, 2), (3, 2)]), st.integers(1, 2), st.integers(1, 4),
+                      st.integers(1, 3), st.integers(1, 2),
+                      st.sampled_from(["average", "flatten"]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(net=conv_nets, S=st.integers(1, 5), seed=st.integers(0, 10))
+def test_conv_decompositions_cover_theta_exactly_once(net, S, seed):
+    for build, limit, kw in [(by_neurons, net.channels, {}),
+                             (by_tensors, 2 * net.depth + 4, {"rng": seed})]:
+        if S > limit:
+            with pytest.raises(ValueError, match="n_subdomains must be <="):
+                build(net, S, **kw)
+            continue
+        d = build(net, S, **kw)
+        assert np.array_equal(_coverage(d), np.ones(net.n_params, dtype=int))
+
+
+@pytest.mark.parametrize("pooling", ["average", "flatten"])
+def test_channels_own_their_kernels_biases_and_closing_columns(pooling):
+    net = ConvResNet((2, 3, 2), 3, 3, 2, pooling=pooling)
+    d = by_neurons(net, 3)
+    assert d.labels == ("channels 0..0", "channels 1..1", "channels 2..2, closing bias")
+    for j, idx in enumerate(d.subdomains):
+        mark = np.zeros(net.n_params)
+        mark[idx] = 1.0
+        p = net.unpack(mark)
+        others = np.delete(np.arange(3), j)
+        assert np.all(p.K_open[..., j] == 1) and np.all(p.K_open[..., others] == 0)
+        assert np.all(p.K[..., j] == 1) and np.all(p.K[..., others] == 0)
+        assert p.b_open[j] == 1 and np.all(p.b[:, j] == 1) and np.all(p.b[:, others] == 0)
+        cols = np.arange(net.n_features) % 3 == j  # average: c features; flatten: pixel-major
+        assert np.all(p.W_close[:, cols] == 1) and np.all(p.W_close[:, ~cols] == 0)
+        assert np.all(p.b_close == (1 if j == 2 else 0))
+    wide = ConvResNet((2, 3, 2), 6, 2, 2, pooling=pooling)
+    d = by_neurons(wide, 2, theta=wide.init(0))  # matched channel pairs kept together
+    assert "channels, matched pairs" in d.description
+    assert np.array_equal(_coverage(d), np.ones(wide.n_params, dtype=int))
+    names = by_tensors(net, 2 * net.depth + 4, rng=0).labels
+    assert sorted(names) == sorted(["K_open", "b_open", "W_close", "b_close"]
+                                   + [f"{t}_{n}" for n in range(3) for t in "Kb"])
 
 
 def test_matched_neurons_share_a_subdomain():

@@ -337,10 +337,24 @@ def by_layers(net, n_subdomains, overlap=0):
                          description=desc)
 
 
+def _is_conv(net):
+    from mgnn.nets.conv import ConvResNet
+
+    return isinstance(net, ConvResNet)
+
+
 def _neuron_entries(net):
-    """For each state neuron j, the indices of theta that belong to it (and b_close)."""
+    """For each state neuron j (a channel of a ConvResNet), the indices of theta that
+    belong to it, and those of b_close."""
     p = net.unpack(np.arange(net.n_params, dtype=np.float64))  # views of index values
     ents = []
+    if _is_conv(net):  # channel j: output axis of the kernels (HWIO), closing columns
+        c = net.channels
+        for j in range(c):
+            parts = [p.K_open[..., j].ravel(), p.b_open[j:j + 1], p.K[..., j].ravel(),
+                     p.b[:, j], p.W_close[:, j::c].ravel()]
+            ents.append(np.concatenate(parts).astype(np.int64))
+        return ents, p.b_close.astype(np.int64)
     for j in range(net.width):
         parts = [p.W_open[j], p.b_open[j:j + 1], p.W[:, j, :].ravel(), p.b[:, j],
                  p.W_close[:, j]]
@@ -356,13 +370,17 @@ def by_neurons(net, n_subdomains, theta=None, similarity="cosine"):
     ``b_n[j]``: its incoming weights and bias, the descriptor of
     :func:`~mgnn.multilevel.state_descriptors`) and column ``j`` of the
     closing weights (its outgoing weights); the closing bias goes with the
-    last group.
+    last group. For a :class:`~mgnn.nets.ConvResNet` the neurons are the
+    channels: channel ``j`` owns the output slices ``K_open[..., j]`` and
+    ``K_n[..., j]`` of the kernels (HWIO: its incoming 3x3 kernels), the biases
+    ``b_open[j]``, ``b_n[j]`` and the closing columns that read it (column ``j``
+    with ``pooling='average'``, columns ``j, j + c, ...`` with ``'flatten'``).
 
     Parameters
     ----------
-    net : ResNet
+    net : ResNet or ConvResNet
     n_subdomains : int
-        At most ``net.width``.
+        At most ``net.width`` (``net.channels``).
     theta : ndarray, optional
         Without it the groups are contiguous ranges of neurons. With it the
         neurons are paired by :func:`~mgnn.multilevel.match_neurons` on their
@@ -379,17 +397,20 @@ def by_neurons(net, n_subdomains, theta=None, similarity="cosine"):
     >>> d = by_neurons(net, 2)
     >>> d.sizes.tolist(), d.labels
     ([40, 42], ('neurons 0..1', 'neurons 2..3, closing bias'))
+    >>> from mgnn.nets import ConvResNet
+    >>> by_neurons(ConvResNet((3, 3), 4, 2, 2), 2).labels
+    ('channels 0..1', 'channels 2..3, closing bias')
     """
-    from mgnn.nets.conv import refuse_conv
+    from mgnn.multilevel.width import state_neurons
 
-    refuse_conv(net, "by_neurons", "channel groups are not implemented")
-    w = net.width
-    S = _check_count(n_subdomains, w, "state neurons")
+    w = state_neurons(net)
+    unit = "channel" if _is_conv(net) else "neuron"
+    S = _check_count(n_subdomains, w, f"state {unit}s")
     ents, b_close = _neuron_entries(net)
     if theta is None:
         off = block_offsets(w, S)
         groups = [list(range(int(off[s]), int(off[s + 1]))) for s in range(S)]
-        desc = "by neurons, contiguous"
+        desc = f"by {unit}s, contiguous"
     else:
         from mgnn.multilevel.matching import match_neurons
         from mgnn.multilevel.width import state_descriptors
@@ -398,15 +419,15 @@ def by_neurons(net, n_subdomains, theta=None, similarity="cosine"):
         units = [list(g) for g in m.groups()]  # in coarse order: pairs and singles
         if len(units) < S:
             raise ValueError(f"n_subdomains must be <= {len(units)} (the matched pairs and "
-                             f"single neurons of this theta), got {S}")
+                             f"single {unit}s of this theta), got {S}")
         off = block_offsets(len(units), S)
         groups = [sorted(j for u in units[off[s]:off[s + 1]] for j in u) for s in range(S)]
-        desc = f"by neurons, matched pairs kept together ({similarity})"
+        desc = f"by {unit}s, matched pairs kept together ({similarity})"
     subs, labels = [], []
     for s, g in enumerate(groups):
         parts = [ents[j] for j in g]
-        lab = (f"neurons {g[0]}..{g[-1]}" if g == list(range(g[0], g[-1] + 1))
-               else "neurons " + ",".join(map(str, g)))
+        lab = (f"{unit}s {g[0]}..{g[-1]}" if g == list(range(g[0], g[-1] + 1))
+               else f"{unit}s " + ",".join(map(str, g)))
         if s == S - 1:
             parts.append(b_close)
             lab += ", closing bias"
@@ -416,14 +437,17 @@ def by_neurons(net, n_subdomains, theta=None, similarity="cosine"):
 
 
 def _tensors(net):
-    """(name, start, stop) of every weight and bias tensor of ``net``, in layout order."""
-    w, d, m = net.width, net.n_in, net.n_out
-    out = [("W_open", 0, w * d), ("b_open", w * d, net.n_open)]
+    """(name, start, stop) of every weight and bias tensor of ``net``, in layout order
+    (a ConvResNet's kernels are named ``K``)."""
+    p = net.unpack(np.arange(net.n_params, dtype=np.float64))  # views of index values
+    K = "K" if _is_conv(net) else "W"
+    span = lambda a: (int(a.min()), int(a.max()) + 1)  # noqa: E731  (contiguous tensors)
+    out = [(f"{K}_open", *span(p.K_open if K == "K" else p.W_open)),
+           ("b_open", *span(p.b_open))]
+    Ws = p.K if K == "K" else p.W
     for n in range(net.depth):
-        sl = net.layer_slice(n)
-        out += [(f"W_{n}", sl.start, sl.start + w * w), (f"b_{n}", sl.start + w * w, sl.stop)]
-    c = net.n_params - net.n_close
-    out += [("W_close", c, c + m * w), ("b_close", c + m * w, net.n_params)]
+        out += [(f"{K}_{n}", *span(Ws[n])), (f"b_{n}", *span(p.b[n]))]
+    out += [("W_close", *span(p.W_close)), ("b_close", *span(p.b_close))]
     return out
 
 
@@ -431,12 +455,13 @@ def by_tensors(net, n_subdomains, rng):
     """The weight and bias tensors dealt out at random, disjoint, balanced by size.
 
     The ``2 depth + 4`` tensors (``W_open, b_open, W_0, b_0, ..., W_close,
-    b_close``) are shuffled with ``rng`` and each is given, in that order, to
-    the subdomain with the fewest parameters so far (ties: lowest index).
+    b_close``; ``K_open``, ``K_n`` for the kernels of a ConvResNet) are shuffled
+    with ``rng`` and each is given, in that order, to the subdomain with the
+    fewest parameters so far (ties: lowest index).
 
     Parameters
     ----------
-    net : ResNet
+    net : ResNet or ConvResNet
     n_subdomains : int
         At most the number of tensors.
     rng : int or numpy.random.Generator
@@ -449,9 +474,6 @@ def by_tensors(net, n_subdomains, rng):
     >>> d.n_subdomains, int(d.sizes.sum()), d.description
     (3, 82, 'random tensors (seeded)')
     """
-    from mgnn.nets.conv import refuse_conv
-
-    refuse_conv(net, "by_tensors", "its tensor list is written for dense layers")
     tensors = _tensors(net)
     S = _check_count(n_subdomains, len(tensors), "weight and bias tensors")
     if rng is None:
