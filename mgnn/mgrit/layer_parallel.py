@@ -82,7 +82,7 @@ class _Weights:
         self.single = {}  # (n0, span) -> (W mean, b mean), spans not in ``spans``
         self.stacks = {}  # stacked single means for batched steps: buffers kept
         self.fresh = set()  # keys of ``stacks`` computed from the bound weights
-        self.means = {}  # (phase, span) -> (k, block) buffer of window means, kept
+        self.means = {}  # (phase, span) -> (W, b) buffers of window means, kept
         self.complete = False  # ``blocks`` filled by an engine: nothing to compute
 
     def bind(self, W, b, lo, flat=None):
