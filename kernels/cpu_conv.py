@@ -225,7 +225,7 @@ def conv_tangent_step(U, dU, K, dK, db, S, h, act, H, W, dZ, out, colbuf, T, ski
 
 
 def conv_soadjoint_step(L_next, dL_next, U, dU, K, dK, S, dZ, h, act, H, W, D, dD, colbuf,
-                        L=None, dL=None, dgK=None, dgb=None, skip=True):
+                        L=None, dL=None, dgK=None, dgb=None, skip=True, tmpK=None):
     """Second-order adjoint of one convolutional layer.
 
     With ``D = h sigma'(Z) L_next`` and ``dD = h (sigma''(Z) dZ L_next + sigma'(Z)
@@ -233,7 +233,8 @@ def conv_soadjoint_step(L_next, dL_next, U, dU, K, dK, S, dZ, h, act, H, W, D, d
     Hessian-vector product), ``L = skip*L_next + col^T(D K^T)`` and ``dL =
     skip*dL_next + col^T(dD K^T + D dK^T)``. ``dU`` may be None (opening layer),
     ``L``/``dL`` None when not wanted. ``colbuf`` holds at least
-    ``s*H*W*9*max(C_in, C_out)`` entries.
+    ``s*H*W*9*max(C_in, C_out)`` entries; ``tmpK`` (at least ``9*C_in*C_out``
+    entries) is the scratch of ``col(dU)^T D`` (allocated when None and needed).
     """
     C_in, C_out = K.shape[2], K.shape[3]
     s = U.shape[0]
@@ -250,8 +251,11 @@ def conv_soadjoint_step(L_next, dL_next, U, dU, K, dK, S, dZ, h, act, H, W, D, d
         im2col(U, H, W, C_in, col)
         np.matmul(col.T, dD2, out=G)
         if dU is not None:
+            P = (np.empty((9 * C_in, C_out), G.dtype) if tmpK is None
+                 else tmpK.reshape(-1)[: 9 * C_in * C_out].reshape(9 * C_in, C_out))
             im2col(dU, H, W, C_in, col)
-            G += col.T @ D2
+            np.matmul(col.T, D2, out=P)
+            G += P
     if L is not None:
         np.matmul(D2, Km.T, out=col)
         col2im_add(col, H, W, C_in, L_next, L, bool(skip))

@@ -29,7 +29,9 @@ regulariser and the layer-range bookkeeping of :class:`~mgnn.nets.ResNet` apply
 unchanged.
 
 The kernels are :mod:`mgnn.kernels.cpu_conv` (im2col + BLAS + fused elementwise
-passes); a network on CuPy arrays is not supported yet.
+passes) on NumPy arrays and their twins :mod:`mgnn.kernels.gpu_conv` (im2col/col2im
+kernels + cuBLAS) on CuPy arrays: a ``theta`` and images on the device make every
+sweep, the objectives, serial propagation and MGRIT run there.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from mgnn._validation import (
     check_positive_int,
     check_scalar,
 )
-from mgnn.backend import get_namespace
-from mgnn.kernels import cpu_conv as kc
+from mgnn.backend import get_namespace, kernels_for
+from mgnn.kernels import cpu_conv
 from mgnn.kernels.cpu import ACTIVATIONS
 from mgnn.nets.resnet import INIT_SCHEMES, TASKS, box_layer
 
@@ -82,27 +84,27 @@ class ConvWorkspace:
     layer record, ``F`` (s, n_features) the pooled features (``U[-1]`` itself with
     ``pooling='flatten'``, whatever array ``U`` is bound to), ``col`` the im2col
     scratch. Tangent and
-    second-order buffers come with :meth:`ensure_second_order`.
+    second-order buffers come with :meth:`ensure_second_order`. ``xp`` is the array
+    namespace of the buffers (NumPy, CuPy or a registered stand-in); ``kernels`` the
+    conv kernels for it (:mod:`mgnn.kernels.cpu_conv` or ``gpu_conv``).
     """
 
     def __init__(self, net, s, xp=np):
-        if xp is not np:
-            raise NotImplementedError("ConvResNet runs on NumPy arrays only (no GPU kernels "
-                                      "for convolutions yet)")
         w, N, m, dt = net.width, net.depth, net.n_out, net.dtype
         self.s, self.xp = s, xp
-        self.U = np.empty((N + 1, s, w), dt)
-        self.S = np.empty((N, s, w), dt)
-        self.S_open = np.empty((s, w), dt)
+        self.kernels = kernels_for(xp, "conv")
+        self.U = xp.empty((N + 1, s, w), dt)
+        self.S = xp.empty((N, s, w), dt)
+        self.S_open = xp.empty((s, w), dt)
         self._flat = net.pooling == "flatten"
-        self._F = None if self._flat else np.empty((s, net.n_features), dt)
-        self.Y = np.empty((s, m), dt)
-        self.G = np.empty((s, m), dt)
-        self.A = np.empty((s, net.n_features), dt)  # adjoint of the features
-        self.L = np.empty((2, s, w), dt)
-        self.D = np.empty((s, w), dt)
-        self.D_open = np.empty((s, w), dt)
-        self.col = np.empty(s * net.n_pixels * 9 * max(net.in_channels, net.channels), dt)
+        self._F = None if self._flat else xp.empty((s, net.n_features), dt)
+        self.Y = xp.empty((s, m), dt)
+        self.G = xp.empty((s, m), dt)
+        self.A = xp.empty((s, net.n_features), dt)  # adjoint of the features
+        self.L = xp.empty((2, s, w), dt)
+        self.D = xp.empty((s, w), dt)
+        self.D_open = xp.empty((s, w), dt)
+        self.col = xp.empty(s * net.n_pixels * 9 * max(net.in_channels, net.channels), dt)
         self.second_order = False
         self._net = net
 
@@ -110,19 +112,21 @@ class ConvWorkspace:
         """Allocate the tangent and second-order adjoint buffers (once)."""
         if self.second_order:
             return
-        net, s = self._net, self.s
+        net, s, xp = self._net, self.s, self.xp
         w, N, m, dt = net.width, net.depth, net.n_out, net.dtype
-        self.dU = np.empty((N + 1, s, w), dt)
-        self.dZ = np.empty((N, s, w), dt)
-        self.dZ_open = np.empty((s, w), dt)
-        self.dL = np.empty((2, s, w), dt)
-        self.dD = np.empty((s, w), dt)
-        self._dF = None if self._flat else np.empty((s, net.n_features), dt)
-        self.dY = np.empty((s, m), dt)
-        self.dG = np.empty((s, m), dt)
-        self.tmp = np.empty((s, w), dt)
-        self.tmpWc = np.empty((m, net.n_features), dt)
-        self.tmpF = np.empty((s, net.n_features), dt)
+        self.dU = xp.empty((N + 1, s, w), dt)
+        self.dZ = xp.empty((N, s, w), dt)
+        self.dZ_open = xp.empty((s, w), dt)
+        self.dL = xp.empty((2, s, w), dt)
+        self.dD = xp.empty((s, w), dt)
+        self._dF = None if self._flat else xp.empty((s, net.n_features), dt)
+        self.dY = xp.empty((s, m), dt)
+        self.dG = xp.empty((s, m), dt)
+        self.tmp = xp.empty((s, w), dt)
+        self.tmpWc = xp.empty((m, net.n_features), dt)
+        self.tmpF = xp.empty((s, net.n_features), dt)
+        # col(dU)^T D of a second-order adjoint step, (9 C_in, C_out) at most
+        self.tmpK = xp.empty(9 * max(net.in_channels, net.channels) * net.channels, dt)
         self.second_order = True
 
     # With pooling='flatten' the features are the final states themselves, read from
@@ -397,8 +401,8 @@ class ConvResNet:
     def open(self, theta, X, U0, S_open, ws):
         """Opening layer ``U0 = sigma_o(K_open * X + b_open)`` (record in ``S_open``)."""
         p = self.unpack(theta)
-        kc.conv_forward_step(X, p.K_open, p.b_open, 1.0, self.act_open, self.H, self.W,
-                             S_open, U0, ws.col, skip=False)
+        ws.kernels.conv_forward_step(X, p.K_open, p.b_open, 1.0, self.act_open, self.H,
+                                     self.W, S_open, U0, ws.col, skip=False)
 
     def step(self, n, u_in, u_out, theta, ws, h=None, record=None):
         """Residual layer ``n``: ``u_out = u_in + h sigma(K_n * u_in + b_n)``.
@@ -408,8 +412,8 @@ class ConvResNet:
         (a step allocates nothing).
         """
         p = self.unpack(theta)
-        kc.conv_forward_step(u_in, p.K[n], p.b[n], self.h if h is None else h, self.act,
-                             self.H, self.W, record, u_out, ws.col)
+        ws.kernels.conv_forward_step(u_in, p.K[n], p.b[n], self.h if h is None else h,
+                                     self.act, self.H, self.W, record, u_out, ws.col)
 
     def step_adjoint(self, n, lam_next, lam_out, theta, u_n, record, D, ws, h=None,
                      grad_block=None):
@@ -421,15 +425,16 @@ class ConvResNet:
         if grad_block is not None:
             gK = grad_block[: 9 * c * c].reshape(3, 3, c, c)
             gb = grad_block[9 * c * c:]
-        kc.conv_adjoint_step(lam_next, u_n, p.K[n], record, self.h if h is None else h,
-                             self.act, self.H, self.W, D, ws.col, L=lam_out, gK=gK, gb=gb)
+        ws.kernels.conv_adjoint_step(lam_next, u_n, p.K[n], record,
+                                     self.h if h is None else h, self.act, self.H, self.W,
+                                     D, ws.col, L=lam_out, gK=gK, gb=gb)
 
     def step_tangent(self, n, u_n, du_n, du_out, theta, dtheta, record, dZ, T, ws, h=None):
         """Tangent of residual layer ``n`` along ``(du_n, dtheta's layer-n block)``."""
         p, dp = self.unpack(theta), self.unpack(dtheta)
-        kc.conv_tangent_step(u_n, du_n, p.K[n], dp.K[n], dp.b[n], record,
-                             self.h if h is None else h, self.act, self.H, self.W, dZ,
-                             du_out, ws.col, T)
+        ws.kernels.conv_tangent_step(u_n, du_n, p.K[n], dp.K[n], dp.b[n], record,
+                                     self.h if h is None else h, self.act, self.H, self.W,
+                                     dZ, du_out, ws.col, T)
 
     def step_soadjoint(self, n, lam_next, dlam_next, lam_out, dlam_out, theta, dtheta, u_n,
                        du_n, record, dZ, D, dD, ws, h=None, hv_block=None):
@@ -441,9 +446,10 @@ class ConvResNet:
         if hv_block is not None:
             hK = hv_block[: 9 * c * c].reshape(3, 3, c, c)
             hb = hv_block[9 * c * c:]
-        kc.conv_soadjoint_step(lam_next, dlam_next, u_n, du_n, p.K[n], dp.K[n], record, dZ,
-                               self.h if h is None else h, self.act, self.H, self.W, D, dD,
-                               ws.col, L=lam_out, dL=dlam_out, dgK=hK, dgb=hb)
+        ws.kernels.conv_soadjoint_step(lam_next, dlam_next, u_n, du_n, p.K[n], dp.K[n],
+                                       record, dZ, self.h if h is None else h, self.act,
+                                       self.H, self.W, D, dD, ws.col, L=lam_out,
+                                       dL=dlam_out, dgK=hK, dgb=hb, tmpK=ws.tmpK)
 
     # ------------------------------------------- serial sweeps (SerialPropagation)
     def sweep_forward(self, theta, ws):
@@ -486,14 +492,16 @@ class ConvResNet:
     def _pool(self, U, out):
         """``out = mean over pixels of U`` for ``pooling='average'`` (no-op for flatten)."""
         if self.pooling == "average":
-            np.sum(U.reshape(U.shape[0], self.n_pixels, self.channels), axis=1, out=out)
+            xp = get_namespace(U)
+            xp.sum(U.reshape(U.shape[0], self.n_pixels, self.channels), axis=1, out=out)
             out *= 1.0 / self.n_pixels
 
     def _unpool(self, A, out):
         """Adjoint of :meth:`_pool`: ``out[i, pixel, :] = A[i] / n_pixels`` (or copy)."""
         if self.pooling == "average":
-            out.reshape(out.shape[0], self.n_pixels, self.channels)[...] = (
-                A[:, None, :] * (1.0 / self.n_pixels))
+            xp = get_namespace(A)
+            xp.multiply(A[:, None, :], 1.0 / self.n_pixels,
+                        out=out.reshape(out.shape[0], self.n_pixels, self.channels))
         else:
             out[...] = A
 
@@ -501,7 +509,7 @@ class ConvResNet:
         """Closing layer on ``ws.U[-1]``: fills ``ws.F`` and ``ws.Y``."""
         p = self.unpack(theta)
         self._pool(ws.U[-1], ws.F)
-        np.matmul(ws.F, p.W_close.T, out=ws.Y)
+        ws.xp.matmul(ws.F, p.W_close.T, out=ws.Y)
         ws.Y += p.b_close
         return ws.Y
 
@@ -514,35 +522,36 @@ class ConvResNet:
     def close_adjoint(self, theta, ws, grad):
         """Closing layer's gradient (into ``grad``) from ``ws.G``; returns lam_N."""
         p, g = self.unpack(theta), self.unpack(grad)
-        np.matmul(ws.G.T, ws.F, out=g.W_close)
-        np.sum(ws.G, axis=0, out=g.b_close)
+        ws.xp.matmul(ws.G.T, ws.F, out=g.W_close)
+        ws.xp.sum(ws.G, axis=0, out=g.b_close)
         lam_N = ws.L[0]
         if self.pooling == "average":
-            np.matmul(ws.G, p.W_close, out=ws.A)
+            ws.xp.matmul(ws.G, p.W_close, out=ws.A)
             self._unpool(ws.A, lam_N)
         else:
-            np.matmul(ws.G, p.W_close, out=lam_N)
+            ws.xp.matmul(ws.G, p.W_close, out=lam_N)
         return lam_N
 
     def open_adjoint(self, theta, X, ws, lam_0, grad):
         """Opening layer's kernel and bias gradient (into ``grad``) from ``lam_0``."""
         p, g = self.unpack(theta), self.unpack(grad)
-        kc.conv_adjoint_step(lam_0, X, p.K_open, ws.S_open, 1.0, self.act_open, self.H,
-                             self.W, ws.D_open, ws.col, gK=g.K_open, gb=g.b_open, skip=False)
+        ws.kernels.conv_adjoint_step(lam_0, X, p.K_open, ws.S_open, 1.0, self.act_open,
+                                     self.H, self.W, ws.D_open, ws.col, gK=g.K_open,
+                                     gb=g.b_open, skip=False)
 
     def open_tangent(self, theta, v, X, ws):
         """Tangent of the opening layer along ``v``: fills ``ws.dU[0]``, ``ws.dZ_open``."""
         p, dp = self.unpack(theta), self.unpack(v)
-        kc.conv_tangent_step(X, None, p.K_open, dp.K_open, dp.b_open, ws.S_open, 1.0,
-                             self.act_open, self.H, self.W, ws.dZ_open, ws.dU[0], ws.col,
-                             ws.tmp, skip=False)
+        ws.kernels.conv_tangent_step(X, None, p.K_open, dp.K_open, dp.b_open, ws.S_open,
+                                     1.0, self.act_open, self.H, self.W, ws.dZ_open,
+                                     ws.dU[0], ws.col, ws.tmp, skip=False)
 
     def close_tangent(self, theta, v, ws):
         """Tangent of the output: ``ws.dY = dF W_close^T + F dW_close^T + db_close``."""
         p, dp = self.unpack(theta), self.unpack(v)
         self._pool(ws.dU[-1], ws.dF)
-        np.matmul(ws.dF, p.W_close.T, out=ws.dY)
-        np.matmul(ws.F, dp.W_close.T, out=ws.G)  # G as scratch
+        ws.xp.matmul(ws.dF, p.W_close.T, out=ws.dY)
+        ws.xp.matmul(ws.F, dp.W_close.T, out=ws.G)  # G as scratch
         ws.dY += ws.G
         ws.dY += dp.b_close
 
@@ -550,15 +559,15 @@ class ConvResNet:
         """Closing layer's Hessian-vector product (into ``hv``) from ``ws.G``,
         ``ws.dG``; returns ``(lam_N, dlam_N)``."""
         p, dp, h = self.unpack(theta), self.unpack(v), self.unpack(hv)
-        np.matmul(ws.dG.T, ws.F, out=h.W_close)
-        np.matmul(ws.G.T, ws.dF, out=ws.tmpWc)
-        np.add(h.W_close, ws.tmpWc, out=h.W_close)
-        np.sum(ws.dG, axis=0, out=h.b_close)
+        ws.xp.matmul(ws.dG.T, ws.F, out=h.W_close)
+        ws.xp.matmul(ws.G.T, ws.dF, out=ws.tmpWc)
+        ws.xp.add(h.W_close, ws.tmpWc, out=h.W_close)
+        ws.xp.sum(ws.dG, axis=0, out=h.b_close)
         lam_N, dlam_N = ws.L[0], ws.dL[0]
-        np.matmul(ws.G, p.W_close, out=ws.A)
+        ws.xp.matmul(ws.G, p.W_close, out=ws.A)
         self._unpool(ws.A, lam_N)
-        np.matmul(ws.dG, p.W_close, out=ws.A)
-        np.matmul(ws.G, dp.W_close, out=ws.tmpF)
+        ws.xp.matmul(ws.dG, p.W_close, out=ws.A)
+        ws.xp.matmul(ws.G, dp.W_close, out=ws.tmpF)
         ws.A += ws.tmpF
         self._unpool(ws.A, dlam_N)
         return lam_N, dlam_N
@@ -566,15 +575,17 @@ class ConvResNet:
     def open_soadjoint(self, theta, v, X, ws, lam_0, dlam_0, hv):
         """Opening layer's Hessian-vector product (into ``hv``); its input is data."""
         p, dp, h = self.unpack(theta), self.unpack(v), self.unpack(hv)
-        kc.conv_soadjoint_step(lam_0, dlam_0, X, None, p.K_open, dp.K_open, ws.S_open,
-                               ws.dZ_open, 1.0, self.act_open, self.H, self.W, ws.D_open,
-                               ws.dD, ws.col, dgK=h.K_open, dgb=h.b_open, skip=False)
+        ws.kernels.conv_soadjoint_step(lam_0, dlam_0, X, None, p.K_open, dp.K_open,
+                                       ws.S_open, ws.dZ_open, 1.0, self.act_open, self.H,
+                                       self.W, ws.D_open, ws.dD, ws.col, dgK=h.K_open,
+                                       dgb=h.b_open, skip=False, tmpK=ws.tmpK)
 
     def features(self, ws):
         """The closing layer's input of the last forward sweep (``ws.F``)."""
         return ws.F
 
-    # ------------------- opening and closing on theta's slices (LayerParallelObjective)
+    # ------------------- opening and closing on theta's slices (LayerParallelObjective,
+    # NumPy arrays: the MPI layer distribution runs on the CPU)
     @property
     def kernel_shape(self):
         """Shape of one residual layer's weights: ``(3, 3, c, c)``."""
@@ -582,7 +593,7 @@ class ConvResNet:
 
     def local_buffers(self, s):
         """Scratch of the opening and closing layers on ``s`` samples (a dict)."""
-        dt = self.dtype
+        dt = self.dtype  # the layer-parallel objective runs on NumPy arrays
         return {"col": np.empty(s * self.n_pixels * 9 * max(self.in_channels, self.channels),
                                 dt),
                 "F": np.empty((s, self.n_features), dt), "A": np.empty((s, self.n_features), dt)}
@@ -591,16 +602,17 @@ class ConvResNet:
         """Opening layer from the slice ``opening`` (``n_open`` entries of theta)."""
         nk = 9 * self.in_channels * self.channels
         K = opening[:nk].reshape(3, 3, self.in_channels, self.channels)
-        kc.conv_forward_step(X, K, opening[nk:], 1.0, self.act_open, self.H, self.W, S_open,
-                             U0, bufs["col"], skip=False)
+        cpu_conv.conv_forward_step(X, K, opening[nk:], 1.0, self.act_open, self.H, self.W,
+                                   S_open, U0, bufs["col"], skip=False)
 
     def open_adjoint_local(self, opening, X, lam_0, S_open, D_open, gopening, bufs):
         """Opening layer's gradient into the slice ``gopening``."""
         nk = 9 * self.in_channels * self.channels
         shape = (3, 3, self.in_channels, self.channels)
-        kc.conv_adjoint_step(lam_0, X, opening[:nk].reshape(shape), S_open, 1.0,
-                             self.act_open, self.H, self.W, D_open, bufs["col"],
-                             gK=gopening[:nk].reshape(shape), gb=gopening[nk:], skip=False)
+        cpu_conv.conv_adjoint_step(lam_0, X, opening[:nk].reshape(shape), S_open, 1.0,
+                                   self.act_open, self.H, self.W, D_open, bufs["col"],
+                                   gK=gopening[:nk].reshape(shape), gb=gopening[nk:],
+                                   skip=False)
 
     def close_local(self, closing, U_N, Y, bufs):
         """Output ``Y`` from the last states and the slice ``closing``."""
@@ -654,22 +666,28 @@ class ConvStepKernels:
     (``forward_step``, ``adjoint_step`` and their ``_batch`` twins of
     :mod:`mgnn.kernels.cpu`), with ``W`` a kernel ``(3, 3, c, c)``: what the MGRIT
     steppers call. The batched steps apply the single steps slice by slice, so they
-    are bit-identical to them. Holds the im2col scratch of a batch of ``s`` samples.
+    are bit-identical to them. Holds the im2col scratch of a batch of ``s`` samples,
+    in the array namespace ``xp`` (the kernels are :mod:`mgnn.kernels.cpu_conv` or
+    ``gpu_conv``, :func:`mgnn.backend.kernels_for`).
     """
 
     def __init__(self, net, s, xp=np):
-        if xp is not np:
-            raise NotImplementedError("ConvResNet runs on NumPy arrays only")
         self.net = net
         self.H, self.W = net.H, net.W
-        self.col = np.empty(s * net.n_pixels * 9 * net.channels, net.dtype)
+        self.xp = xp
+        self.k = kernels_for(xp, "conv")
+        self.col = xp.empty(s * net.n_pixels * 9 * net.channels, net.dtype)
+
+    def __repr__(self):
+        return (f"ConvStepKernels({self.H}x{self.W}, channels={self.net.channels}, "
+                f"kernels={getattr(self.k, '__name__', self.k)})")
 
     def forward_step(self, U, W, b, h, act, S, out, skip=True):
-        kc.conv_forward_step(U, W, b, h, act, self.H, self.W, S, out, self.col, skip=skip)
+        self.k.conv_forward_step(U, W, b, h, act, self.H, self.W, S, out, self.col, skip=skip)
 
     def adjoint_step(self, L_next, U, W, S, h, act, D, L=None, gW=None, gb=None, skip=True):
-        kc.conv_adjoint_step(L_next, U, W, S, h, act, self.H, self.W, D, self.col, L=L,
-                             gK=gW, gb=gb, skip=skip)
+        self.k.conv_adjoint_step(L_next, U, W, S, h, act, self.H, self.W, D, self.col, L=L,
+                                 gK=gW, gb=gb, skip=skip)
 
     def forward_step_batch(self, U, W, b, h, act, S, out, skip=True):
         for q in range(U.shape[0]):
