@@ -93,6 +93,22 @@ def im2col(U, H, W, C, col):
 
 
 @njit(cache=True, error_model="numpy")
+def im2col_layers(U, H, W, C, col):
+    """:func:`im2col` of every layer of a stack: ``U`` (k, s, H*W*C), any layer
+    stride (MGRIT's strided stacks), ``col`` (k, s*H*W, 9*C)."""
+    for q in range(U.shape[0]):
+        im2col(U[q], H, W, C, col[q])
+
+
+@njit(cache=True, error_model="numpy")
+def col2im_add_layers(E, H, W, C, base, out, has_base):
+    """:func:`col2im_add` of every layer of a stack (``E`` (k, s*H*W, 9*C), ``base``
+    and ``out`` (k, s, H*W*C), any layer stride)."""
+    for q in range(out.shape[0]):
+        col2im_add(E[q], H, W, C, base[q], out[q], has_base)
+
+
+@njit(cache=True, error_model="numpy")
 def col2im_add(E, H, W, C, base, out, has_base):
     """``out = base + col^T(E)``: the adjoint of :func:`im2col` (``base`` ignored
     unless ``has_base``). ``out`` may be ``base``.
@@ -264,3 +280,70 @@ def conv_soadjoint_step(L_next, dL_next, U, dU, K, dK, S, dZ, h, act, H, W, D, d
         col2im_add(col, H, W, C_in, dL_next, dL, bool(skip))
         np.matmul(D2, dK.reshape(9 * C_in, C_out).T, out=col)
         col2im_add(col, H, W, C_in, dL, dL, True)
+
+
+# ------------------------------------------------------- steps batched over layers
+def _layer_rows(a, C, name):
+    """A stack of image batches ``(k, s, H*W*C)`` as ``(k, s*H*W, C)`` (a view; every
+    layer must be C-contiguous, the layer stride is free)."""
+    if a.ndim != 3 or not a[0].flags.c_contiguous:
+        raise ValueError(f"{name} must be a stack (k, s, H*W*C) of C-contiguous layers, got "
+                         f"shape {a.shape} and strides {a.strides}")
+    return _view(a, (a.shape[0], -1, C), name)
+
+
+def _layer_kernels(K, name="K"):
+    """A stack of kernels ``(k, 3, 3, C_in, C_out)`` as ``(k, 9*C_in, C_out)`` (a view)."""
+    return _view(K, (K.shape[0], 9 * K.shape[3], K.shape[4]), name)
+
+
+def _view(a, shape, name):
+    v = a.reshape(shape)
+    if v.__array_interface__["data"][0] != a.__array_interface__["data"][0]:
+        raise ValueError(f"{name} (shape {a.shape}, strides {a.strides}) cannot be seen as "
+                         f"{shape} without a copy; pass a stack of C-contiguous layers")
+    return v
+
+
+def conv_forward_step_layers(U, K, b, h, act, H, W, S, out, colbuf, skip=True):
+    """:func:`conv_forward_step` on a stack of ``k`` layers (MGRIT's batched relaxation):
+    ``U``, ``S``, ``out`` (k, s, H*W*C), ``K`` (k, 3, 3, C_in, C_out), ``b`` (k, C_out),
+    each layer C-contiguous, any layer stride. One im2col over the stack, one batched
+    GEMM (``np.matmul`` over (k, s*H*W, 9*C_in) x (k, 9*C_in, C_out)), the fused
+    elementwise pass per layer; ``colbuf`` holds ``k*s*H*W*9*C_in`` entries. Each layer
+    is bit-identical to :func:`conv_forward_step` (the same GEMM per layer).
+    """
+    k, C_in, C_out = U.shape[0], K.shape[3], K.shape[4]
+    n = U.shape[1] * H * W
+    col = colbuf[: k * n * 9 * C_in].reshape(k, n, 9 * C_in)
+    im2col_layers(U, H, W, C_in, col)
+    S3, O3 = _layer_rows(S, C_out, "S"), _layer_rows(out, C_out, "out")
+    np.matmul(col, _layer_kernels(K), out=S3)
+    U3 = _layer_rows(U, C_in, "U") if skip else O3
+    hh = S.dtype.type(h)
+    for q in range(k):
+        _forward_fuse(U3[q], S3[q], b[q], hh, act, bool(skip), O3[q])
+
+
+def conv_adjoint_step_layers(L_next, U, K, S, h, act, H, W, D, colbuf, L=None, gK=None,
+                             gb=None, skip=True):
+    """:func:`conv_adjoint_step` on a stack of ``k`` layers (see
+    :func:`conv_forward_step_layers`): ``gK`` (k, 3, 3, C_in, C_out) and ``gb``
+    (k, C_out) when given; one im2col, one col2im and batched GEMMs over the stack;
+    each layer bit-identical to :func:`conv_adjoint_step`."""
+    k, C_in, C_out = U.shape[0], K.shape[3], K.shape[4]
+    n = U.shape[1] * H * W
+    D3 = _layer_rows(D, C_out, "D")
+    S3, Ln3 = _layer_rows(S, C_out, "S"), _layer_rows(L_next, C_out, "L_next")
+    hh = S.dtype.type(h)
+    want_gb = gb is not None
+    dummy = _dummy(S.dtype, 1)
+    for q in range(k):
+        _delta_fuse(S3[q], Ln3[q], hh, act, D3[q], gb[q] if want_gb else dummy, want_gb)
+    col = colbuf[: k * n * 9 * C_in].reshape(k, n, 9 * C_in)
+    if gK is not None:
+        im2col_layers(U, H, W, C_in, col)
+        np.matmul(col.transpose(0, 2, 1), D3, out=_layer_kernels(gK, "gK"))
+    if L is not None:
+        np.matmul(D3, _layer_kernels(K).transpose(0, 2, 1), out=col)
+        col2im_add_layers(col, H, W, C_in, L_next, L, bool(skip))

@@ -352,3 +352,87 @@ def test_layer_parallel_objective_one_rank_matches_serial():
                                 propagation=MGRITPropagation(levels=1))
     f, g = lp.value_and_grad(lp.scatter(theta))
     assert f == f0 and np.array_equal(lp.gather(g), g0)
+
+
+# ------------------------------------------------------- steps batched over layers
+@FAST
+@given(st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 3), st.integers(1, 4),
+                 st.integers(2, 5)), st.sampled_from(ACTS), st.booleans(), st.booleans(),
+       st.integers(0, 2**31))
+def test_batched_layer_steps_equal_the_loop_bit_for_bit(shape, act, with_grad, with_L, seed):
+    """One im2col over the stack and one batched GEMM (``np.matmul`` over the layers,
+    the same BLAS call per layer) give the single steps' bits, on MGRIT's descending
+    strided stacks."""
+    H, W, c, s, k = shape
+    rng = np.random.default_rng(seed)
+    a, h, w, bs = ACTIVATIONS[act], 0.3, H * W * c, 9 * c * c + c
+    P = 0.5 * rng.standard_normal((2 * k, bs))
+    K, b = P[::-2, : 9 * c * c].reshape(k, 3, 3, c, c), P[::-2, 9 * c * c:]
+    U = rng.standard_normal((2 * k, s, w))[::-2]
+    Ln = rng.standard_normal((k, s, w))
+    col1, colk = np.empty(s * H * W * 9 * c), np.empty(k * s * H * W * 9 * c)
+    res = {}
+    for how in ("loop", "batched"):
+        S, out = np.full((2 * k, s, w), np.nan)[1::2], np.full((k, s, w), np.nan)
+        D, L = np.full((k, s, w), np.nan), np.full((k, s, w), np.nan)
+        G = np.full((2 * k, bs), np.nan)[::-2]
+        gK, gb = G[:, : 9 * c * c].reshape(k, 3, 3, c, c), G[:, 9 * c * c:]
+        kw = dict(L=L if with_L else None, gK=gK if with_grad else None,
+                  gb=gb if with_grad else None)
+        if how == "loop":
+            for q in range(k):
+                kc.conv_forward_step(U[q], K[q], b[q], h, a, H, W, S[q], out[q], col1)
+                kc.conv_adjoint_step(Ln[q], U[q], K[q], S[q], h, a, H, W, D[q], col1,
+                                     **{n: None if v is None else v[q] for n, v in kw.items()})
+        else:
+            kc.conv_forward_step_layers(U, K, b, h, a, H, W, S, out, colk)
+            kc.conv_adjoint_step_layers(Ln, U, K, S, h, a, H, W, D, colk, **kw)
+        res[how] = (S, out, D, L, G)
+    for x, y in zip(res["loop"], res["batched"], strict=True):
+        assert np.array_equal(x, y, equal_nan=True)
+
+
+def test_batched_layer_steps_refuse_strided_layers():
+    U = np.zeros((2, 3, 8))[:, :, ::2]   # layers that are not C-contiguous
+    K, b = np.zeros((2, 3, 3, 1, 1)), np.zeros((2, 1))
+    with pytest.raises(ValueError, match="C-contiguous layers"):
+        kc.conv_forward_step_layers(U, K, b, 0.1, ACTIVATIONS["tanh"], 2, 2, np.zeros((2, 3, 4)),
+                                    np.zeros((2, 3, 4)), np.zeros(2 * 3 * 4 * 9))
+
+
+def test_step_kernels_choose_batched_or_loop_by_shape():
+    from mgnn.nets.conv import BATCH_COL_BYTES
+
+    net = ConvResNet((4, 3), 2, 8, 3)
+    small, big = net.step_kernels(6), net.step_kernels(BATCH_COL_BYTES // (12 * 18 * 8) + 1)
+    assert small.layers > 1 and big.layers == 0
+    assert "batched over" in repr(small) and "layer by layer" in repr(big)
+    # the batched steps through ConvStepKernels, in chunks of layers, equal the loop
+    small.layers = 3
+    rng = np.random.default_rng(0)
+    k, w = 7, net.width
+    U, Wk = rng.standard_normal((k, 6, w)), 0.3 * rng.standard_normal((k, 3, 3, 2, 2))
+    b, Ln = rng.standard_normal((k, 2)), rng.standard_normal((k, 6, w))
+    outs = []
+    for kern in (small, big):
+        S, out, D, L = (np.empty((k, 6, w)) for _ in range(4))
+        gW, gb = np.empty((k, 3, 3, 2, 2)), np.empty((k, 2))
+        kern.forward_step_batch(U, Wk, b, 0.2, net.act, S, out)
+        kern.adjoint_step_batch(Ln, U, Wk, S, 0.2, net.act, D, L=L, gW=gW, gb=gb)
+        outs.append((S, out, D, L, gW, gb))
+    for x, y in zip(*outs, strict=True):
+        assert np.array_equal(x, y)
+
+
+def test_batched_multilevel_mgrit_converges_to_serial():
+    from mgnn.mgrit import MGRITPropagation
+
+    net, X, y, theta = _lp_problem(depth=16)
+    assert net.step_kernels(X.shape[0]).layers > 0   # the batched kernels run
+    f0, g0 = Objective(net, X, y).value_and_grad(theta)
+    prop = MGRITPropagation(levels=3, cf=2, relax="FCF", tol=1e-13, rtol=None, fwd_iters=60,
+                            bwd_iters=60, batched=True, warm_start=False)
+    obj = Objective(net, X, y, propagation=prop)
+    f, g = obj.value_and_grad(theta)
+    assert abs(f - f0) <= 1e-12 * abs(f0)
+    assert np.max(np.abs(g - g0)) <= 1e-10 * np.max(np.abs(g0))
