@@ -436,3 +436,20 @@ def test_batched_multilevel_mgrit_converges_to_serial():
     f, g = obj.value_and_grad(theta)
     assert abs(f - f0) <= 1e-12 * abs(f0)
     assert np.max(np.abs(g - g0)) <= 1e-10 * np.max(np.abs(g0))
+
+
+def test_conv_batched_benchmark_runs_and_checks_bits(tmp_path, capsys):
+    """``benchmarks/conv_batched.py --quick`` (2 repeats): a Markdown table, JSON, and
+    the batched steps' bits equal to the loop's in every row."""
+    import json
+    import pathlib
+    import runpy
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    main = runpy.run_path(str(root / "benchmarks" / "conv_batched.py"), run_name="x")["main"]
+    rows = main(["--quick", "--repeats", "2", "--json", str(tmp_path / "b.json")])
+    assert rows and all(r["bit_identical"] for r in rows)
+    assert {r["steppers_take"] for r in rows} == {"batched", "loop"}
+    out = capsys.readouterr().out
+    assert "| fwd batched/loop |" in out and "| same bits |" in out
+    assert len(json.loads((tmp_path / "b.json").read_text())["rows"]) == len(rows)
