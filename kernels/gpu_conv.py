@@ -95,7 +95,7 @@ def conv_forward_step(U, K, b, h, act, H, W, S, out, colbuf, skip=True):
     im2col(U, H, W, C_in, col)
     S2, O2 = _rows(S, C_out), _rows(out, C_out)
     cp.matmul(col, K.reshape(9 * C_in, C_out), out=S2)
-    _forward(_rows(U, C_in) if skip else O2, b, S.dtype.type(h), act, bool(skip), S2, O2)
+    _forward(_rows(U, C_in) if skip else S2, b, S.dtype.type(h), act, bool(skip), S2, O2)
 
 
 def conv_adjoint_step(L_next, U, K, S, h, act, H, W, D, colbuf, L=None, gK=None, gb=None,
