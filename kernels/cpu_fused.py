@@ -35,30 +35,42 @@ from .cpu_tiles import gemm_rows, gemm_tn_acc
 
 #: Largest number of sample chunks a gradient is split into (a power of two).
 MAX_CHUNKS = 16
-#: A chunk keeps at least this many rows, and at least 4 w (so that the partial
-#: gradients, C w^2 numbers, stay small next to the states, 2 s w numbers).
+#: A chunk keeps at least this many rows, and at least min(4 w, MAX_LEAST_ROWS) (so
+#: that the partial gradients, C w^2 numbers, stay small next to the states, 2 s w
+#: numbers).
 MIN_CHUNK_ROWS = 64
 #: Rows per chunk of the forward and tangent sweeps (no reduction: any split
 #: gives the same bits; small chunks keep a chunk's states in cache across layers).
 SWEEP_ROWS = 128
 #: Elements of one row block (rows x width) processed while it sits in L1.
 BLOCK_ELEMS = 1024
+#: Rows of a block at least (wide layers: the weight-gradient tile of D^T U is loaded
+#: and stored once per block, so a block of 8 rows at w = 128 spent more time
+#: moving G than multiplying; 32 rows took the float32 w = 128 adjoint step from
+#: 0.72 to 0.64 ms at s = 1000 on one thread).
+MIN_BLOCK_ROWS = 32
+#: Rows per chunk are at least ``min(4 w, MAX_LEAST_ROWS)``: wide layers (w = 128)
+#: still split s = 1000 samples into 2 chunks for 2 threads.
+MAX_LEAST_ROWS = 256
 
 
 @njit(cache=True)
 def n_chunks(s, w):
     """Number of sample chunks a weight gradient of an (s, w) layer is summed in.
 
-    The largest power of two ``C <= MAX_CHUNKS`` with ``s // C >= max(64, 4 w)``
-    (1 for small batches). Depends on ``s`` and ``w`` only, never on threads.
+    The largest power of two ``C <= MAX_CHUNKS`` with
+    ``s // C >= max(64, min(4 w, 256))`` (1 for small batches). Depends on ``s``
+    and ``w`` only, never on threads.
 
     Examples
     --------
     >>> n_chunks(64, 32), n_chunks(1000, 32), n_chunks(5000, 32)
     (1, 4, 16)
+    >>> n_chunks(1000, 128), n_chunks(5000, 128)
+    (2, 16)
     """
     C = 1
-    least = max(MIN_CHUNK_ROWS, 4 * w)
+    least = max(MIN_CHUNK_ROWS, min(4 * w, MAX_LEAST_ROWS))
     while C < MAX_CHUNKS and s // (2 * C) >= least:
         C *= 2
     return C
@@ -66,7 +78,7 @@ def n_chunks(s, w):
 
 @njit(inline="always")
 def _block_rows(w):
-    return max(4, BLOCK_ELEMS // max(w, 1))
+    return max(MIN_BLOCK_ROWS, BLOCK_ELEMS // max(w, 1))
 
 
 @njit(inline="always")
@@ -448,6 +460,18 @@ def _layer(P, n, w):
     return P[o: o + w * w].reshape((w, w)), P[o + w * w: o + bs]
 
 
+@njit(inline="always")
+def _transposes(P, n0, n1, w):
+    """W_n^T of the layers n0 .. n1-1 of the flat blocks P, once per sweep (transposing
+    inside the chunk loop repeated it for every chunk: at w = 128, s = 1000 that was
+    about a tenth of a forward sweep)."""
+    WT = np.empty((max(n1 - n0, 1), w, w), P.dtype)
+    for n in range(n0, n1):
+        W, _ = _layer(P, n, w)
+        _transpose(W, WT[n - n0])
+    return WT
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def forward_sweep(U, P, h, act, S, n0, n1):
     """U[n+1] = U[n] + h sigma(U[n] W_n^T + b_n), S[n] = record, for n0 <= n < n1.
@@ -458,13 +482,12 @@ def forward_sweep(U, P, h, act, S, n0, n1):
     """
     s, w = U.shape[1], U.shape[2]
     nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    WT = _transposes(P, n0, n1, w)
     for c in prange(nch):
         r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
-        WT = np.empty((w, w), U.dtype)
         for n in range(n0, n1):
-            W, b = _layer(P, n, w)
-            _transpose(W, WT)
-            _forward_rows(U[n], WT, b, h, act, True, S[n], U[n + 1], r0, r1)
+            _, b = _layer(P, n, w)
+            _forward_rows(U[n], WT[n - n0], b, h, act, True, S[n], U[n + 1], r0, r1)
 
 
 @njit(cache=True, error_model="numpy")
@@ -499,17 +522,14 @@ def tangent_sweep(U, dU, P, dP, S, h, act, dZ, n0, n1):
     """
     s, w = U.shape[1], U.shape[2]
     nch = (s + SWEEP_ROWS - 1) // SWEEP_ROWS
+    WT = _transposes(P, n0, n1, w)
+    dWT = _transposes(dP, n0, n1, w)
     for c in prange(nch):
         r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
-        WT = np.empty((w, w), U.dtype)
-        dWT = np.empty((w, w), U.dtype)
         for n in range(n0, n1):
-            W, _ = _layer(P, n, w)
-            dW, db = _layer(dP, n, w)
-            _transpose(W, WT)
-            _transpose(dW, dWT)
-            _tangent_rows(U[n], dU[n], WT, dWT, db, S[n], h, act, True, True, True, dZ[n],
-                          dU[n + 1], r0, r1)
+            _, db = _layer(dP, n, w)
+            _tangent_rows(U[n], dU[n], WT[n - n0], dWT[n - n0], db, S[n], h, act, True, True,
+                          True, dZ[n], dU[n + 1], r0, r1)
 
 
 @njit(cache=True, error_model="numpy")
