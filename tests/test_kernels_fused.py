@@ -263,9 +263,10 @@ def test_batched_steps_on_strided_stacks_equal_single_steps(dtype, want):
 
 # --------------------------------------------------------------- thread counts
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_results_do_not_depend_on_the_thread_count(dtype):
+@pytest.mark.parametrize("N, s, w", [(3, 1100, 8), (2, 600, 128)])
+def test_results_do_not_depend_on_the_thread_count(dtype, N, s, w):
     rng = np.random.default_rng(5)
-    N, s, w = 3, 1100, 8  # n_chunks(1100, 8) = 16 gradient chunks
+    # n_chunks(1100, 8) = 16 gradient chunks; n_chunks(600, 128) = 2 (a wide layer)
     assert F.n_chunks(s, w) > 1
     P, dP, U = sweep_problem(rng, N, s, w, dtype)
     Lin = rng.standard_normal((s, w)).astype(dtype)
@@ -298,11 +299,53 @@ def test_chunk_count_depends_on_batch_and_width_only():
     assert F.n_chunks(64, 32) == 1
     assert F.n_chunks(1000, 32) == 4
     assert F.n_chunks(5000, 32) == 16
+    assert F.n_chunks(1000, 128) == 2
     for s in (1, 7, 129, 1000, 10**6):
-        for w in (1, 8, 64):
+        for w in (1, 8, 64, 128):
             C = F.n_chunks(s, w)
             assert C & (C - 1) == 0 and 1 <= C <= F.MAX_CHUNKS
-            assert C == 1 or s // C >= max(F.MIN_CHUNK_ROWS, 4 * w)
+            least = max(F.MIN_CHUNK_ROWS, min(4 * w, F.MAX_LEAST_ROWS))
+            assert C == 1 or s // C >= least
+            assert C == F.MAX_CHUNKS or s // (2 * C) < least  # the largest such C
+
+
+# ------------------------------------------------- register tiles, bit for bit
+def running_sums(A, B, bias=None, A2=None, B2=None):
+    """C = A B (+ A2 B2) (+ bias) as the tiles promise: each entry one running sum from
+    zero, ``acc + a*b`` rounded in the dtype one product at a time, in k order."""
+    acc = np.zeros((A.shape[0], B.shape[1]), A.dtype)
+    for k in range(A.shape[1]):
+        acc = acc + A[:, k, None] * B[None, k, :]
+        if A2 is not None:
+            acc = acc + A2[:, k, None] * B2[None, k, :]
+    return acc if bias is None else acc + bias
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_tiles_are_running_sums_at_every_column_split(dtype):
+    """Columns split into 16-wide (float32), 8-wide and scalar tiles, rows into full
+    and one-row tiles: every entry is the same running sum, bit for bit."""
+    from mgnn.kernels.cpu_tiles import gemm_rows, gemm_tn_acc
+
+    rng = np.random.default_rng(11)
+    for n in (3, 8, 15, 16, 17, 24, 27, 33, 40):
+        s, K_ = 21, 13
+        A, A2 = rng.standard_normal((2, s, K_)).astype(dtype)
+        B, B2 = rng.standard_normal((2, K_, n)).astype(dtype)
+        b = rng.standard_normal(n).astype(dtype)
+        C = np.full((s, n), np.nan, dtype)
+        gemm_rows(A, B, C, 2, s, b, True, A2, B2, True)
+        np.testing.assert_array_equal(C[2:], running_sums(A[2:], B, b, A2[2:], B2))
+        gemm_rows(A, B, C, 0, s, b, False, A, B, False)
+        np.testing.assert_array_equal(C, running_sums(A, B))
+        D, X = rng.standard_normal((s, K_)).astype(dtype), rng.standard_normal((s, n)).astype(dtype)
+        G0 = rng.standard_normal((K_, n)).astype(dtype)
+        G = G0.copy()
+        gemm_tn_acc(D, X, D, X, False, G, 1, s)
+        ref = G0.copy()
+        for i in range(1, s):  # G += D^T X, row by row, onto G's own values
+            ref = ref + D[i, :, None] * X[i, None, :]
+        np.testing.assert_array_equal(G, ref)
 
 
 # ---------------------------------------------------------- layouts and dtype
@@ -476,3 +519,31 @@ def test_layer_step_tables_equal_single_steps_bit_for_bit(n, s, w, dtype, act, g
             K.adjoint_step(L2[0][j], Us[j], Wn, S[j], 0.2, a, D, L=out)
     for x, y in zip(L, L2, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------------ the closing layer (no BLAS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_narrow_closing_layer_runs_on_the_fused_kernels(dtype, monkeypatch):
+    """A narrow network's closing layer (and its tangent) takes the fused kernels and
+    agrees with the BLAS closing layer to rounding; a wide one keeps BLAS."""
+    from mgnn.nets import ResNet
+    from mgnn.objective import Objective
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((70, 2)).astype(dtype)
+    y = rng.integers(0, 3, 70)
+    net = ResNet(2, 6, 3, 3, T=1.0, dtype=dtype)
+    theta, v = net.init(rng), rng.standard_normal(net.n_params).astype(dtype)
+    obj = Objective(net, X, y)
+    assert net._closing_kernels(obj._workspace(70)) is K
+    wide = ResNet(2, K.FUSED_MAX_WIDTH[np.dtype(dtype)] + 1, 1, 3, dtype=dtype)
+    assert wide._closing_kernels(Objective(wide, X, y)._workspace(70)) is None
+    val, g = obj.value_and_grad(theta)
+    hv = obj.hessp(theta, v)
+    monkeypatch.setattr(ResNet, "_closing_kernels", lambda self, ws: None)
+    val_b, g_b = obj.value_and_grad(theta)
+    hv_b = obj.hessp(theta, v)
+    tol = TOL[dtype]
+    assert abs(val - val_b) <= tol * max(1.0, abs(val_b))
+    for a, b in ((g, g_b), (hv, hv_b)):
+        close(a, b.astype(np.float64), dtype, "closing layer")
