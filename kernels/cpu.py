@@ -168,15 +168,17 @@ def _soadjoint_fuse(S, dZ, L, dL, h, act, D, dD, gb, dgb, want_gb):
 # GEMMs plus fused elementwise passes for wide ones
 # ----------------------------------------------------------------------------
 #: Widest layer (the larger of input and output width) that the fused kernels
-#: take, per dtype; wider layers use BLAS GEMMs. Measured (one thread, AMD EPYC
-#: Zen 4, OpenBLAS 0.3.31, value_and_grad and hessp of ResNet(2, w, 64, 5), tanh,
-#: s = 1000 and 5000; time fused / time BLAS): float64 w = 8: 1.0-1.1 / 0.8-1.0,
-#: w = 32: 0.83-0.92 / 0.76-0.86, w = 64: 0.93-1.02 / 0.81-0.95; float32 w = 16:
-#: 0.98-1.26 / 0.82-0.87, w = 32: 1.03-1.08 / 0.92-0.96, w = 64: 1.23 / 1.05-1.08,
-#: w = 96: 0.96-0.99 / 1.0. In float32 OpenBLAS's sgemm runs at the register
-#: tiles' rate (~85 GFLOP/s a core) and the fusion saves little; in float64 the
-#: tiles (~50 GFLOP/s) beat dgemm at these shapes (~35).
-FUSED_MAX_WIDTH = {np.dtype(np.float64): 64, np.dtype(np.float32): 32}
+#: take, per dtype; wider layers use BLAS GEMMs. Measured at stop 22 (one thread,
+#: AMD EPYC Zen 4, OpenBLAS 0.3.31, value_and_grad and hessp of ResNet(2, w, 64, 5),
+#: tanh, s = 1000 and 5000; time fused / time BLAS): float64 w = 8: 1.0-1.1 /
+#: 0.8-1.0, w = 32: 0.83-0.92 / 0.76-0.86, w = 64: 0.93-1.02 / 0.81-0.95. Since
+#: float32 tiles are 16 columns wide (``cpu_tiles.NRW``; session 24, one process
+#: A/B of value_and_grad, s = 1000, min of 5 x 3 rounds, shared machine): float32
+#: w = 64: 1.00 on one thread, 0.65 on two; w = 128: 1.01 on one thread, 0.42 on
+#: two; float64 w = 128: 1.10 on one thread, 0.88 on two. Two threads decide it:
+#: between BLAS calls OpenBLAS's spinning workers and Numba's threads compete for
+#: the cores, the fused path has no BLAS call inside a sweep.
+FUSED_MAX_WIDTH = {np.dtype(np.float64): 128, np.dtype(np.float32): 128}
 
 
 def uses_fused(w_in, w_out, dtype):
