@@ -499,6 +499,15 @@ class ResNet:
         ``ws.dG``; returns ``(lam_N, dlam_N)``."""
         xp = ws.xp
         p, dp, h = self.unpack(theta), self.unpack(v), self.unpack(hv)
+        k = self._closing_kernels(ws)
+        if k is not None:
+            # identity, step 1: D = G and dD = 0 dY G + dG = dG exactly, so D and dD may
+            # be G and dG (rewritten with their own bits); the record (ws.Y) is not read
+            lam_N, dlam_N = ws.L[0], ws.dL[0]
+            k.soadjoint_step(ws.G, ws.dG, ws.U[-1], ws.dU[-1], p.W_close, dp.W_close, ws.Y,
+                             ws.dY, 1.0, _IDENTITY, ws.G, ws.dG, L=lam_N, dL=dlam_N,
+                             dgW=h.W_close, dgb=h.b_close, skip=False)
+            return lam_N, dlam_N
         xp.matmul(ws.dG.T, ws.U[-1], out=h.W_close)
         xp.matmul(ws.G.T, ws.dU[-1], out=ws.tmpWc)
         xp.add(h.W_close, ws.tmpWc, out=h.W_close)
