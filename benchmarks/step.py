@@ -70,6 +70,9 @@ LAYER_GEMM = (5000, 128, 128)
 SQUARE_GEMM = (2048, 2048, 2048)
 #: Triad arrays: 2^24 elements (128 MiB in float64), far beyond the caches.
 TRIAD_N = 1 << 24
+#: Rows measured while other processes took more than this share of the CPU (%) are
+#: flagged as unreliable.
+BUSY_WARN_PCT = 10
 
 
 def flops(w, N, s, n_in=N_IN, n_out=N_OUT):
@@ -371,6 +374,16 @@ def main(argv=None):
           ">= 60 (w = 128).")
     met = sum(r["verdict"] == "met" for r in rows)
     print(f"targets met: {met} of {len(rows)} rows ({elapsed:.0f} s)")
+    busy = [r for r in rows if (r.get("other_load_pct") or 0) > BUSY_WARN_PCT]
+    if busy:
+        # Numba's and OpenBLAS's threads wait for each other by spinning: with another
+        # process on a core, a 2-thread row can take 10-300x its time (seen: w = 8,
+        # s = 1000 at 552 ms against 0.9 ms), and the GEMM peak and triad run slow too
+        print(f"warning : {len(busy)} of {len(rows)} rows ran while other processes took more "
+              f"than {BUSY_WARN_PCT}% of the CPU (%busy): their times, and multi-thread rows "
+              "above all, are not the machine's; rerun them on a quiet machine, not under nice: "
+              + ", ".join(f"{r['threads']} thr {r['dtype']} w={r['w']} N={r['N']} s={r['s']}"
+                          for r in busy))
     with_torch = [r for r in rows if "grad_rel_err" in r]
     if with_torch:
         worst = max(with_torch, key=lambda r: r["grad_rel_err"])
