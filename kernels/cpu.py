@@ -179,6 +179,10 @@ def _soadjoint_fuse(S, dZ, L, dL, h, act, D, dD, gb, dgb, want_gb):
 #: between BLAS calls OpenBLAS's spinning workers and Numba's threads compete for
 #: the cores, the fused path has no BLAS call inside a sweep.
 FUSED_MAX_WIDTH = {np.dtype(np.float64): 128, np.dtype(np.float32): 128}
+#: The dense networks' closing layer (width -> outputs, identity, step 1) runs on
+#: these kernels when :func:`uses_fused` takes its shape (``ResNet._closing_kernels``):
+#: a narrow network's value-and-gradient then calls no BLAS between Numba's sweeps.
+CLOSING_ON_FUSED = True
 
 
 def uses_fused(w_in, w_out, dtype):

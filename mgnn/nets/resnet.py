@@ -426,14 +426,14 @@ class ResNet:
         the closing layer on OpenBLAS and 24 ms without any OpenBLAS call, against
         45 ms on one thread). So a closing layer that the fused kernels take (an
         identity activation with step 1: the same values as the GEMM, up to the
-        rounding of the tiles' summation order) never calls BLAS. The rule is the kernel
-        module's own (``uses_fused``), as for the sweeps: on the GPU its fused kernels
-        take the closing layer too, so the CPU stand-in for CuPy stays bit-identical to
-        the CPU.
+        rounding of the tiles' summation order) never calls BLAS. A kernel module opts in
+        with ``CLOSING_ON_FUSED`` (the CPU's, and the CPU stand-in for CuPy, which must
+        stay bit-identical to it); the GPU module keeps cuBLAS for the closing layer.
         """
         k = kernels_for(ws.xp)
         uses = getattr(k, "uses_fused", None)
-        if uses is None or not uses(self.width, self.n_out, self.dtype):
+        if not getattr(k, "CLOSING_ON_FUSED", False) or uses is None \
+                or not uses(self.width, self.n_out, self.dtype):
             return None
         return k
 
