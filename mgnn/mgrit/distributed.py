@@ -277,7 +277,7 @@ class LayerParallelObjective:
             prop = self.propagation
             key = "all" if batch is None else np.asarray(batch).tobytes()
             eng = prop._forward_local(net, blocks, bufs["U0"], s, np, key)
-            if self.last and own:
+            if self.last and hasattr(net, "close_local"):  # the same kernels as Objective
                 close = theta[self._res.stop:]
                 net.close_local(close, eng.Uloc[-1], bufs["Y"], bufs)
                 if want_grad:

@@ -407,7 +407,7 @@ class ResNet:
         propagation.forward(self, theta, ws)
         p = self.unpack(theta)
         xp = ws.xp
-        k = self._closing_kernels(ws)
+        k = self._closing_kernels(ws.xp)
         if k is not None:  # ws.G (overwritten by the loss next) holds the record
             k.forward_step(ws.U[-1], p.W_close, p.b_close, 1.0, _IDENTITY, ws.G, ws.Y,
                            skip=False)
@@ -416,7 +416,7 @@ class ResNet:
         ws.Y += p.b_close
         return ws.Y
 
-    def _closing_kernels(self, ws):
+    def _closing_kernels(self, xp):
         """The kernel module when the closing layer runs on its fused kernels, else None.
 
         A narrow network's sweeps run on Numba's threads; a multi-threaded OpenBLAS
@@ -430,7 +430,7 @@ class ResNet:
         with ``CLOSING_ON_FUSED`` (the CPU's, and the CPU stand-in for CuPy, which must
         stay bit-identical to it); the GPU module keeps cuBLAS for the closing layer.
         """
-        k = kernels_for(ws.xp)
+        k = kernels_for(xp)
         uses = getattr(k, "uses_fused", None)
         if not getattr(k, "CLOSING_ON_FUSED", False) or uses is None \
                 or not uses(self.width, self.n_out, self.dtype):
@@ -455,7 +455,7 @@ class ResNet:
         xp = ws.xp
         p, g = self.unpack(theta), self.unpack(grad)
         lam_N = ws.L[0]
-        k = self._closing_kernels(ws)
+        k = self._closing_kernels(ws.xp)
         if k is not None:
             # identity activation, step 1: the kernel's delta D = 1 * 1 * G is G itself,
             # so D may be G (rewritten with its own bits); the record (ws.Y) is not read
@@ -466,6 +466,35 @@ class ResNet:
         column_sum(ws.G, g.b_close, xp)
         xp.matmul(ws.G, p.W_close, out=lam_N)
         return lam_N
+
+    def close_local(self, closing, U_N, Y, bufs):
+        """Output ``Y`` from the last states and the slice ``closing`` = [W_close, b_close]
+        (NumPy; the layer-parallel objective's last rank), with the same kernels and
+        bits as :meth:`output`; ``bufs["G"]`` (s, n_out) is scratch."""
+        m, w = self.n_out, self.width
+        Wc, bc = closing[: m * w].reshape(m, w), closing[m * w:]
+        k = self._closing_kernels(np)
+        if k is not None:
+            k.forward_step(U_N, Wc, bc, 1.0, _IDENTITY, bufs["G"], Y, skip=False)
+            return
+        np.matmul(U_N, Wc.T, out=Y)
+        Y += bc
+
+    def close_adjoint_local(self, closing, U_N, G, gclosing, lam_N, bufs):
+        """Closing layer's gradient (into ``gclosing``) and ``lam_N`` from ``G``, as
+        :meth:`close_adjoint` computes them; after :meth:`close_local` (its output
+        ``bufs["Y"]`` is the record, unread for the identity)."""
+        m, w = self.n_out, self.width
+        Wc = closing[: m * w].reshape(m, w)
+        gW, gb = gclosing[: m * w].reshape(m, w), gclosing[m * w:]
+        k = self._closing_kernels(np)
+        if k is not None:
+            k.adjoint_step(G, U_N, Wc, bufs["Y"], 1.0, _IDENTITY, G, L=lam_N, gW=gW, gb=gb,
+                           skip=False)
+            return
+        np.matmul(G.T, U_N, out=gW)
+        column_sum(G, gb, np)
+        np.matmul(G, Wc, out=lam_N)
 
     def open_adjoint(self, theta, X, ws, lam_0, grad):
         """Opening layer's weight and bias gradient (into ``grad``) from ``lam_0``."""
@@ -485,7 +514,7 @@ class ResNet:
         """Tangent of the output along ``v``: fills ``ws.dY`` (uses ``ws.G`` as scratch)."""
         xp = ws.xp
         p, dp = self.unpack(theta), self.unpack(v)
-        k = self._closing_kernels(ws)
+        k = self._closing_kernels(ws.xp)
         if k is not None:  # dY = dU W^T + U dW^T + db in one running sum; G as scratch
             k.tangent_step(ws.U[-1], ws.dU[-1], p.W_close, dp.W_close, dp.b_close, ws.Y, 1.0,
                            _IDENTITY, ws.G, ws.dY, skip=False)
@@ -500,7 +529,7 @@ class ResNet:
         ``ws.dG``; returns ``(lam_N, dlam_N)``."""
         xp = ws.xp
         p, dp, h = self.unpack(theta), self.unpack(v), self.unpack(hv)
-        k = self._closing_kernels(ws)
+        k = self._closing_kernels(ws.xp)
         if k is not None:
             # identity, step 1: D = G and dD = 0 dY G + dG = dG exactly, so D and dD may
             # be G and dG (rewritten with their own bits); the record (ws.Y) is not read
