@@ -44,11 +44,14 @@ MIN_CHUNK_ROWS = 64
 SWEEP_ROWS = 128
 #: Elements of one row block (rows x width) processed while it sits in L1.
 BLOCK_ELEMS = 1024
-#: Rows of a block at least (wide layers: the weight-gradient tile of D^T U is loaded
-#: and stored once per block, so a block of 8 rows at w = 128 spent more time
-#: moving G than multiplying; 32 rows took the float32 w = 128 adjoint step from
-#: 0.72 to 0.64 ms at s = 1000 on one thread).
+#: Wide layers take blocks of up to MIN_BLOCK_ROWS rows, as many as fit in
+#: BLOCK_BYTES: the weight-gradient tile of D^T U is loaded and stored once per
+#: block, so 8-row blocks at w = 128 spent their time moving G, while 32 rows of
+#: float64 spill L1. Measured, adjoint sweep at s = 1000, one thread, ms per layer:
+#: float32 w = 128 rows 8 / 16 / 32 / 64: 0.81 / 0.78 / 0.77 / 0.77; float64 w = 128:
+#: 1.79 / 1.67 / 1.83 / 1.93 (so 32 rows and 16 rows, 16 KiB each).
 MIN_BLOCK_ROWS = 32
+BLOCK_BYTES = 16384
 #: Rows per chunk are at least ``min(4 w, MAX_LEAST_ROWS)``: wide layers (w = 128)
 #: still split s = 1000 samples into 2 chunks for 2 threads.
 MAX_LEAST_ROWS = 256
@@ -77,8 +80,9 @@ def n_chunks(s, w):
 
 
 @njit(inline="always")
-def _block_rows(w):
-    return max(MIN_BLOCK_ROWS, BLOCK_ELEMS // max(w, 1))
+def _block_rows(w, itemsize):
+    w = max(w, 1)
+    return max(4, BLOCK_ELEMS // w, min(MIN_BLOCK_ROWS, BLOCK_BYTES // (w * itemsize)))
 
 
 @njit(inline="always")
@@ -210,7 +214,7 @@ def _ew_add(o_, x_, lo, hi):
 def _forward_rows(U, WT, b, h, act, skip, S, out, r0, r1):
     """out = skip*U + h sigma(U W^T + b), S = record, on rows [r0, r1)."""
     wo = S.shape[1]
-    rb = _block_rows(max(U.shape[1], wo))
+    rb = _block_rows(max(U.shape[1], wo), S.itemsize)
     z_ = S.reshape(-1)
     o_ = out.reshape(-1)
     u_ = U.reshape(-1)
@@ -228,7 +232,7 @@ def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1
     the other outputs are the same bits either way.
     """
     wo = S.shape[1]
-    rb = _block_rows(max(U.shape[1], wo))
+    rb = _block_rows(max(U.shape[1], wo), S.itemsize)
     Db = D if keep_D else np.empty((max(min(rb, r1 - r0), 1), wo), D.dtype)
     s_ = S.reshape(-1)
     l_ = Ln.reshape(-1)
@@ -253,7 +257,7 @@ def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1
 def _tangent_rows(U, dU, WT, dWT, db, S, h, act, has_dU, has_dW, skip, dZ, out, r0, r1):
     """dZ = dU W^T + U dW^T + db (one running sum), out = skip*dU + h sigma'(S) dZ."""
     wo = S.shape[1]
-    rb = _block_rows(max(U.shape[1], wo))
+    rb = _block_rows(max(U.shape[1], wo), S.itemsize)
     z_ = dZ.reshape(-1)
     s_ = S.reshape(-1)
     o_ = out.reshape(-1)
@@ -284,7 +288,7 @@ def _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, d
     in block buffers.
     """
     wo = S.shape[1]
-    rb = _block_rows(max(U.shape[1], wo))
+    rb = _block_rows(max(U.shape[1], wo), S.itemsize)
     nb = max(min(rb, r1 - r0), 1)
     Db = D if keep_D else np.empty((nb, wo), D.dtype)
     dDb = dD if keep_D else np.empty((nb, wo), D.dtype)
