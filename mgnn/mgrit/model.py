@@ -95,6 +95,12 @@ class StepCosts:
         One elementwise pass over a state (a restriction's subtraction).
     sweep : float
         Fixed cost of one sweep (dispatch, plan, bookkeeping).
+    call : float
+        Fixed cost of one step-table kernel call beyond its steps (argument
+        handling and dispatch): a sweep makes one call for the steps that need no
+        neighbour's state and one for those that do, and a level's coarse records
+        one more; small next to the steps at width 32, a sizeable part of a short
+        coarse sweep at width 8.
     solve : float
         Fixed cost of one solve (validation, set-up, statistics).
     bind : float
@@ -121,6 +127,7 @@ class StepCosts:
     io: float = 0.0
     state: float = 0.0
     sweep: float = 0.0
+    call: float = 0.0
     solve: float = 0.0
     bind: float = 0.0
     latency: float = 0.0
@@ -439,10 +446,11 @@ class PerformanceModel:
                 if info["nloc"] == 0:
                     continue
                 indep, dep, early = info["plans"][plan]
-                start = clock[r] + c.sweep
+                fixed = c.sweep + c.call * ((indep > 0) + (dep > 0) + fill)
+                start = clock[r] + fixed
                 extra = info["nloc"] * c.record if fill else 0.0
                 t_indep = start + extra + indep * cost
-                acc[r]["overhead"] += c.sweep
+                acc[r]["overhead"] += fixed
                 acc[r][term] += extra + (indep + dep) * cost
                 left = info["left"]
                 idle = max(send[left] + msg - t_indep, 0.0) if left is not None else 0.0
@@ -554,9 +562,9 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     Gc = np.zeros((nc, s, w), dt)
     Uc, Lc = U2[:nc + 1], L2[:nc + 1]
 
-    def coarse_ops(stepper, X):
+    def coarse_ops(stepper, X, n=nc):
         entries = [(X[j], X[j + 1], float(j * span), float(j * span + span), j * span, Gc[j])
-                   for j in range(nc)]
+                   for j in range(n)]
         plan = getattr(stepper, "plan_sweep", None)
         ops = plan(1, entries) if plan is not None else None
         if ops is None:
@@ -588,6 +596,9 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     def adj_c():
         run_ops(adj_ops)
 
+    # the fixed cost of one step-table call: a run of one coarse step, less the step
+    one_f, one_a = coarse_ops(fs, Uc, 1), coarse_ops(bs, Lc, 1)
+
     def records():
         bs.new_linearisation()
         adj_c()
@@ -600,6 +611,9 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     adj_c()  # fill the records
     cac = _median_time(adj_c, repeats, inner_f) / nc
     crec = max(_median_time(records, repeats, inner_f) / nc - cac, 0.0) if avg else 0.0
+    t1f = _median_time(lambda: run_ops(one_f), repeats, inner)
+    t1a = _median_time(lambda: run_ops(one_a), repeats, inner)
+    c_call = max(((t1f - cfc) + (t1a - cac)) / 2, 0.0)
     cstate = _median_time(lambda: np.subtract(U[1], U[2], out=U2[0]), repeats, 200)
     # serial: value and gradient of the network and of a one-layer copy
     X = rng.standard_normal((s, net.n_in)).astype(dt)
@@ -635,7 +649,8 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     lat, bw = measure_latency(comm, nbytes=nbytes)
     return StepCosts(forward=cf_, forward_coarse=cfc, adjoint=ca, adjoint_grad=cag,
                      adjoint_coarse=cac, record=crec, serial_layer=serial_layer, io=io,
-                     state=cstate, sweep=c_sweep, solve=c_solve, bind=c_bind, latency=lat,
+                     state=cstate, sweep=c_sweep, call=c_call, solve=c_solve, bind=c_bind,
+                     latency=lat,
                      bandwidth=bw, state_bytes=nbytes,
                      layer_bytes=net.block_size * np.dtype(dt).itemsize)
 
