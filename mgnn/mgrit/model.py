@@ -103,6 +103,9 @@ class StepCosts:
         coarse sweep at width 8.
     solve : float
         Fixed cost of one solve (validation, set-up, statistics).
+    norm : float
+        The residual norm's work per fine C-point (one subtraction and two squared
+        norms of a state), after every iteration of a solve stopped by a tolerance.
     bind : float
         Binding the weights of one layer (halo copy, averaged weights).
     latency : float
@@ -129,6 +132,7 @@ class StepCosts:
     sweep: float = 0.0
     call: float = 0.0
     solve: float = 0.0
+    norm: float = 0.0
     bind: float = 0.0
     latency: float = 0.0
     bandwidth: float = math.inf
@@ -339,9 +343,11 @@ class PerformanceModel:
         of averaged weights, a halo of layers for injected ones; and the loss
         reduction),
         ``waiting`` (idle time until a neighbour's state arrived: the message and
-        the neighbour's own work before it, e.g. the sequential coarsest solve),
+        the neighbour's own work before it, e.g. the sequential coarsest solve; and
+        until the last rank reaches a collective: the loss, the residual norms),
         ``io`` (opening, closing layer and loss),
-        ``overhead`` (fixed cost of sweeps, solves and weight binding); ``total``
+        ``overhead`` (fixed cost of sweeps, step-table calls, solves, weight binding,
+        and the residual norms of solves stopped by a tolerance); ``total``
         is their sum.
         """
         check_positive_int(P, "P")
@@ -395,18 +401,38 @@ class PerformanceModel:
         acc[0]["io"] += c.io / 2
         clock[0] += c.io / 2
         red = math.ceil(math.log2(P)) * c.latency if P > 1 else 0.0
-        norms = red if cfg["norms"] else 0.0
+
+        def sync(t):
+            """A collective: every rank waits for the last one, then ``t``."""
+            top = clock.max()
+            for r in range(P):
+                acc[r]["waiting"] += top - clock[r]
+                acc[r]["messages"] += t
+            clock[:] = top + t
+
+        def residual_norms(ranks, iters, phys):
+            """After each iteration: the norms of the rank's fine C-point residuals
+            and states, then one collective (all of them gathered)."""
+            if not cfg["norms"]:
+                return
+            for q in range(P):
+                nc = ranks[q][1]["nloc"] if len(ranks[q]) > 1 else ranks[q][0]["nloc"]
+                t = iters * nc * c.norm
+                acc[phys(q)]["overhead"] += t
+                clock[phys(q)] += t
+            if P > 1:
+                sync(iters * red)
+
         self._solve(trace["forward"], fwd_ranks, clock, acc, "forward", msg, cfg, False)
-        clock += cfg["fwd_iters"] * norms
-        for a in acc:
-            a["messages"] += cfg["fwd_iters"] * norms
-        # closing layer and loss on the last rank before the adjoint solve
+        residual_norms(fwd_ranks, cfg["fwd_iters"], lambda q: q)
+        # closing layer and loss on the last rank; the loss goes to every rank before
+        # the adjoint solve starts (one reduction)
         acc[P - 1]["io"] += c.io / 2
         clock[P - 1] += c.io / 2
+        if P > 1:
+            sync(red)
         self._solve(trace["adjoint"], bwd_ranks, clock, acc, "adjoint", msg, cfg, True)
-        clock += cfg["bwd_iters"] * norms + red  # residual norms, the loss to every rank
-        for a in acc:
-            a["messages"] += cfg["bwd_iters"] * norms + red
+        residual_norms(bwd_ranks, cfg["bwd_iters"], lambda q: P - 1 - q)
         last = int(np.argmax(clock))
         out = {k: float(v) for k, v in acc[last].items()}
         out["total"] = float(clock[last])
@@ -615,6 +641,17 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     t1a = _median_time(lambda: run_ops(one_a), repeats, inner)
     c_call = max(((t1f - cfc) + (t1a - cac)) / 2, 0.0)
     cstate = _median_time(lambda: np.subtract(U[1], U[2], out=U2[0]), repeats, 200)
+    # the residual norms after an iteration: C-point residuals and states, squared
+    # norms per state by einsum (as MGRIT computes them), per C-point
+    kc = max(N // m, 1)
+    Rb, Ub, Sb = np.empty((kc, s, w), dt), U[:kc], U2[1:kc + 1]
+    idx = [0, 1, 2]
+
+    def norms():
+        np.subtract(Sb, Ub, out=Rb)
+        np.einsum(Rb, idx, Rb, idx, [0])
+        np.einsum(Ub, idx, Ub, idx, [0])
+    cnorm = _median_time(norms, repeats, inner_f) / kc
     # serial: value and gradient of the network and of a one-layer copy
     X = rng.standard_normal((s, net.n_in)).astype(dt)
     y = rng.integers(0, net.n_out, s) if net.task == "classification" else \
@@ -649,7 +686,8 @@ def measure_step_costs(net, s, repeats=7, inner=50, comm=None, coarse_weights="a
     lat, bw = measure_latency(comm, nbytes=nbytes)
     return StepCosts(forward=cf_, forward_coarse=cfc, adjoint=ca, adjoint_grad=cag,
                      adjoint_coarse=cac, record=crec, serial_layer=serial_layer, io=io,
-                     state=cstate, sweep=c_sweep, call=c_call, solve=c_solve, bind=c_bind,
+                     state=cstate, sweep=c_sweep, call=c_call, solve=c_solve, norm=cnorm,
+                     bind=c_bind,
                      latency=lat,
                      bandwidth=bw, state_bytes=nbytes,
                      layer_bytes=net.block_size * np.dtype(dt).itemsize)
