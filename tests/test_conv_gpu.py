@@ -78,13 +78,10 @@ def _host_harness(name, inp, out, body):
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_conv_cuda_sources_compile(tmp_path):
+    from test_gpu_source import nvcc_ptx
+
     src = "#include <cstddef>\n" + "\n".join(_cuda_harness(n, *k) for n, k in KERNELS.items())
-    cu = tmp_path / "mgnn_conv_kernels.cu"
-    cu.write_text(src)
-    res = subprocess.run([NVCC, "--ptx", "-arch=sm_90", "-o", str(tmp_path / "k.ptx"), str(cu)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr + "\n" + src
-    ptx = (tmp_path / "k.ptx").read_text()
+    ptx = nvcc_ptx(src, tmp_path, "mgnn_conv_kernels")
     for name in KERNELS:
         assert f"mgnn_conv_{name}_double" in ptx and f"mgnn_conv_{name}_float" in ptx
 

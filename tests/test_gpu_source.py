@@ -28,6 +28,18 @@ NVCC = shutil.which("nvcc")
 GXX = shutil.which("g++")
 
 CTYPES = {"T": "T", "int32": "int", "bool": "bool"}
+
+
+def nvcc_ptx(src, tmp_path, name="mgnn_kernels", extra=()):
+    """Compile CUDA C ``src`` to PTX with nvcc (sm_90) and return the PTX text; the
+    test fails with nvcc's message and the source when it does not compile. Also
+    used by the conv and PINN source tests."""
+    cu = tmp_path / f"{name}.cu"
+    cu.write_text(src)
+    res = subprocess.run([NVCC, "--ptx", "-arch=sm_90", *extra, "-o", str(tmp_path / "k.ptx"),
+                          str(cu)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr + "\n" + src
+    return (tmp_path / "k.ptx").read_text()
 ACTS = sorted(cpu.ACTIVATIONS.items())
 
 
@@ -62,12 +74,7 @@ def instantiation(name, T, widths, rpt):
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_cuda_sources_compile(tmp_path):
     src = PREAMBLE + "\n".join(harness(n, *k) for n, k in KERNELS.items())
-    cu = tmp_path / "mgnn_kernels.cu"
-    cu.write_text(src)
-    res = subprocess.run([NVCC, "--ptx", "-arch=sm_90", "-o", str(tmp_path / "k.ptx"), str(cu)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr + "\n" + src
-    ptx = (tmp_path / "k.ptx").read_text()
+    ptx = nvcc_ptx(src, tmp_path)
     for name in KERNELS:
         assert f"mgnn_{name}" in ptx
 

@@ -39,13 +39,10 @@ def harness(name, inp, out, body):
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_stream_cuda_sources_compile(tmp_path):
+    from test_gpu_source import nvcc_ptx
+
     src = PREAMBLE + "\n".join(harness(n, *k) for n, k in KERNELS.items())
-    cu = tmp_path / "mgnn_stream_kernels.cu"
-    cu.write_text(src)
-    res = subprocess.run([NVCC, "--ptx", "-arch=sm_90", "-o", str(tmp_path / "k.ptx"), str(cu)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr + "\n" + src
-    ptx = (tmp_path / "k.ptx").read_text()
+    ptx = nvcc_ptx(src, tmp_path, "mgnn_stream_kernels")
     for name in KERNELS:
         assert f"mgnn_{name}" in ptx
 

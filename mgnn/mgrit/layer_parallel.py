@@ -865,7 +865,6 @@ class _Engine:
         """Bind this rank's layer blocks (l1-l0, block_size), exchanging the halo
         (injected coarse weights) or the window means (averaged ones)."""
         net, comm, r = self.net, self.comm, self.comm.rank
-        w = net.width
         lo, hi = self.need_lo[r], self.need_hi[r]
         if (lo, hi) == (self.l0, self.l1):
             H = blocks
@@ -889,15 +888,14 @@ class _Engine:
             if a < b:
                 reqs.append(comm.Irecv(H[a - lo:b - lo], q, 7000))
         comm.waitall(reqs)
-        shape = getattr(net, "kernel_shape", (w, w))  # a layer's weights (dense: w x w)
-        ww = int(np.prod(shape))
-        self.weights.bind(H[:, :ww].reshape((-1,) + shape), H[:, ww:], lo,
-                          H.reshape(-1) if H.flags.c_contiguous else None)
+        W, b = self._split(H)
+        self.weights.bind(W, b, lo, H.reshape(-1) if H.flags.c_contiguous else None)
         if self.plan is not None:
             self._exchange_means(blocks)
 
     def _split(self, X):
-        """``(W, b)`` views of rows ``X`` of layer blocks ``[W_n, b_n]``."""
+        """``(W, b)`` views of rows ``X`` of layer blocks ``[W_n, b_n]`` (a layer's
+        weights: ``w x w`` dense, the network's ``kernel_shape`` for a ConvResNet)."""
         shape = getattr(self.net, "kernel_shape", (self.net.width, self.net.width))
         ww = int(np.prod(shape))
         return X[:, :ww].reshape((X.shape[0],) + shape), X[:, ww:]
