@@ -216,9 +216,6 @@ class WindowPlan:
         return [(i0, i1, src) for f in self.levels[li] for _, parts in f.edges
                 for i0, i1, _, src in parts if src != self.rank]
 
-    def _sources(self, li):
-        return {src for _, _, src in self._remote(li)}
-
     def rows_in(self, li=None):
         """Child means (each the size of one layer's weights) this rank receives:
         for level ``li + 1``, or for all levels."""
