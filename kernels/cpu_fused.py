@@ -55,6 +55,14 @@ BLOCK_BYTES = 16384
 #: Rows per chunk are at least ``min(4 w, MAX_LEAST_ROWS)``: wide layers (w = 128)
 #: still split s = 1000 samples into 2 chunks for 2 threads.
 MAX_LEAST_ROWS = 256
+#: The adjoint sweeps run groups of layers per parallel region, about this many
+#: state elements (layers x s x w) a group. Measured, float32 adjoint sweep, N = 64,
+#: ms (layers a group; one region per layer = 1):
+#: w = 32, s = 1000, 2 threads: 2.90 (1), 1.89 (16), 1.96 (64);
+#: w = 8, s = 1000, 2 threads: 0.70 (1), 0.49 (16), 0.39 (64);
+#: w = 32, s = 5000, 1 / 2 threads: 22.9 / 12.1 (1), 21.8-22.6 / 11.5-12.6 (2-8),
+#: 25.3 / 14.4 (64): long groups lose the stream prefetch of layer-long reads.
+SWEEP_GROUP_ELEMS = 1 << 19
 
 
 @njit(cache=True)
@@ -494,26 +502,60 @@ def forward_sweep(U, P, h, act, S, n0, n1):
             _forward_rows(U[n], WT[n - n0], b, h, act, True, S[n], U[n + 1], r0, r1)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(inline="always")
+def _group_layers(s, w, n):
+    """Layers per parallel region of an adjoint sweep (see :data:`SWEEP_GROUP_ELEMS`)."""
+    return max(1, min(n, SWEEP_GROUP_ELEMS // max(s * w, 1)))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
 def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
     """The adjoint sweep from layer n1-1 down to n0 with the gradient.
 
     L (2, s, w) ping-pong adjoints, ``L[cur]`` holding the adjoint of U[n1];
     G the gradient blocks (N (w^2 + w),) of the residual layers, written for
     n0 <= n < n1. Returns the index of the buffer of L holding the adjoint of
-    U[n0]. Each layer is one call of the single adjoint step's layer code:
-    bit-identical to stepping layer by layer.
+    U[n0].
+
+    Threads take the ``C = n_chunks(s, w)`` sample chunks of the gradient sums
+    through a group of layers at a time (:func:`_group_layers`; one parallel
+    region a group, not a layer, and a chunk's adjoints stay in cache from layer
+    to layer). Chunk 0 sums into G, chunk c > 0 into its own partials, which are
+    added in chunk order after the group: the sums and their order are those of
+    stepping layer by layer, so the results are bit-identical to it for any
+    thread count. Workspace: ``(C - 1) K (w^2 + w)`` partials for K layers a
+    group (at most ``2^19 (w + 1) / 64`` numbers).
     """
     s, w = U.shape[1], U.shape[2]
     C = n_chunks(s, w)
-    Pg = np.empty((max(C - 1, 1), w, w), U.dtype)
-    Pb = np.empty((max(C - 1, 1), w), U.dtype)
-    for n in range(n1 - 1, n0 - 1, -1):
-        W, _ = _layer(P, n, w)
-        gW, gb = _layer(G, n, w)
-        _adjoint_layer(L[cur], U[n], W, S[n], h, act, D, L[1 - cur], True, gW, gb, True, True,
-                       Pg, Pb, False)
-        cur = 1 - cur
+    bs = w * w + w
+    K = _group_layers(s, w, n1 - n0)
+    Pg = np.empty((max(C - 1, 1), K, bs), U.dtype)
+    top = n1
+    while top > n0:
+        bot = max(n0, top - K)
+        for c in prange(C):
+            r0, r1 = _rows(c, C, s)
+            cc = cur
+            for n in range(top - 1, bot - 1, -1):
+                W, _ = _layer(P, n, w)
+                if c == 0:
+                    gW, gb = _layer(G, n, w)
+                else:
+                    q = Pg[c - 1, top - 1 - n]
+                    gW, gb = q[: w * w].reshape((w, w)), q[w * w:]
+                _zero(gW)
+                _zero(gb)
+                _adjoint_rows(L[cc], U[n], W, S[n], h, act, D, L[1 - cc], True, gW, gb, True,
+                              True, r0, r1, False)
+                cc = 1 - cc
+        for n in prange(bot, top):
+            g = G[n * bs: (n + 1) * bs]
+            for c in range(1, C):
+                _add_into(g, Pg[c - 1, top - 1 - n])
+        if (top - bot) % 2 == 1:
+            cur = 1 - cur
+        top = bot
     return cur
 
 
@@ -536,25 +578,48 @@ def tangent_sweep(U, dU, P, dP, S, h, act, dZ, n0, n1):
                           True, dZ[n], dU[n + 1], r0, r1)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, parallel=True, error_model="numpy")
 def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
     """The second-order adjoint sweep from layer n1-1 down to n0.
 
     L, dL (2, s, w) ping-pong adjoints and their derivatives (``[cur]`` holding
     those of U[n1]); H receives the residual layers' Hessian-vector product
     blocks [dG_n, dgb_n]. Returns the index of the buffers holding those of U[n0].
+    Threads and sums as in :func:`adjoint_sweep`: bit-identical to stepping
+    layer by layer for any thread count.
     """
     s, w = U.shape[1], U.shape[2]
     C = n_chunks(s, w)
-    Pt = np.empty((max(C - 1, 1), 2, w * w + w), U.dtype)
-    for n in range(n1 - 1, n0 - 1, -1):
-        W, _ = _layer(P, n, w)
-        dW, _ = _layer(dP, n, w)
-        hW, hb = _layer(H, n, w)
-        _soadjoint_layer(L[cur], dL[cur], U[n], dU[n], W, dW, S[n], dZ[n], h, act, D, dD,
-                         L[1 - cur], dL[1 - cur], hW, hb, hW, hb,
-                         True, True, False, True, True, True, True, Pt, False)
-        cur = 1 - cur
+    bs = w * w + w
+    K = _group_layers(s, w, n1 - n0)
+    Pt = np.empty((max(C - 1, 1), K, bs), U.dtype)
+    top = n1
+    while top > n0:
+        bot = max(n0, top - K)
+        for c in prange(C):
+            r0, r1 = _rows(c, C, s)
+            cc = cur
+            for n in range(top - 1, bot - 1, -1):
+                W, _ = _layer(P, n, w)
+                dW, _ = _layer(dP, n, w)
+                if c == 0:
+                    hW, hb = _layer(H, n, w)
+                else:
+                    q = Pt[c - 1, top - 1 - n]
+                    hW, hb = q[: w * w].reshape((w, w)), q[w * w:]
+                _zero(hW)
+                _zero(hb)
+                _soadjoint_rows(L[cc], dL[cc], U[n], dU[n], W, dW, S[n], dZ[n], h, act, D, dD,
+                                L[1 - cc], dL[1 - cc], hW, hb, hW, hb, True, True, False, True,
+                                True, True, True, r0, r1, False)
+                cc = 1 - cc
+        for n in prange(bot, top):
+            g = H[n * bs: (n + 1) * bs]
+            for c in range(1, C):
+                _add_into(g, Pt[c - 1, top - 1 - n])
+        if (top - bot) % 2 == 1:
+            cur = 1 - cur
+        top = bot
     return cur
 
 

@@ -148,6 +148,19 @@ def layer(P, n, w):
 @given(st.integers(1, 5), st.integers(1, 300), st.integers(1, 20), dtypes,
        st.sampled_from(ACTS), st.integers(0, 2**31))
 def test_sweeps_equal_steps_bit_for_bit(N, s, w, dtype, act, seed):
+    check_sweeps_equal_steps(N, s, w, dtype, act, seed)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adjoint_sweeps_in_layer_groups_equal_steps_bit_for_bit(dtype):
+    # s w = 192000: two layers a parallel region, so N = 5 runs groups of 2, 2 and 1,
+    # each with n_chunks = 8 partial gradients
+    N, s, w = 5, 3000, 64
+    assert F._group_layers(s, w, N) == 2 and F.n_chunks(s, w) == 8
+    check_sweeps_equal_steps(N, s, w, dtype, "tanh", 11)
+
+
+def check_sweeps_equal_steps(N, s, w, dtype, act, seed):
     rng = np.random.default_rng(seed)
     P, dP, U = sweep_problem(rng, N, s, w, dtype)
     a, h = K.ACTIVATIONS[act], 0.2
@@ -263,10 +276,11 @@ def test_batched_steps_on_strided_stacks_equal_single_steps(dtype, want):
 
 # --------------------------------------------------------------- thread counts
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("N, s, w", [(3, 1100, 8), (2, 600, 128)])
+@pytest.mark.parametrize("N, s, w", [(3, 1100, 8), (2, 600, 128), (5, 3000, 64)])
 def test_results_do_not_depend_on_the_thread_count(dtype, N, s, w):
     rng = np.random.default_rng(5)
-    # n_chunks(1100, 8) = 16 gradient chunks; n_chunks(600, 128) = 2 (a wide layer)
+    # n_chunks(1100, 8) = 16 gradient chunks; n_chunks(600, 128) = 2 (a wide layer);
+    # (5, 3000, 64): 8 chunks and the adjoint sweeps in groups of 2 layers
     assert F.n_chunks(s, w) > 1
     P, dP, U = sweep_problem(rng, N, s, w, dtype)
     Lin = rng.standard_normal((s, w)).astype(dtype)
@@ -278,10 +292,16 @@ def test_results_do_not_depend_on_the_thread_count(dtype, N, s, w):
         L[0] = Lin
         G = np.empty_like(P)
         cur = K.adjoint_sweep(L, 0, V, P, S, 0.25, K.TANH, np.empty((s, w), dtype), G)
+        lam = L[cur].copy()
         dU, dZ = np.empty_like(V), np.empty_like(S)
         dU[0] = Lin
         K.tangent_sweep(V, dU, P, dP, S, 0.25, K.TANH, dZ)
-        return V, S, L[cur].copy(), G, dU
+        L[0], dL = Lin, np.empty_like(L)
+        dL[0] = 0.5 * Lin
+        H = np.empty_like(P)
+        c2 = K.soadjoint_sweep(L, dL, 0, V, dU, P, dP, S, dZ, 0.25, K.TANH,
+                               np.empty((s, w), dtype), np.empty((s, w), dtype), H)
+        return V, S, lam, G, dU, L[c2].copy(), dL[c2].copy(), H
 
     old = numba.get_num_threads()
     try:
