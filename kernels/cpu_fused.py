@@ -509,6 +509,17 @@ def _group_layers(s, w, n):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
+def _add_group_partials(G, Pg, bot, top, C):
+    """G's blocks of layers bot .. top-1 += the partials of chunks 1 .. C-1, in chunk
+    order (``Pg[c - 1, top - 1 - n]`` holds chunk c's partial of layer n)."""
+    bs = Pg.shape[2]
+    for n in prange(bot, top):
+        g = G[n * bs: (n + 1) * bs]
+        for c in range(1, C):
+            _add_into(g, Pg[c - 1, top - 1 - n])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
 def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
     """The adjoint sweep from layer n1-1 down to n0 with the gradient.
 
@@ -549,10 +560,7 @@ def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
                 _adjoint_rows(L[cc], U[n], W, S[n], h, act, D, L[1 - cc], True, gW, gb, True,
                               True, r0, r1, False)
                 cc = 1 - cc
-        for n in prange(bot, top):
-            g = G[n * bs: (n + 1) * bs]
-            for c in range(1, C):
-                _add_into(g, Pg[c - 1, top - 1 - n])
+        _add_group_partials(G, Pg, bot, top, C)
         if (top - bot) % 2 == 1:
             cur = 1 - cur
         top = bot
@@ -613,10 +621,7 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
                                 L[1 - cc], dL[1 - cc], hW, hb, hW, hb, True, True, False, True,
                                 True, True, True, r0, r1, False)
                 cc = 1 - cc
-        for n in prange(bot, top):
-            g = H[n * bs: (n + 1) * bs]
-            for c in range(1, C):
-                _add_into(g, Pt[c - 1, top - 1 - n])
+        _add_group_partials(H, Pt, bot, top, C)
         if (top - bot) % 2 == 1:
             cur = 1 - cur
         top = bot
