@@ -508,6 +508,21 @@ def _group_layers(s, w, n):
     return max(1, min(n, SWEEP_GROUP_ELEMS // max(s * w, 1)))
 
 
+@njit(inline="always")
+def _chunk_block(G, Pg, c, n, top, w):
+    """The zeroed (weight, bias) block chunk c sums layer n's gradient into: G's own
+    block for chunk 0, its partial ``Pg[c - 1, top - 1 - n]`` otherwise (added by
+    :func:`_add_group_partials`)."""
+    if c == 0:
+        gW, gb = _layer(G, n, w)
+    else:
+        q = Pg[c - 1, top - 1 - n]
+        gW, gb = q[: w * w].reshape((w, w)), q[w * w:]
+    _zero(gW)
+    _zero(gb)
+    return gW, gb
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _add_group_partials(G, Pg, bot, top, C):
     """G's blocks of layers bot .. top-1 += the partials of chunks 1 .. C-1, in chunk
@@ -550,13 +565,7 @@ def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
             cc = cur
             for n in range(top - 1, bot - 1, -1):
                 W, _ = _layer(P, n, w)
-                if c == 0:
-                    gW, gb = _layer(G, n, w)
-                else:
-                    q = Pg[c - 1, top - 1 - n]
-                    gW, gb = q[: w * w].reshape((w, w)), q[w * w:]
-                _zero(gW)
-                _zero(gb)
+                gW, gb = _chunk_block(G, Pg, c, n, top, w)
                 _adjoint_rows(L[cc], U[n], W, S[n], h, act, D, L[1 - cc], True, gW, gb, True,
                               True, r0, r1, False)
                 cc = 1 - cc
@@ -610,13 +619,7 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
             for n in range(top - 1, bot - 1, -1):
                 W, _ = _layer(P, n, w)
                 dW, _ = _layer(dP, n, w)
-                if c == 0:
-                    hW, hb = _layer(H, n, w)
-                else:
-                    q = Pt[c - 1, top - 1 - n]
-                    hW, hb = q[: w * w].reshape((w, w)), q[w * w:]
-                _zero(hW)
-                _zero(hb)
+                hW, hb = _chunk_block(H, Pt, c, n, top, w)
                 _soadjoint_rows(L[cc], dL[cc], U[n], dU[n], W, dW, S[n], dZ[n], h, act, D, dD,
                                 L[1 - cc], dL[1 - cc], hW, hb, hW, hb, True, True, False, True,
                                 True, True, True, r0, r1, False)
