@@ -1,22 +1,30 @@
-"""The float32 tanh of the CPU kernels: its error at every float32 and its speed.
+"""The tanh of the CPU kernels, float32 and float64: its error and its speed.
 
-mgnn's float32 ``tanh`` (``kernels.cpu_activations._tanh``) is a minimax rational
-``x P(x^2) / Q(x^2)`` (degrees 4 and 4 in x^2) on [-9, 9]. This script
+mgnn's ``tanh`` (``kernels.cpu_activations._tanh``) is, in float32, a minimax
+rational ``x P(x^2) / Q(x^2)`` (degrees 4 and 4 in x^2) on [-9, 9], and in
+float64 ``e / (e + 2)`` with ``e = expm1(2|x|)`` by a reduction ``2|x| = k ln 2 + r``
+and a minimax polynomial of expm1 on [-0.35, 0.35] (degree 11), in FMAs. This script
 
-* measures its error at **every** float32 in [0, 9.5] (the function is odd; beyond
-  9.5 it returns 1, which is tanh rounded) against float64 ``np.tanh``, in units
-  in the last place of the float32 result, and counts results outside [-1, 1];
-* times it (ns per element, median of repeats, inside a Numba loop over 4096
-  values drawn from N(0, 1)) against the baseline measured in the same run: the
-  expm1 scheme float32 used before (a degree-7 Taylor polynomial of
-  expm1(2|x| / 64) and six doublings), and the float64 tanh for reference;
-* with ``--fit``, derives the coefficients again: Lawson's iteratively reweighted
-  least squares for the minimax relative error of tanh(x)/x = P(t)/Q(t), t = x^2,
-  on [0, 9], in 40-digit arithmetic (mpmath), and prints them next to the
-  committed ones.
+* measures the float32 error at **every** float32 in [0, 9.5] (the function is odd;
+  beyond 9.5 it returns 1, which is tanh rounded) against float64 ``np.tanh``,
+  in units in the last place of the float32 result, and counts results outside
+  [-1, 1];
+* measures the float64 error on 2^25 arguments (2^23 each: uniform on [0, 20],
+  log-uniform on [1e-300, 20], and within 1e-3 of the points where the reduction
+  changes k, (j + 1/2) ln(2)/2; plus 2^23 uniform on [0, 1]) against the 80-bit
+  ``np.tanh`` of ``np.longdouble``, in ulp of the float64 result;
+* times both (ns per element, median of repeats, inside a Numba loop over 4096
+  values drawn from N(0, 1)) against the baselines measured in the same run: the
+  schemes used before, expm1(2|x| / 64) by a Taylor polynomial (degree 7 in
+  float32, 16 in float64) and six doublings;
+* with ``--fit``, derives the coefficients again (Lawson's iteratively reweighted
+  least squares, 40-digit mpmath): for float32 the minimax relative error of
+  tanh(x)/x = P(t)/Q(t), t = x^2, on [0, 9]; for float64 the minimax relative
+  error of expm1(r) = r + r^2 c(r) on [-0.35, 0.35]; and prints them next to
+  the committed ones.
 
-Run ``python benchmarks/tanh.py`` (about half a minute; ``--fit`` adds about a
-minute); ``--json PATH`` saves the numbers.
+Run ``python benchmarks/tanh.py`` (about a minute; ``--fit`` adds two minutes);
+``--json PATH`` saves the numbers.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import math
 import numpy as np
 from _common import machine_info, measure, save_json
 from mgnn.kernels import cpu as K
-from mgnn.kernels.cpu_activations import TANH32_CLAMP, TANH32_P, TANH32_Q, _tanh
+from mgnn.kernels.cpu_activations import EXPM1_C, TANH32_CLAMP, TANH32_P, TANH32_Q, _tanh
 from numba import njit
 
 #: Largest float32 argument checked (tanh rounds to 1 beyond 9.01).
@@ -51,6 +59,36 @@ def _tanh32_expm1(x):
     for _ in range(6):
         e = e * (e + two)
     return math.copysign(e / (e + two), x)
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh64_taylor(x):
+    """The float64 tanh of mgnn before the reduction: expm1(2|x| / 64) by its Taylor
+    polynomial of degree 16 (Estrin's scheme) and six doublings."""
+    a = min(abs(x), 20.0) * (2.0 / 64.0)
+    a2 = a * a
+    a4 = a2 * a2
+    a8 = a4 * a4
+    q0 = 1.0 + 0.5 * a
+    q1 = 1.0 / 6.0 + 1.0 / 24.0 * a
+    q2 = 1.0 / 120.0 + 1.0 / 720.0 * a
+    q3 = 1.0 / 5040.0 + 1.0 / 40320.0 * a
+    q4 = 1.0 / 362880.0 + 1.0 / 3628800.0 * a
+    q5 = 1.0 / 39916800.0 + 1.0 / 479001600.0 * a
+    q6 = 1.0 / 6227020800.0 + 1.0 / 87178291200.0 * a
+    q7 = 1.0 / 1307674368000.0 + 1.0 / 20922789888000.0 * a
+    p = ((q0 + q1 * a2) + (q2 + q3 * a2) * a4) + ((q4 + q5 * a2) + (q6 + q7 * a2) * a4) * a8
+    e = p * a
+    for _ in range(6):
+        e = e * (e + 2.0)
+    return math.copysign(e / (e + 2.0), x)
+
+
+@njit(error_model="numpy")
+def _loop_taylor64(x, y, reps):
+    for _ in range(reps):
+        for i in range(x.size):
+            y[i] = _tanh64_taylor(x[i])
 
 
 @njit(error_model="numpy")
@@ -88,6 +126,27 @@ def exhaustive_error(chunk=1 << 24):
     return worst, at, hist, outside
 
 
+def float64_arguments(n=1 << 23, seed=0):
+    """The float64 test set: uniform, log-uniform, near the reduction's switches, [0, 1]."""
+    rng = np.random.default_rng(seed)
+    half_ln2 = math.log(2.0) / 2.0
+    switch = (rng.integers(0, 58, n) + 0.5) * half_ln2 + rng.uniform(-1e-3, 1e-3, n)
+    return np.concatenate([rng.uniform(0.0, 20.0, n), np.exp(rng.uniform(-690.0, 3.0, n)),
+                           switch, rng.uniform(0.0, 1.0, n)])
+
+
+def float64_error(tanh64, x):
+    """Max error (ulp of the float64 result), its argument, histogram as for float32."""
+    y = np.empty_like(x)
+    tanh64(x, y, 1)
+    ref = np.tanh(x.astype(np.longdouble))
+    ulp = np.spacing(np.abs(ref).astype(np.float64)).astype(np.longdouble)
+    err = (np.abs(y.astype(np.longdouble) - ref) / ulp).astype(np.float64)
+    i = int(np.argmax(err))
+    hist = np.bincount(np.minimum((err * 2).astype(np.int64), 12), minlength=13)
+    return float(err[i]), float(x[i]), hist, int((np.abs(y) > 1).sum())
+
+
 def speed(repeats):
     x = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
     y = np.empty_like(x)
@@ -97,7 +156,9 @@ def speed(repeats):
     return {
         "float32 rational": measure(lambda: _loop_tanh(x, y, reps), repeats) / per,
         "float32 expm1 (before)": measure(lambda: _loop_expm1(x, y, reps), repeats) / per,
-        "float64 expm1": measure(lambda: _loop_tanh(x64, y64, reps), repeats) / per,
+        "float64 reduction": measure(lambda: _loop_tanh(x64, y64, reps), repeats) / per,
+        "float64 Taylor (before)": measure(lambda: _loop_taylor64(x64, y64, reps),
+                                           repeats) / per,
     }
 
 
@@ -138,6 +199,39 @@ def fit(X=TANH32_CLAMP, n_p=5, n_q=5, points=800, iters=80):
     return float(worst), [float(v) for v in p], [float(v) for v in q]
 
 
+def fit_expm1(R=0.35, degree=9, points=600, iters=60):
+    """Minimax (relative error) c(r), expm1(r) = r + r^2 c(r), on [-R, R]."""
+    try:
+        import mpmath as mp
+    except ImportError as exc:  # pragma: no cover - optional
+        raise SystemExit("--fit needs mpmath (pip install mpmath)") from exc
+    mp.mp.dps = 40
+    rs = [mp.mpf(R) * mp.cos(mp.pi * (i + 0.5) / points) for i in range(points)]
+    fs = [mp.expm1(r) for r in rs]
+    gs = [(f - r) / (r * r) for f, r in zip(fs, rs, strict=True)]
+    scale = [r * r / f for f, r in zip(fs, rs, strict=True)]  # relative error of expm1
+    weight, best = [mp.mpf(1)] * points, None
+    for _ in range(iters):
+        A = mp.matrix(points, degree + 1)
+        b = mp.matrix(points, 1)
+        for i in range(points):
+            sc = mp.sqrt(weight[i]) * scale[i]
+            for j in range(degree + 1):
+                A[i, j] = rs[i] ** j * sc
+            b[i] = gs[i] * sc
+        c = mp.qr_solve(A, b)[0]
+        cs = [c[j] for j in range(degree + 1)]
+        err = [(r + r * r * mp.polyval(cs[::-1], r) - f) / f
+               for r, f in zip(rs, fs, strict=True)]
+        worst = max(abs(e) for e in err)
+        if best is None or worst < best[0]:
+            best = (worst, cs)
+        total = sum(w * abs(e) for w, e in zip(weight, err, strict=True))
+        weight = [w * abs(e) / total * points for w, e in zip(weight, err, strict=True)]
+    worst, cs = best
+    return float(worst), [float(v) for v in cs]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fit", action="store_true", help="derive the coefficients again (mpmath)")
@@ -154,6 +248,12 @@ def main(argv=None):
                 print(f"  {name}{j}: fitted {a:.17g}  committed {b:.17g}  "
                       f"rel diff {abs(a - b) / abs(b):.1e}")
         out["fit"] = {"max_rel_error": worst, "P": p, "Q": q}
+        worst, c = fit_expm1()
+        print(f"fit     : expm1 max relative error {worst:.3e} on [-0.35, 0.35]")
+        for j, (a, b) in enumerate(zip(c, EXPM1_C, strict=True)):
+            print(f"  c{j}: fitted {a:.17g}  committed {b:.17g}  "
+                  f"rel diff {abs(a - b) / abs(b):.1e}")
+        out["fit_expm1"] = {"max_rel_error": worst, "c": c}
     worst, at, hist, outside = exhaustive_error()
     n = int(hist.sum())
     within = np.cumsum(hist) / n
@@ -163,10 +263,22 @@ def main(argv=None):
           f"results outside [-1, 1]: {outside}")
     out["error"] = {"max_ulp": worst, "at": at, "half_ulp_histogram": hist.tolist(),
                     "outside_unit_interval": outside}
+    x64 = float64_arguments()
+    out["error_float64"] = {}
+    for name, loop in (("reduction", _loop_tanh), ("Taylor (before)", _loop_taylor64)):
+        worst, at, hist, outside = float64_error(loop, x64)
+        within = np.cumsum(hist) / hist.sum()
+        print(f"error   : float64 {name:16s} ({x64.size} arguments): max {worst:.2f} ulp at "
+              f"x = {at!r}; within 0.5 / 1 / 2 / 4 ulp: {100 * within[0]:.1f} / "
+              f"{100 * within[1]:.1f} / {100 * within[3]:.2f} / {100 * within[7]:.3f} %; "
+              f"results outside [-1, 1]: {outside}")
+        out["error_float64"][name] = {"max_ulp": worst, "at": at,
+                                      "half_ulp_histogram": hist.tolist(),
+                                      "outside_unit_interval": outside}
     t = speed(args.repeats)
-    base = t["float32 expm1 (before)"]
     for name, ns in t.items():
-        print(f"speed   : {name:24s} {ns:.3f} ns/element  ({ns / base:.2f}x the expm1 float32)")
+        base = t["float32 expm1 (before)" if "32" in name else "float64 Taylor (before)"]
+        print(f"speed   : {name:24s} {ns:.3f} ns/element  ({ns / base:.2f}x the scheme before)")
     out["speed_ns_per_element"] = t
     if args.json:
         save_json(args.json, out)

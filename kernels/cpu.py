@@ -11,10 +11,10 @@ into caller-provided buffers and allocates nothing of the size of a batch.
 
 GEMMs go to BLAS through ``np.matmul(..., out=...)``; the elementwise work around
 them (bias, activation, derivative, axpy, column sums for the bias gradient) is
-fused into single-pass Numba kernels. ``tanh`` is evaluated by a branch-free
-polynomial/doubling scheme (:func:`_tanh`) that LLVM vectorises: Numba's scalar
-libm ``tanh`` is ~10x slower than NumPy's SIMD ufunc, which in turn could not be
-fused with the bias and the axpy.
+fused into single-pass Numba kernels. ``tanh`` is evaluated by branch-free
+formulas (:func:`_tanh`: a rational in float32, a reduced expm1 in float64) that
+LLVM vectorises: Numba's scalar libm ``tanh`` is ~10x slower than NumPy's SIMD
+ufunc, which in turn could not be fused with the bias and the axpy.
 
 The *record* of a layer is what the forward step stores for the backward sweeps:
 the activation value ``A = tanh(Z)`` for tanh (sigma' = 1 - A^2 needs no
