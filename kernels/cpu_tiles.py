@@ -22,18 +22,22 @@ change any sum: every entry is still one running sum in the order stated below.
 
 Summation order (what makes every path bit-identical): an entry of a product is
 summed from zero (or from its value in memory, for accumulating products) in
-increasing index of the inner dimension, ``acc = acc + a*b`` one product at a
-time, in a full tile or in the scalar tails alike. No reassociation and no
-contraction into FMA happens (no fast-math flags).
+increasing index of the inner dimension, ``acc = fma(a, b, acc)`` one product at
+a time (one rounding per product, ``llvm.fma``), in a full tile or in the scalar
+tails alike. No reassociation happens (no fast-math flags). The FMAs are
+explicit; against a separate multiply and add they measured 3-8 % faster
+value-and-gradients in float32 (w = 32 and 128, one and two threads, Zen 4) and
+the same time in float64.
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .cpu_activations import _c
+from .cpu_activations import _c, _fma
 
 #: Columns of a register tile.
 NR = 8
@@ -75,7 +79,7 @@ def _make_tile(full, pairs, nr=NR):
 
         acc[r, :] = C[oc + r sc : + NR]          if init, else 0
         for k in 0 .. n-1:
-            acc[r, :] += A[oa + r sar + k sak] * B[ob + k sbk : + NR]
+            acc[r, :] = fma(A[oa + r sar + k sak], B[ob + k sbk : + NR], acc[r, :])
             (and then, for pairs == 2, the same with A2, oa2, B2, ob2)
         C[oc + r sc : + NR] = acc[r, :] (+ bias[obias : + NR] if add_bias)
 
@@ -99,6 +103,9 @@ def _make_tile(full, pairs, nr=NR):
             mr = ((MR32 if dt.bitwidth == 32 else MR64) if full else 1)
             vty = ir.VectorType(ety, nr)
             vptr = vty.as_pointer()
+            vfma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                f"llvm.fma.v{nr}f{dt.bitwidth}")
             i64 = ir.IntType(64)
             i32 = ir.IntType(32)
 
@@ -156,7 +163,7 @@ def _make_tile(full, pairs, nr=NR):
                 for r in range(mr):
                     off = builder.add(base, builder.mul(sar_, ir.Constant(i64, r)))
                     a = builder.load(builder.gep(pa, [off]), align=isz)
-                    new[r] = builder.fadd(new[r], builder.fmul(splat(a), vb))
+                    new[r] = builder.call(vfma, [splat(a), vb, new[r]])
             k1 = builder.add(k, ir.Constant(i64, 1))
             end = builder.basic_block
             k.add_incoming(k1, end)
@@ -213,7 +220,7 @@ def gemm_rows(A, B, C, r0, r1, bias, add_bias, A2, B2, two, ashift=0):
 
     A, A2 (s, K), B, B2 (K, n), C (s, n); row i of C takes row ``i - ashift`` of A
     and A2 (a block buffer holding rows r0.. of A at 0.. has ``ashift = r0``).
-    Entry (i, j) is the running sum from
+    Entry (i, j) is the running sum (one FMA a product) from
     zero of ``A[i, k] B[k, j]`` (followed, for each k, by ``A2[i, k] B2[k, j]``
     when ``two``) over k = 0, 1, ...; then ``+ bias[j]`` when ``add_bias``.
 
@@ -274,9 +281,9 @@ def gemm_rows(A, B, C, r0, r1, bias, add_bias, A2, B2, two, ashift=0):
             for j in range(nt, n):
                 z = zero
                 for k in range(K):
-                    z = z + A[ii, k] * B[k, j]
+                    z = _fma(A[ii, k], B[k, j], z)
                     if two:
-                        z = z + A2[ii, k] * B2[k, j]
+                        z = _fma(A2[ii, k], B2[k, j], z)
                 C[i, j] = z + bias[j] if add_bias else z
 
 
@@ -345,7 +352,7 @@ def gemm_tn_acc(D, X, D2, X2, two, G, r0, r1, dshift=0):
             for k in range(nt, n):
                 g = G[j, k]
                 for i in range(r0, r1):
-                    g = g + D[i - dshift, j] * X[i, k]
+                    g = _fma(D[i - dshift, j], X[i, k], g)
                     if two:
-                        g = g + D2[i - dshift, j] * X2[i, k]
+                        g = _fma(D2[i - dshift, j], X2[i, k], g)
                 G[j, k] = g

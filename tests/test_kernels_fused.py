@@ -17,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mgnn.kernels import cpu as K
 from mgnn.kernels import cpu_fused as F
+from mgnn.kernels.cpu_activations import _fma
+from numba import njit
 from test_kernels import ref_d2sigma as d2sigma
 from test_kernels import ref_dsigma as dsigma
 from test_kernels import ref_sigma as sigma
@@ -330,15 +332,55 @@ def test_chunk_count_depends_on_batch_and_width_only():
 
 
 # ------------------------------------------------- register tiles, bit for bit
-def running_sums(A, B, bias=None, A2=None, B2=None):
+@njit(error_model="numpy")
+def _fma_running_sums(A, B, A2, B2, two, acc):
+    for i in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            z = acc[i, j]
+            for k in range(A.shape[1]):
+                z = _fma(A[i, k], B[k, j], z)
+                if two:
+                    z = _fma(A2[i, k], B2[k, j], z)
+            acc[i, j] = z
+
+
+def running_sums(A, B, bias=None, A2=None, B2=None, start=None):
     """C = A B (+ A2 B2) (+ bias) as the tiles promise: each entry one running sum from
-    zero, ``acc + a*b`` rounded in the dtype one product at a time, in k order."""
-    acc = np.zeros((A.shape[0], B.shape[1]), A.dtype)
-    for k in range(A.shape[1]):
-        acc = acc + A[:, k, None] * B[None, k, :]
-        if A2 is not None:
-            acc = acc + A2[:, k, None] * B2[None, k, :]
+    zero (or from ``start``), ``acc = fma(a, b, acc)`` one product at a time in k order
+    (a scalar loop: the FMA itself is checked against exact rational arithmetic in
+    test_fma_is_rounded_once)."""
+    acc = np.zeros((A.shape[0], B.shape[1]), A.dtype) if start is None else start.copy()
+    two = A2 is not None
+    _fma_running_sums(A, B, A2 if two else A, B2 if two else B, two, acc)
     return acc if bias is None else acc + bias
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fma_is_rounded_once(dtype):
+    """``_fma(a, b, c)`` is a b + c rounded once (exact rationals, then nearest-even)."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((2, 3000)).astype(dtype)
+    c = (-a * b + rng.standard_normal(3000).astype(dtype) * np.finfo(dtype).eps).astype(dtype)
+    got = np.empty_like(a)
+    _fma_loop(a, b, c, got)
+    differs = 0
+    for x, y, z, r in zip(a, b, c, got, strict=True):
+        exact = Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z))
+        lo = np.nextafter(r, dtype(-np.inf))
+        hi = np.nextafter(r, dtype(np.inf))
+        err = abs(Fraction(float(r)) - exact)
+        # r is a nearest float: no closer neighbour (ties are not drawn here)
+        assert err <= abs(Fraction(float(lo)) - exact) and err <= abs(Fraction(float(hi)) - exact)
+        differs += r != dtype(x * y + z)
+    assert differs > 1000  # c cancels a b: one rounding and two differ in most draws
+
+
+@njit(error_model="numpy")
+def _fma_loop(a, b, c, out):
+    for i in range(a.size):
+        out[i] = _fma(a[i], b[i], c[i])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -362,9 +404,8 @@ def test_tiles_are_running_sums_at_every_column_split(dtype):
         G0 = rng.standard_normal((K_, n)).astype(dtype)
         G = G0.copy()
         gemm_tn_acc(D, X, D, X, False, G, 1, s)
-        ref = G0.copy()
-        for i in range(1, s):  # G += D^T X, row by row, onto G's own values
-            ref = ref + D[i, :, None] * X[i, None, :]
+        # G += D^T X, row by row in order, onto G's own values
+        ref = running_sums(np.ascontiguousarray(D[1:].T), X[1:], start=G0)
         np.testing.assert_array_equal(G, ref)
 
 
