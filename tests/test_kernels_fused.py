@@ -13,7 +13,7 @@
 import numba
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from mgnn.kernels import cpu as K
 from mgnn.kernels import cpu_fused as F
@@ -58,6 +58,11 @@ def away_from_kinks(Z, act):
 # --------------------------------------------------------------- against NumPy
 @settings(max_examples=25, deadline=None)
 @given(layer_shapes, dtypes, st.sampled_from(ACTS), st.booleans(), st.integers(0, 2**31))
+# layers of at least PREFETCH_MIN_WIDTH, whose adjoint splits L = D W into row tiles and
+# prefetches ahead (several blocks, a partial last one, column tails)
+@example((300, 32, 32), np.float64, "tanh", True, 1)
+@example((300, 40, 33), np.float32, "identity", False, 2)
+@example((129, 64, 64), np.float32, "tanh", True, 3)
 def test_fused_forward_and_adjoint_match_numpy(shape, dtype, act, skip, seed):
     s, wi, wo = shape
     if skip:
