@@ -272,14 +272,17 @@ def _forward_rows(U, WT, b, h, act, skip, S, out, r0, r1):
 
 
 @njit(cache=True, error_model="numpy")
-def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1, keep_D):
+def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1, keep_D,
+                  Sx, Ux, xr0):
     """D = h sigma'(S) Ln; L = D W (+ Ln); G += D^T U; gb += sum_rows D; rows [r0, r1).
 
     With ``keep_D`` False, D lives in a block buffer (never streamed to memory);
     the other outputs are the same bits either way. For ``wo >=
     PREFETCH_MIN_WIDTH`` the rows of S and U PREFETCH_BLOCKS blocks ahead are
     prefetched between the row tiles of ``L = D W`` (same bits: a row's sums do not
-    depend on how the rows are split).
+    depend on how the rows are split); past r1 the prefetch goes on with the rows
+    from ``xr0`` of ``Sx`` and ``Ux``, the record and state the caller takes next
+    (``S, U, r1``: the next rows of this layer; ``xr0 = s``: nothing).
     """
     wo = S.shape[1]
     wi = U.shape[1]
@@ -288,6 +291,9 @@ def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1
     tile = 4 if S.itemsize == 8 else 8  # the row tile of cpu_tiles (MR64, MR32)
     line = 64 // S.itemsize
     u_ = U.reshape(-1)
+    sx_ = Sx.reshape(-1)
+    ux_ = Ux.reshape(-1)
+    xs = Sx.shape[0]
     Db = D if keep_D else np.empty((max(min(rb, r1 - r0), 1), wo), D.dtype)
     s_ = S.reshape(-1)
     l_ = Ln.reshape(-1)
@@ -312,6 +318,12 @@ def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1
                     _prefetch(s_, t)
                 for t in range(q0 * wi, q1 * wi, line):
                     _prefetch(u_, t)
+                x0 = xr0 + max(q0, r1) - r1  # rows past r1: the next record and state
+                x1 = min(xr0 + q0 + tile - r1, xs)
+                for t in range(x0 * wo, x1 * wo, line):
+                    _prefetch(sx_, t)
+                for t in range(x0 * wi, x1 * wi, line):
+                    _prefetch(ux_, t)
         elif want_L:
             gemm_rows(Db, W, L, a, e, gb, False, Db, W, False, sh)
         if want_L and skip:
@@ -438,13 +450,14 @@ def _adjoint_layer(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, Pg, P
         _zero(G)
         _zero(gb)
     if C == 1:
-        _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, 0, s, keep_D)
+        _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, 0, s, keep_D,
+                      S, U, s)
         return
     for c in prange(C):
         r0, r1 = _rows(c, C, s)
         if c == 0:
             _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1,
-                          keep_D)
+                          keep_D, S, U, r1)
         else:
             Gc = Pg[c - 1]
             bc = Pb[c - 1]
@@ -452,7 +465,7 @@ def _adjoint_layer(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, Pg, P
                 _zero(Gc)
                 _zero(bc)
             _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, Gc, bc, want_g, skip, r0, r1,
-                          keep_D)
+                          keep_D, S, U, r1)
     if want_g:
         for c in range(1, C):
             _add_into(G, Pg[c - 1])
@@ -623,8 +636,11 @@ def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
             for n in range(top - 1, bot - 1, -1):
                 W, _ = _layer(P, n, w)
                 gW, gb = _chunk_block(G, Pg, c, n, top, w)
+                # taken next: this chunk one layer down, or after the group's last layer
+                # the next chunk at the group's top
+                nx, xr0 = (n - 1, r0) if n > bot else (top - 1, r1)
                 _adjoint_rows(L[cc], U[n], W, S[n], h, act, D, L[1 - cc], True, gW, gb, True,
-                              True, r0, r1, False)
+                              True, r0, r1, False, S[nx], U[nx], xr0)
                 cc = 1 - cc
         _add_group_partials(G, Pg, bot, top, C)
         if (top - bot) % 2 == 1:
@@ -768,9 +784,9 @@ def adjoint_batch(Lnf, lno, Uf, uo, Wf, wof, Sf, so, h, act, Df, do, Lf, lo, wan
         if want_g:
             _zero(G)
             _zero(gb)
-        _adjoint_rows(_sl(Lnf, lno, q, s, wo), _sl(Uf, uo, q, s, wi), _sl(Wf, wof, q, wo, wi),
-                      _sl(Sf, so, q, s, wo), h, act, Dq, Lq, want_L, G, gb, want_g, skip, r0, r1,
-                      True)
+        Sq, Uq = _sl(Sf, so, q, s, wo), _sl(Uf, uo, q, s, wi)
+        _adjoint_rows(_sl(Lnf, lno, q, s, wo), Uq, _sl(Wf, wof, q, wo, wi), Sq, h, act, Dq, Lq,
+                      want_L, G, gb, want_g, skip, r0, r1, True, Sq, Uq, r1)
     if want_g and C > 1:
         for q in prange(k):
             G = _sl(Gf, go, q, wo, wi)
@@ -847,13 +863,15 @@ def adjoint_steps(X0, X1, X2, tab, U, urow, W, R, rrow, h, act, D, G):
         u, Wq, r = U[urow[j]], W[tab[j, 5]], R[rrow[j]]
         g = tab[j, 4]
         if nch == 1:
-            _adjoint_rows(ln, u, Wq, r, h, act, D, out, True, gd, bd, False, True, 0, s, True)
+            _adjoint_rows(ln, u, Wq, r, h, act, D, out, True, gd, bd, False, True, 0, s, True,
+                          r, u, s)
             if g >= 0:
                 _add_rows(out, G[g], 0, s)
             continue
         for c in prange(nch):
             r0, r1 = c * SWEEP_ROWS, min(s, (c + 1) * SWEEP_ROWS)
-            _adjoint_rows(ln, u, Wq, r, h, act, D, out, True, gd, bd, False, True, r0, r1, True)
+            _adjoint_rows(ln, u, Wq, r, h, act, D, out, True, gd, bd, False, True, r0, r1, True,
+                          r, u, r1)
             if g >= 0:
                 _add_rows(out, G[g], r0, r1)
 

@@ -449,7 +449,7 @@ def test_fused_float32_kernels_stay_float32():
     adj = njit(error_model="numpy")(F._adjoint_rows.py_func)
     for act in range(4):
         adj(U, U, W, S, np.float32(0.5), act, S.copy(), out.copy(), True, G, gb, True, True, 0, 8,
-            False)
+            False, S, U, 8)
     for f in (fwd, adj):
         ir = f.inspect_llvm(f.signatures[0])
         assert "define" in ir and "fpext" not in ir
