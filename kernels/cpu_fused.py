@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .cpu_activations import IDENTITY, RELU, SMOOTH_RELU, TANH, _d2sigma, _dsigma, _sigma
-from .cpu_tiles import gemm_rows, gemm_tn_acc
+from .cpu_tiles import MR32, MR64, gemm_rows, gemm_tn_acc
 
 #: Largest number of sample chunks a gradient is split into (a power of two).
 MAX_CHUNKS = 16
@@ -75,9 +75,16 @@ SWEEP_GROUP_ELEMS = 1 << 19
 #: 31.0-31.6 / 27.9-28.2; float32 w = 32 N = 64 s = 5000, one thread: 34.4-35.1 /
 #: 31.6-32.5; float32 w = 128: 74.0-74.6 / 73.6; distance 1: 5-10 % less gain, 4:
 #: half of it. At w = 8 the row pieces cost more than the prefetch saves (float64
-#: N = 256 s = 5000: 48-49 / 54 ms), so narrow layers do without.
+#: N = 256 s = 5000: 48-49 / 54 ms), so narrow layers do without. Past the last rows
+#: of a call the prefetch goes on into the rows the caller takes next (float64 w = 32
+#: N = 64 s = 1000, one thread: 14.1-14.3 / 13.1-13.3 ms). The second-order adjoint
+#: sweep, the same way: float64 w = 32 N = 64 s = 1000, one thread, 19.4-20.0 /
+#: 17.3-17.8 ms; N = 256, two threads, 41.1-41.9 / 34.4-35.9; float32 w = 32 N = 64
+#: s = 5000, one thread, 47.3-49.3 / 43.9-44.7.
 PREFETCH_BLOCKS = 2
 PREFETCH_MIN_WIDTH = 32
+#: Bytes of a cache line (one prefetch each).
+CACHE_LINE = 64
 
 
 @intrinsic
@@ -102,6 +109,22 @@ def _prefetch(typingctx, flat, idx):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@njit(inline="always")
+def _prefetch_rows(flat, r0, r1, width):
+    """Prefetch rows [r0, r1) of a C-contiguous (rows, width) array given flat."""
+    for t in range(r0 * width, r1 * width, CACHE_LINE // flat.itemsize):
+        _prefetch(flat, t)
+
+
+@njit(inline="always")
+def _prefetch_ahead(flat, xflat, q0, n, r1, xr0, xs, width):
+    """Prefetch rows [q0, q0 + n) of a call on rows [.., r1): those below r1 from
+    ``flat``, those past it from ``xflat`` (the array the caller takes next, its
+    row xr0 standing for row r1; xs rows)."""
+    _prefetch_rows(flat, q0, min(q0 + n, r1), width)
+    _prefetch_rows(xflat, xr0 + max(q0, r1) - r1, min(xr0 + q0 + n - r1, xs), width)
 
 
 @njit(cache=True)
@@ -288,8 +311,7 @@ def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1
     wi = U.shape[1]
     rb = _block_rows(max(wi, wo), S.itemsize)
     pf = want_L and wo >= PREFETCH_MIN_WIDTH
-    tile = 4 if S.itemsize == 8 else 8  # the row tile of cpu_tiles (MR64, MR32)
-    line = 64 // S.itemsize
+    tile = MR64 if S.itemsize == 8 else MR32  # the row tile of gemm_rows
     u_ = U.reshape(-1)
     sx_ = Sx.reshape(-1)
     ux_ = Ux.reshape(-1)
@@ -313,17 +335,8 @@ def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1
             for i in range(a, e, tile):
                 gemm_rows(Db, W, L, i, min(i + tile, e), gb, False, Db, W, False, sh)
                 q0 = ahead + i - a
-                q1 = min(q0 + tile, r1)
-                for t in range(q0 * wo, q1 * wo, line):
-                    _prefetch(s_, t)
-                for t in range(q0 * wi, q1 * wi, line):
-                    _prefetch(u_, t)
-                x0 = xr0 + max(q0, r1) - r1  # rows past r1: the next record and state
-                x1 = min(xr0 + q0 + tile - r1, xs)
-                for t in range(x0 * wo, x1 * wo, line):
-                    _prefetch(sx_, t)
-                for t in range(x0 * wi, x1 * wi, line):
-                    _prefetch(ux_, t)
+                _prefetch_ahead(s_, sx_, q0, tile, r1, xr0, xs, wo)
+                _prefetch_ahead(u_, ux_, q0, tile, r1, xr0, xs, wi)
         elif want_L:
             gemm_rows(Db, W, L, a, e, gb, False, Db, W, False, sh)
         if want_L and skip:
@@ -356,16 +369,25 @@ def _tangent_rows(U, dU, WT, dWT, db, S, h, act, has_dU, has_dW, skip, dZ, out, 
 
 @njit(cache=True, error_model="numpy")
 def _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG, dgb,
-                    want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1, keep_D):
+                    want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1, keep_D,
+                    Sx, dZx, Ux, dUx, xr0):
     """The second-order adjoint step on rows [r0, r1) (see ``soadjoint_step``).
 
     D = h sigma' Ln, dD = h (sigma'' dZ Ln + sigma' dLn); L = D W (+ Ln);
     dL = dD W + D dW (+ dLn); G += D^T U; dG += dD^T U + D^T dU (per row, in this
     order); gb, dgb += column sums of D, dD. With ``keep_D`` False, D and dD live
-    in block buffers.
+    in block buffers. Prefetch as in :func:`_adjoint_rows`, of S, dZ, U (and dU),
+    between the row tiles of L and dL; past r1 from ``Sx, dZx, Ux, dUx`` at row
+    ``xr0``.
     """
     wo = S.shape[1]
-    rb = _block_rows(max(U.shape[1], wo), S.itemsize)
+    wi = U.shape[1]
+    rb = _block_rows(max(wi, wo), S.itemsize)
+    pf = (want_L or want_dL) and wo >= PREFETCH_MIN_WIDTH
+    tile = MR64 if S.itemsize == 8 else MR32
+    xs = Sx.shape[0]
+    u_, du_ = U.reshape(-1), dU.reshape(-1)
+    sx_, zx_, ux_, dux_ = Sx.reshape(-1), dZx.reshape(-1), Ux.reshape(-1), dUx.reshape(-1)
     nb = max(min(rb, r1 - r0), 1)
     Db = D if keep_D else np.empty((nb, wo), D.dtype)
     dDb = dD if keep_D else np.empty((nb, wo), D.dtype)
@@ -391,17 +413,35 @@ def _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, d
                 for j in range(wo):
                     dgb[j] += dDb[i, j]
             gemm_tn_acc(dDb, U, Db, dU, has_dU, dG, a, e, sh)
-        if want_L:
-            gemm_rows(Db, W, L, a, e, gb, False, Db, W, False, sh)
-            if skip:
-                _ew_add(o_, l_, a * wo, e * wo)
-        if want_dL:
-            if has_dW:
-                gemm_rows(dDb, W, dL, a, e, gb, False, Db, dW, True, sh)
-            else:
-                gemm_rows(dDb, W, dL, a, e, gb, False, dDb, W, False, sh)
-            if skip:
-                _ew_add(do_, dl_, a * wo, e * wo)
+        if pf:
+            ahead = a + PREFETCH_BLOCKS * rb
+            for i in range(a, e, tile):
+                _so_input_adjoints(Db, dDb, W, dW, L, dL, gb, i, min(i + tile, e), sh,
+                                   want_L, want_dL, has_dW)
+                q0 = ahead + i - a
+                _prefetch_ahead(s_, sx_, q0, tile, r1, xr0, xs, wo)
+                _prefetch_ahead(z_, zx_, q0, tile, r1, xr0, xs, wo)
+                _prefetch_ahead(u_, ux_, q0, tile, r1, xr0, xs, wi)
+                if has_dU:
+                    _prefetch_ahead(du_, dux_, q0, tile, r1, xr0, xs, wi)
+        else:
+            _so_input_adjoints(Db, dDb, W, dW, L, dL, gb, a, e, sh, want_L, want_dL, has_dW)
+        if want_L and skip:
+            _ew_add(o_, l_, a * wo, e * wo)
+        if want_dL and skip:
+            _ew_add(do_, dl_, a * wo, e * wo)
+
+
+@njit(inline="always")
+def _so_input_adjoints(Db, dDb, W, dW, L, dL, gb, a, e, sh, want_L, want_dL, has_dW):
+    """Rows [a, e) of L = D W and dL = dD W (+ D dW) (gb: an unused bias argument)."""
+    if want_L:
+        gemm_rows(Db, W, L, a, e, gb, False, Db, W, False, sh)
+    if want_dL:
+        if has_dW:
+            gemm_rows(dDb, W, dL, a, e, gb, False, Db, dW, True, sh)
+        else:
+            gemm_rows(dDb, W, dL, a, e, gb, False, dDb, W, False, sh)
 
 
 @njit(inline="always")
@@ -504,14 +544,15 @@ def _soadjoint_layer(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, 
         _zero(dgb)
     if C == 1:
         _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG, dgb,
-                        want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, 0, s, keep_D)
+                        want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, 0, s, keep_D,
+                        S, dZ, U, dU, s)
         return
     for c in prange(C):
         r0, r1 = _rows(c, C, s)
         if c == 0:
             _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, dG,
                             dgb, want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1,
-                            keep_D)
+                            keep_D, S, dZ, U, dU, r1)
         else:
             p = P[c - 1]
             _zero(p)
@@ -521,7 +562,7 @@ def _soadjoint_layer(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, 
             dbc = p[1, wo * wi:]
             _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, Gc, bc, dGc,
                             dbc, want_L, want_dL, want_g, want_dg, has_dU, has_dW, skip, r0, r1,
-                            keep_D)
+                            keep_D, S, dZ, U, dU, r1)
     for c in range(1, C):
         p = P[c - 1]
         if want_g:
@@ -693,9 +734,11 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
                 W, _ = _layer(P, n, w)
                 dW, _ = _layer(dP, n, w)
                 hW, hb = _chunk_block(H, Pt, c, n, top, w)
+                nx, xr0 = (n - 1, r0) if n > bot else (top - 1, r1)  # as in adjoint_sweep
                 _soadjoint_rows(L[cc], dL[cc], U[n], dU[n], W, dW, S[n], dZ[n], h, act, D, dD,
                                 L[1 - cc], dL[1 - cc], hW, hb, hW, hb, True, True, False, True,
-                                True, True, True, r0, r1, False)
+                                True, True, True, r0, r1, False, S[nx], dZ[nx], U[nx], dU[nx],
+                                xr0)
                 cc = 1 - cc
         _add_group_partials(H, Pt, bot, top, C)
         if (top - bot) % 2 == 1:

@@ -101,6 +101,9 @@ def test_fused_forward_and_adjoint_match_numpy(shape, dtype, act, skip, seed):
 @settings(max_examples=25, deadline=None)
 @given(layer_shapes, dtypes, st.sampled_from(ACTS), st.booleans(), st.booleans(),
        st.integers(0, 2**31))
+# at least PREFETCH_MIN_WIDTH wide: the second-order adjoint's row tiles and prefetch
+@example((300, 32, 32), np.float64, "tanh", True, True, 1)
+@example((201, 40, 40), np.float32, "smooth_relu", False, True, 2)
 def test_fused_tangent_and_second_order_match_numpy(shape, dtype, act, has_dU, has_dW, seed):
     s, w, _ = shape
     rng = np.random.default_rng(seed)
