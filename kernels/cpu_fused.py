@@ -634,6 +634,24 @@ def _chunk_block(G, Pg, c, n, top, w):
     return gW, gb
 
 
+@njit(inline="always")
+def _sweep_chunks(U, n0, n1):
+    """(s, w, C, K, partials) of an adjoint sweep over layers [n0, n1): C = n_chunks(s, w)
+    sample chunks, K layers a group, and the (C - 1, K, w^2 + w) chunk partials."""
+    s, w = U.shape[1], U.shape[2]
+    C = n_chunks(s, w)
+    K = _group_layers(s, w, n1 - n0)
+    return s, w, C, K, np.empty((max(C - 1, 1), K, w * w + w), U.dtype)
+
+
+@njit(inline="always")
+def _taken_next(n, bot, top, r0, r1):
+    """(layer, first row) a sweep's thread takes after layer n of chunk rows [r0, r1)
+    in the group [bot, top): the chunk one layer down, or after the group's last
+    layer the next chunk at the group's top (where the prefetch runs on into)."""
+    return (n - 1, r0) if n > bot else (top - 1, r1)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def _add_group_partials(G, Pg, bot, top, C):
     """G's blocks of layers bot .. top-1 += the partials of chunks 1 .. C-1, in chunk
@@ -663,11 +681,7 @@ def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
     thread count. Workspace: ``(C - 1) K (w^2 + w)`` partials for K layers a
     group (at most ``2^19 (w + 1) / 64`` numbers).
     """
-    s, w = U.shape[1], U.shape[2]
-    C = n_chunks(s, w)
-    bs = w * w + w
-    K = _group_layers(s, w, n1 - n0)
-    Pg = np.empty((max(C - 1, 1), K, bs), U.dtype)
+    s, w, C, K, Pg = _sweep_chunks(U, n0, n1)
     top = n1
     while top > n0:
         bot = max(n0, top - K)
@@ -677,9 +691,7 @@ def adjoint_sweep(L, cur, U, P, S, h, act, D, G, n0, n1):
             for n in range(top - 1, bot - 1, -1):
                 W, _ = _layer(P, n, w)
                 gW, gb = _chunk_block(G, Pg, c, n, top, w)
-                # taken next: this chunk one layer down, or after the group's last layer
-                # the next chunk at the group's top
-                nx, xr0 = (n - 1, r0) if n > bot else (top - 1, r1)
+                nx, xr0 = _taken_next(n, bot, top, r0, r1)
                 _adjoint_rows(L[cc], U[n], W, S[n], h, act, D, L[1 - cc], True, gW, gb, True,
                               True, r0, r1, False, S[nx], U[nx], xr0)
                 cc = 1 - cc
@@ -719,11 +731,7 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
     Threads and sums as in :func:`adjoint_sweep`: bit-identical to stepping
     layer by layer for any thread count.
     """
-    s, w = U.shape[1], U.shape[2]
-    C = n_chunks(s, w)
-    bs = w * w + w
-    K = _group_layers(s, w, n1 - n0)
-    Pt = np.empty((max(C - 1, 1), K, bs), U.dtype)
+    s, w, C, K, Pt = _sweep_chunks(U, n0, n1)
     top = n1
     while top > n0:
         bot = max(n0, top - K)
@@ -734,7 +742,7 @@ def soadjoint_sweep(L, dL, cur, U, dU, P, dP, S, dZ, h, act, D, dD, H, n0, n1):
                 W, _ = _layer(P, n, w)
                 dW, _ = _layer(dP, n, w)
                 hW, hb = _chunk_block(H, Pt, c, n, top, w)
-                nx, xr0 = (n - 1, r0) if n > bot else (top - 1, r1)  # as in adjoint_sweep
+                nx, xr0 = _taken_next(n, bot, top, r0, r1)
                 _soadjoint_rows(L[cc], dL[cc], U[n], dU[n], W, dW, S[n], dZ[n], h, act, D, dD,
                                 L[1 - cc], dL[1 - cc], hW, hb, hW, hb, True, True, False, True,
                                 True, True, True, r0, r1, False, S[nx], dZ[nx], U[nx], dU[nx],
