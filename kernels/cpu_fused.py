@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .cpu_activations import IDENTITY, RELU, SMOOTH_RELU, TANH, _d2sigma, _dsigma, _sigma
-from .cpu_tiles import MR32, MR64, gemm_rows, gemm_tn_acc
+from .cpu_tiles import MR32, MR64, colsum_acc, gemm_rows, gemm_tn_acc
 
 #: Largest number of sample chunks a gradient is split into (a power of two).
 MAX_CHUNKS = 16
@@ -326,9 +326,7 @@ def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1
         sh = 0 if keep_D else a
         _ew_delta(s_, l_, d_, a * wo, e * wo, (a - sh) * wo, h, act)
         if want_g:
-            for i in range(a - sh, e - sh):
-                for j in range(wo):
-                    gb[j] += Db[i, j]
+            colsum_acc(Db, gb, a, e, sh)
             gemm_tn_acc(Db, U, Db, U, False, G, a, e, sh)
         if pf:
             ahead = a + PREFETCH_BLOCKS * rb
@@ -404,14 +402,10 @@ def _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, d
         sh = 0 if keep_D else a
         _ew_so(s_, z_, l_, dl_, d_, dd_, a * wo, e * wo, (a - sh) * wo, h, act)
         if want_g:
-            for i in range(a - sh, e - sh):
-                for j in range(wo):
-                    gb[j] += Db[i, j]
+            colsum_acc(Db, gb, a, e, sh)
             gemm_tn_acc(Db, U, Db, U, False, G, a, e, sh)
         if want_dg:
-            for i in range(a - sh, e - sh):
-                for j in range(wo):
-                    dgb[j] += dDb[i, j]
+            colsum_acc(dDb, dgb, a, e, sh)
             gemm_tn_acc(dDb, U, Db, dU, has_dU, dG, a, e, sh)
         if pf:
             ahead = a + PREFETCH_BLOCKS * rb

@@ -203,6 +203,95 @@ _wtile_one1 = _make_tile(False, 1, NRW)
 _wtile_one2 = _make_tile(False, 2, NRW)
 
 
+
+def _make_colsum(nt, nr):
+    """An intrinsic adding the rows of ``nt`` adjacent ``nr``-wide column tiles.
+
+    ``colsum(g, og, D, od, ldd, n)``: with element offsets into the flat data,
+
+        acc[t, :] = g[og + t nr : + nr]
+        for k in 0 .. n-1:
+            acc[t, :] = acc[t, :] + D[od + k ldd + t nr : + nr]
+        g[og + t nr : + nr] = acc[t, :]
+
+    for t < nt: one running sum per column, in row order (the bits of a scalar
+    loop; the ``nt`` tiles are independent sums, so they hide each other's add
+    latency). The caller guarantees that every addressed element lies inside
+    its array.
+    """
+
+    @intrinsic
+    def colsum(typingctx, g, og, D, od, ldd, n):
+        dt = g.dtype
+        sig = types.void(g, og, D, od, ldd, n)
+
+        def codegen(context, builder, signature, args):
+            g_, og_, D_, od_, ldd_, n_ = args
+            aty = signature.args
+            ety = context.get_value_type(dt)
+            isz = context.get_abi_sizeof(ety)
+            vty = ir.VectorType(ety, nr)
+            vptr = vty.as_pointer()
+            i64 = ir.IntType(64)
+
+            def as64(v):
+                return v if v.type == i64 else builder.sext(v, i64)
+
+            pg = context.make_array(aty[0])(context, builder, g_).data
+            pD = context.make_array(aty[2])(context, builder, D_).data
+            og_, od_, ldd_, n_ = as64(og_), as64(od_), as64(ldd_), as64(n_)
+
+            def vptr_at(base, off):
+                return builder.bitcast(builder.gep(base, [off]), vptr)
+
+            goff = [builder.add(og_, ir.Constant(i64, t * nr)) for t in range(nt)]
+            acc0 = [builder.load(vptr_at(pg, goff[t]), align=isz) for t in range(nt)]
+            pre = builder.basic_block
+            loop = builder.append_basic_block("colsum.loop")
+            done = builder.append_basic_block("colsum.done")
+            builder.cbranch(builder.icmp_signed(">", n_, ir.Constant(i64, 0)), loop, done)
+
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(ir.Constant(i64, 0), pre)
+            accs = []
+            for t in range(nt):
+                ph = builder.phi(vty)
+                ph.add_incoming(acc0[t], pre)
+                accs.append(ph)
+            row = builder.add(od_, builder.mul(k, ldd_))
+            new = [builder.fadd(accs[t], builder.load(
+                vptr_at(pD, builder.add(row, ir.Constant(i64, t * nr))), align=isz))
+                for t in range(nt)]
+            k1 = builder.add(k, ir.Constant(i64, 1))
+            end = builder.basic_block
+            k.add_incoming(k1, end)
+            for t in range(nt):
+                accs[t].add_incoming(new[t], end)
+            builder.cbranch(builder.icmp_signed("<", k1, n_), loop, done)
+
+            builder.position_at_end(done)
+            fin = []
+            for t in range(nt):
+                ph = builder.phi(vty)
+                ph.add_incoming(acc0[t], pre)
+                ph.add_incoming(new[t], end)
+                fin.append(ph)
+            for t in range(nt):
+                builder.store(fin[t], vptr_at(pg, goff[t]), align=isz)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return colsum
+
+
+#: Column sums: 4 tiles, 1 tile, of NR or NRW columns.
+_colsum4 = _make_colsum(4, NR)
+_colsum1 = _make_colsum(1, NR)
+_wcolsum4 = _make_colsum(4, NRW)
+_wcolsum1 = _make_colsum(1, NRW)
+
 @njit(inline="always")
 def _tiled_columns(n, nrw):
     """(nw, nt): columns [0, nw) in tiles of ``nrw``, [nw, nt) in tiles of NR, the rest
@@ -356,3 +445,52 @@ def gemm_tn_acc(D, X, D2, X2, two, G, r0, r1, dshift=0):
                     if two:
                         g = _fma(D2[i - dshift, j], X2[i, k], g)
                 G[j, k] = g
+
+
+# ----------------------------------------------------------------------------
+# g[j] += sum_i D[i, j] over rows i in [r0, r1)
+# ----------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def colsum_acc(D, g, r0, r1, dshift=0):
+    """``g += D[r0 - dshift : r1 - dshift].sum(axis=0)``, one running sum per column.
+
+    D (s, m) C-contiguous, g (m,) contiguous. Entry j adds ``D[i - dshift, j]``
+    for i = r0, r0+1, ... in order to the value in g (the bias gradient of a
+    block of deltas): the bits of the scalar loop, and splitting the rows into
+    consecutive calls gives the same bits as one call. The columns are summed
+    in SIMD tiles, four independent tiles at a time.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> D = np.arange(12.0).reshape(4, 3)
+    >>> g = np.ones(3)
+    >>> colsum_acc(D, g, 1, 4)
+    >>> g
+    array([19., 22., 25.])
+    """
+    m = D.shape[1]
+    if r1 <= r0:
+        return
+    n = r1 - r0
+    d0 = (r0 - dshift) * m
+    nrw = _nrw(g[0])
+    j = 0
+    if nrw > NR:
+        while j + 4 * NRW <= m:
+            _wcolsum4(g, j, D, d0 + j, m, n)
+            j += 4 * NRW
+        while j + NRW <= m:
+            _wcolsum1(g, j, D, d0 + j, m, n)
+            j += NRW
+    while j + 4 * NR <= m:
+        _colsum4(g, j, D, d0 + j, m, n)
+        j += 4 * NR
+    while j + NR <= m:
+        _colsum1(g, j, D, d0 + j, m, n)
+        j += NR
+    for jj in range(j, m):
+        a = g[jj]
+        for i in range(r0 - dshift, r1 - dshift):
+            a += D[i, jj]
+        g[jj] = a

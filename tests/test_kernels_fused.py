@@ -417,6 +417,37 @@ def test_tiles_are_running_sums_at_every_column_split(dtype):
         np.testing.assert_array_equal(G, ref)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_sums_are_running_sums_in_row_order(dtype):
+    """``colsum_acc`` (the bias gradient of a block) adds the rows one at a time in
+    order onto g's own values, in the SIMD tiles (4 and 1 at a time, 16- and 8-wide)
+    and the scalar tail alike; consecutive calls equal one call; NaN propagates."""
+    from mgnn.kernels.cpu_tiles import colsum_acc
+
+    rng = np.random.default_rng(12)
+    for m in (1, 3, 8, 15, 16, 24, 31, 32, 40, 64, 72, 100, 128):
+        D = rng.standard_normal((23, m)).astype(dtype)
+        g0 = rng.standard_normal(m).astype(dtype)
+        ref = g0.copy()
+        for i in range(2, 20):  # rows 3 .. 20 of the call, shifted by one
+            ref = ref + D[i]
+        g = g0.copy()
+        colsum_acc(D, g, 3, 21, 1)
+        np.testing.assert_array_equal(g, ref)
+        g = g0.copy()
+        colsum_acc(D, g, 3, 11, 1)
+        colsum_acc(D, g, 11, 21, 1)
+        np.testing.assert_array_equal(g, ref)
+        g = g0.copy()
+        colsum_acc(D, g, 5, 5)  # no rows: g unchanged
+        np.testing.assert_array_equal(g, g0)
+    D[4, -1] = np.nan
+    g = np.zeros(D.shape[1], dtype)
+    colsum_acc(D, g, 0, D.shape[0])
+    assert np.isnan(g[-1]) and np.isfinite(g[:-1]).all()
+
+
 # ---------------------------------------------------------- layouts and dtype
 def test_fused_steps_take_strided_arguments():
     rng = np.random.default_rng(9)
