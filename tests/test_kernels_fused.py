@@ -448,6 +448,33 @@ def test_column_sums_are_running_sums_in_row_order(dtype):
     assert np.isnan(g[-1]) and np.isfinite(g[:-1]).all()
 
 
+def test_flat_view_of_a_contiguous_array_is_its_data():
+    """``_flat`` (the row kernels' 1-D views) is ``reshape(-1)``: a view of the same
+    memory for C-contiguous arrays (built without refcounting), Numba's reshape
+    otherwise (which refuses what it cannot view)."""
+
+    @njit
+    def write_through(a, v):
+        f = F._flat(a)
+        for t in range(f.size):
+            f[t] = v + t
+        return f.size
+
+    a = np.zeros((3, 4, 5))
+    assert write_through(a[1], 1.0) == 20
+    np.testing.assert_array_equal(a[1].ravel(), 1.0 + np.arange(20))
+    assert not a[0].any() and not a[2].any()
+
+    @njit
+    def flat_sum(a):
+        return F._flat(a).sum()
+
+    b = np.arange(12.0).reshape(3, 4)
+    assert flat_sum(b) == 66.0
+    with pytest.raises(NotImplementedError):
+        flat_sum(np.asfortranarray(b))
+
+
 # ---------------------------------------------------------- layouts and dtype
 def test_fused_steps_take_strided_arguments():
     rng = np.random.default_rng(9)
