@@ -31,7 +31,6 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
@@ -124,7 +123,10 @@ def _flat_c(typingctx, a):
 
     ``reshape(-1)`` calls Numba's no-copy-reshape helper, about 16 ns a call,
     which the row kernels paid for seven arrays a call (one call per chunk and
-    layer: about a tenth of a float32 w = 8 adjoint sweep).
+    layer: about a tenth of a float32 w = 8 adjoint sweep). The view borrows
+    ``a``'s memory without a reference (no meminfo, so no atomic reference
+    counting either): it is valid while ``a`` is, and the kernels use it only
+    inside the call that received ``a``, never return or store it.
     """
     if not (isinstance(a, types.Array) and a.layout == "C"):
         return None
@@ -136,9 +138,10 @@ def _flat_c(typingctx, a):
         out = context.make_array(rty)(context, builder)
         isz = context.get_constant(types.intp, context.get_abi_sizeof(
             context.get_data_type(aty.dtype)))
-        null = cgutils.get_null_value(src.meminfo.type)
         populate_array(out, data=src.data, shape=[src.nitems], strides=[isz],
-                       itemsize=src.itemsize, meminfo=null, parent=cgutils.get_null_value(src.parent.type))
+                       itemsize=src.itemsize,
+                       meminfo=cgutils.get_null_value(src.meminfo.type),
+                       parent=cgutils.get_null_value(src.parent.type))
         return out._getvalue()
 
     return rty(a), codegen

@@ -205,7 +205,6 @@ _wtile_one1 = _make_tile(False, 1, NRW)
 _wtile_one2 = _make_tile(False, 2, NRW)
 
 
-
 def _make_colsum(nt, nr):
     """An intrinsic adding the rows of ``nt`` adjacent ``nr``-wide column tiles.
 
@@ -293,6 +292,7 @@ _colsum4 = _make_colsum(4, NR)
 _colsum1 = _make_colsum(1, NR)
 _wcolsum4 = _make_colsum(4, NRW)
 _wcolsum1 = _make_colsum(1, NRW)
+
 
 @njit(inline="always")
 def _tiled_columns(n, nrw):
