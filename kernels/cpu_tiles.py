@@ -73,6 +73,42 @@ def _nrw_impl(like):
     return lambda like: NR
 
 
+def _accumulating_loop(builder, n, acc0, body, name):
+    """Emit ``for k in range(n): accs = body(k, accs)`` (LLVM IR), the accumulators
+    starting at the values ``acc0`` and living in registers (phi nodes); return
+    their final values (``acc0`` when n <= 0). ``n`` is an i64 value."""
+    i64 = ir.IntType(64)
+    pre = builder.basic_block
+    loop = builder.append_basic_block(f"{name}.loop")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.cbranch(builder.icmp_signed(">", n, ir.Constant(i64, 0)), loop, done)
+
+    builder.position_at_end(loop)
+    k = builder.phi(i64)
+    k.add_incoming(ir.Constant(i64, 0), pre)
+    accs = []
+    for a in acc0:
+        ph = builder.phi(a.type)
+        ph.add_incoming(a, pre)
+        accs.append(ph)
+    new = body(k, accs)
+    k1 = builder.add(k, ir.Constant(i64, 1))
+    end = builder.basic_block
+    k.add_incoming(k1, end)
+    for ph, v in zip(accs, new, strict=True):
+        ph.add_incoming(v, end)
+    builder.cbranch(builder.icmp_signed("<", k1, n), loop, done)
+
+    builder.position_at_end(done)
+    fin = []
+    for a, v in zip(acc0, new, strict=True):
+        ph = builder.phi(a.type)
+        ph.add_incoming(a, pre)
+        ph.add_incoming(v, end)
+        fin.append(ph)
+    return fin
+
+
 def _make_tile(full, pairs, nr=NR):
     """An intrinsic computing one tile ``acc (mr x nr)`` (``nr`` columns, 8 or 16).
 
@@ -142,44 +178,22 @@ def _make_tile(full, pairs, nr=NR):
             row_off = [builder.add(oc_, builder.mul(sc_, ir.Constant(i64, r))) for r in range(mr)]
             acc0 = [builder.select(init_, vload(pC, row_off[r]), zero_v) for r in range(mr)]
 
-            pre = builder.basic_block
-            loop = builder.append_basic_block("tile.loop")
-            done = builder.append_basic_block("tile.done")
-            builder.cbranch(builder.icmp_signed(">", n_, ir.Constant(i64, 0)), loop, done)
-
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            k.add_incoming(ir.Constant(i64, 0), pre)
-            accs = []
-            for r in range(mr):
-                ph = builder.phi(vty)
-                ph.add_incoming(acc0[r], pre)
-                accs.append(ph)
-            new = list(accs)
             operands = [(pA, oa_, pB, ob_)]
             if pairs == 2:
                 operands.append((pA2, oa2_, pB2, ob2_))
-            for (pa, oa, pb, ob) in operands:
-                vb = vload(pb, builder.add(ob, builder.mul(k, sbk_)))
-                base = builder.add(oa, builder.mul(k, sak_))
-                for r in range(mr):
-                    off = builder.add(base, builder.mul(sar_, ir.Constant(i64, r)))
-                    a = builder.load(builder.gep(pa, [off]), align=isz)
-                    new[r] = builder.call(vfma, [splat(a), vb, new[r]])
-            k1 = builder.add(k, ir.Constant(i64, 1))
-            end = builder.basic_block
-            k.add_incoming(k1, end)
-            for r in range(mr):
-                accs[r].add_incoming(new[r], end)
-            builder.cbranch(builder.icmp_signed("<", k1, n_), loop, done)
 
-            builder.position_at_end(done)
-            fin = []
-            for r in range(mr):
-                ph = builder.phi(vty)
-                ph.add_incoming(acc0[r], pre)
-                ph.add_incoming(new[r], end)
-                fin.append(ph)
+            def body(k, accs):
+                new = list(accs)
+                for (pa, oa, pb, ob) in operands:
+                    vb = vload(pb, builder.add(ob, builder.mul(k, sbk_)))
+                    base = builder.add(oa, builder.mul(k, sak_))
+                    for r in range(mr):
+                        off = builder.add(base, builder.mul(sar_, ir.Constant(i64, r)))
+                        a = builder.load(builder.gep(pa, [off]), align=isz)
+                        new[r] = builder.call(vfma, [splat(a), vb, new[r]])
+                return new
+
+            fin = _accumulating_loop(builder, n_, acc0, body, "tile")
             with builder.if_else(addb_) as (then, otherwise):
                 with then:
                     bv = vload(pbias, obias_)
@@ -247,37 +261,14 @@ def _make_colsum(nt, nr):
 
             goff = [builder.add(og_, ir.Constant(i64, t * nr)) for t in range(nt)]
             acc0 = [builder.load(vptr_at(pg, goff[t]), align=isz) for t in range(nt)]
-            pre = builder.basic_block
-            loop = builder.append_basic_block("colsum.loop")
-            done = builder.append_basic_block("colsum.done")
-            builder.cbranch(builder.icmp_signed(">", n_, ir.Constant(i64, 0)), loop, done)
 
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            k.add_incoming(ir.Constant(i64, 0), pre)
-            accs = []
-            for t in range(nt):
-                ph = builder.phi(vty)
-                ph.add_incoming(acc0[t], pre)
-                accs.append(ph)
-            row = builder.add(od_, builder.mul(k, ldd_))
-            new = [builder.fadd(accs[t], builder.load(
-                vptr_at(pD, builder.add(row, ir.Constant(i64, t * nr))), align=isz))
-                for t in range(nt)]
-            k1 = builder.add(k, ir.Constant(i64, 1))
-            end = builder.basic_block
-            k.add_incoming(k1, end)
-            for t in range(nt):
-                accs[t].add_incoming(new[t], end)
-            builder.cbranch(builder.icmp_signed("<", k1, n_), loop, done)
+            def body(k, accs):
+                row = builder.add(od_, builder.mul(k, ldd_))
+                return [builder.fadd(accs[t], builder.load(
+                    vptr_at(pD, builder.add(row, ir.Constant(i64, t * nr))), align=isz))
+                    for t in range(nt)]
 
-            builder.position_at_end(done)
-            fin = []
-            for t in range(nt):
-                ph = builder.phi(vty)
-                ph.add_incoming(acc0[t], pre)
-                ph.add_incoming(new[t], end)
-                fin.append(ph)
+            fin = _accumulating_loop(builder, n_, acc0, body, "colsum")
             for t in range(nt):
                 builder.store(fin[t], vptr_at(pg, goff[t]), align=isz)
             return context.get_dummy_value()
