@@ -35,7 +35,7 @@ from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
 from .cpu_activations import IDENTITY, RELU, SMOOTH_RELU, TANH, _d2sigma, _dsigma, _sigma
-from .cpu_tiles import MR32, MR64, colsum_acc, gemm_rows, gemm_tn_acc
+from .cpu_tiles import _mr, colsum_acc, gemm_rows, gemm_tn_acc
 
 #: Largest number of sample chunks a gradient is split into (a power of two).
 MAX_CHUNKS = 16
@@ -354,7 +354,7 @@ def _adjoint_rows(Ln, U, W, S, h, act, D, L, want_L, G, gb, want_g, skip, r0, r1
     wi = U.shape[1]
     rb = _block_rows(max(wi, wo), S.itemsize)
     pf = want_L and wo >= PREFETCH_MIN_WIDTH
-    tile = MR64 if S.itemsize == 8 else MR32  # the row tile of gemm_rows
+    tile = _mr(S.dtype)  # the row tile of gemm_rows
     u_ = _flat(U)
     sx_ = _flat(Sx)
     ux_ = _flat(Ux)
@@ -425,7 +425,7 @@ def _soadjoint_rows(Ln, dLn, U, dU, W, dW, S, dZ, h, act, D, dD, L, dL, G, gb, d
     wi = U.shape[1]
     rb = _block_rows(max(wi, wo), S.itemsize)
     pf = (want_L or want_dL) and wo >= PREFETCH_MIN_WIDTH
-    tile = MR64 if S.itemsize == 8 else MR32
+    tile = _mr(S.dtype)
     xs = Sx.shape[0]
     u_, du_ = _flat(U), _flat(dU)
     sx_, zx_, ux_, dux_ = _flat(Sx), _flat(dZx), _flat(Ux), _flat(dUx)

@@ -50,12 +50,15 @@ MR64, MR32 = 8, 8
 
 
 def _mr(like):
-    """Rows of a full tile for the dtype of ``like`` (a compile-time constant)."""
+    """Rows of a full tile for ``like``, a number or an array's dtype (a compile-time
+    constant)."""
     return MR64
 
 
 @overload(_mr, inline="always")
 def _mr_impl(like):
+    if isinstance(like, types.DType):
+        like = like.dtype
     if isinstance(like, types.Float) and like.bitwidth == 32:
         return lambda like: MR32
     return lambda like: MR64
